@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mllmrec`` command (see :mod:`mllmrec_pyg.cli`)."""

@@ -1,0 +1,28 @@
+"""Loaders into the HeteroData contract, splitting, and the schema constants."""
+
+from mllmrec_pyg.data.schema import (
+    COOCCURS,
+    INTERACTS,
+    ITEM,
+    RELATED,
+    SEMANTIC,
+    USER,
+    SchemaError,
+    validate,
+)
+from mllmrec_pyg.data.split import k_core, per_user_split
+from mllmrec_pyg.data.synthetic import make_synthetic
+
+__all__ = [
+    "COOCCURS",
+    "INTERACTS",
+    "ITEM",
+    "RELATED",
+    "SEMANTIC",
+    "USER",
+    "SchemaError",
+    "validate",
+    "k_core",
+    "per_user_split",
+    "make_synthetic",
+]

@@ -1,0 +1,1 @@
+"""The reasoning stage: item descriptions and user preferences from an MLLM."""

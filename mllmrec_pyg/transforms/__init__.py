@@ -1,0 +1,7 @@
+"""Graph refinement as PyG transforms on the HeteroData contract."""
+
+from mllmrec_pyg.transforms.jaccard import JaccardCoOccurrence
+from mllmrec_pyg.transforms.merge import MergeGraphs
+from mllmrec_pyg.transforms.threshold_knn import ThresholdKNN
+
+__all__ = ["ThresholdKNN", "JaccardCoOccurrence", "MergeGraphs"]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Creates .venv and installs mllmrec-pyg with the extras used by the example,
+# the tests and the benchmarks. Idempotent: a second run with unchanged
+# pyproject.toml returns at once.
+#
+# Torch: an existing install is kept. Otherwise, when a local wheelhouse that
+# pip is already configured to use (find-links) offers a torch wheel, that one
+# is installed (no download); elsewhere pip takes the default torch for the
+# platform. Set MLLMREC_TORCH_SPEC (e.g. "torch==2.6.0") to choose yourself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+VENV="${MLLMREC_VENV:-.venv}"
+EXTRAS="${MLLMREC_EXTRAS:-dev}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+stamp="$VENV/.mllmrec-setup"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $EXTRAS"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+pipi() { "$VPY" -m pip install --disable-pip-version-check -q "$@"; }
+
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+  if [ -n "${MLLMREC_TORCH_SPEC:-}" ]; then
+    pipi "$MLLMREC_TORCH_SPEC"
+  elif pipi --no-index --no-deps torch 2>/dev/null; then
+    # A local wheel was taken; now its dependencies from the index.
+    pipi torch=="$("$VPY" -c 'import importlib.metadata as m; print(m.version("torch"))')"
+  else
+    pipi torch
+  fi
+fi
+pipi -e ".[$EXTRAS]"
+echo "$want" > "$stamp"
