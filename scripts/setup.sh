@@ -23,7 +23,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
-pipi() { "$VPY" -m pip install --disable-pip-version-check -q "$@"; }
+# pip warns about every configured index folder that lacks a package; drop that noise only.
+pipi() {
+  "$VPY" -m pip install --disable-pip-version-check -q "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   if [ -n "${MLLMREC_TORCH_SPEC:-}" ]; then
