@@ -1,0 +1,147 @@
+"""Run ``transformers serve`` on a loopback port for tests and benchmarks.
+
+:func:`serve_transformers` starts the OpenAI-compatible server as a child
+process on ``127.0.0.1``, waits (bounded) until ``/health`` answers, and
+stops it on exit, so the ``openai`` backend can be exercised end to end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A running server.
+
+    Args:
+        base_url: the API root (``http://127.0.0.1:<port>/v1``).
+        model: the model name to send (the served folder, as given to the server).
+        port: the TCP port.
+        pid: the server's process id.
+        log_path: where its stdout and stderr go.
+    """
+
+    base_url: str
+    model: str
+    port: int
+    pid: int
+    log_path: Path
+
+
+def _log_tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "<no log>"
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def serve_transformers(
+    model_dir: str | os.PathLike[str],
+    *,
+    port: int | None = None,
+    quantization: str | None = "bnb-4bit",
+    device: str = "cpu",
+    startup_timeout: float = 180.0,
+    log_dir: str | os.PathLike[str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[ServedModel]:
+    """Serve ``model_dir`` with ``transformers serve`` on 127.0.0.1.
+
+    Args:
+        model_dir: a local model folder (e.g. from :func:`build_tiny_gemma`).
+        port: the port; a free one when ``None``.
+        quantization: ``"bnb-4bit"`` (NF4 + double quantisation, like the
+            ``transformers`` backend), ``"bnb-8bit"`` or ``None``.
+        device: the server's device.
+        startup_timeout: seconds to wait for ``/health`` before giving up.
+        log_dir: folder for the server log; a temporary one when ``None``.
+        extra_args: more ``transformers serve`` options.
+
+    Raises:
+        RuntimeError: the server exited or did not answer in time (the
+            message carries the end of its log).
+    """
+    port = port or free_port()
+    model = str(model_dir)
+    log_root = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="serve-"))
+    log_root.mkdir(parents=True, exist_ok=True)
+    log_path = log_root / f"transformers-serve-{port}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        device,
+        *(("--quantization", quantization) if quantization else ()),
+        *extra_args,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not _healthy(port):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"transformers serve exited with code {proc.returncode} before answering "
+                    f"/health; log {log_path}:\n{_log_tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"transformers serve did not answer /health on port {port} within "
+                    f"{startup_timeout:g} s; log {log_path}:\n{_log_tail(log_path)}"
+                )
+            time.sleep(0.5)
+        logger.info("transformers serve (pid %d) is up on 127.0.0.1:%d", proc.pid, port)
+        yield ServedModel(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            model=model,
+            port=port,
+            pid=proc.pid,
+            log_path=log_path,
+        )
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)

@@ -1,0 +1,19 @@
+"""Shared fixtures. Nothing here reaches the network: the hub is switched off."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Gemma 3 (text + vision, Gemma's special tokens), built once
+    per session; see :func:`mllmrec_pyg.testing.build_tiny_gemma`."""
+    from mllmrec_pyg.testing import build_tiny_gemma
+
+    return build_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma") / "model")
