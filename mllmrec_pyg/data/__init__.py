@@ -1,5 +1,7 @@
 """Loaders into the HeteroData contract, splitting, and the schema constants."""
 
+from mllmrec_pyg.data.mmrec import load_mmrec
+from mllmrec_pyg.data.movielens import load_movielens
 from mllmrec_pyg.data.schema import (
     COOCCURS,
     INTERACTS,
@@ -25,4 +27,6 @@ __all__ = [
     "k_core",
     "per_user_split",
     "make_synthetic",
+    "load_mmrec",
+    "load_movielens",
 ]

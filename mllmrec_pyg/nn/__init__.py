@@ -1,5 +1,31 @@
 """Neural modules: the item LightGCN, MLLMRec and baselines."""
 
+from mllmrec_pyg.nn.base import RankingModel, Recommender
+from mllmrec_pyg.nn.baselines import (
+    BPRMF,
+    BPRConfig,
+    LightGCNConfig,
+    LightGCNRecommender,
+    MostPop,
+    MostPopConfig,
+)
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN
+from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
+from mllmrec_pyg.nn.registry import MODELS, build_model
 
-__all__ = ["ItemLightGCN"]
+__all__ = [
+    "ItemLightGCN",
+    "MLLMRec",
+    "MLLMRecConfig",
+    "Tower",
+    "MostPop",
+    "MostPopConfig",
+    "BPRMF",
+    "BPRConfig",
+    "LightGCNRecommender",
+    "LightGCNConfig",
+    "RankingModel",
+    "Recommender",
+    "MODELS",
+    "build_model",
+]

@@ -1,0 +1,136 @@
+"""What the trainer needs from a model, and a base class that provides the rest.
+
+The trainer (:mod:`mllmrec_pyg.train`) is model-agnostic: it only calls
+
+* ``pair_scores(users, pos_items, neg_items) -> (pos_scores, neg_scores)`` for
+  a mini-batch of BPR triples, computing only what the batch needs;
+* ``scorer() -> Callable[[users], scores]`` for full ranking, where the
+  callable maps a block of user ids to ``[B, num_items]`` scores; ``scorer``
+  is called once per evaluation, so it is the place to precompute
+  representations shared by all blocks;
+* optionally ``reg_loss(users, pos_items, neg_items) -> Tensor``, added to the
+  BPR loss.
+
+:class:`RankingModel` adds ``recommend(user_ids, k)`` (top-k unseen items),
+construction from a :class:`~torch_geometric.data.HeteroData` and a JSON-able
+config so that checkpoints can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.metrics import CSRIndex, mask_scores_, topk_items
+
+ScoreFn = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """The interface :class:`~mllmrec_pyg.train.Trainer` trains and evaluates."""
+
+    num_users: int
+    num_items: int
+
+    def pair_scores(
+        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def scorer(self) -> ScoreFn: ...
+
+
+class RankingModel(nn.Module):
+    """Base class of the package's recommenders.
+
+    Subclasses set ``name`` and ``config_class`` (a dataclass), implement
+    :meth:`from_data`, :meth:`pair_scores` and :meth:`scorer`, and may override
+    :meth:`reg_loss`.
+
+    Args:
+        num_users: number of users.
+        num_items: number of items.
+    """
+
+    name: ClassVar[str] = "model"
+    config_class: ClassVar[type] = object
+
+    def __init__(self, num_users: int, num_items: int) -> None:
+        super().__init__()
+        self.num_users = int(num_users)
+        self.num_items = int(num_items)
+        self._seen: CSRIndex | None = None
+        self.config: Any = None
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_data(cls, data: HeteroData, config: Any = None) -> RankingModel:
+        """Build the model for ``data`` (training pairs, features, graphs)."""
+        raise NotImplementedError
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict (stored in checkpoints)."""
+        if self.config is None or not dataclasses.is_dataclass(self.config):
+            return {}
+        return dataclasses.asdict(self.config)
+
+    def set_seen(self, edge_index: Tensor) -> RankingModel:
+        """Remember the training pairs so that :meth:`recommend` skips them."""
+        self._seen = CSRIndex(edge_index.cpu(), self.num_users)
+        return self
+
+    # -- the trainer's interface -----------------------------------------------------
+    def pair_scores(
+        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Scores of ``(users, pos_items)`` and ``(users, neg_items)``, each ``[B]``."""
+        raise NotImplementedError
+
+    def scorer(self) -> ScoreFn:
+        """A function from a block of user ids to ``[B, num_items]`` scores."""
+        raise NotImplementedError
+
+    def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
+        """An extra loss term for the batch, or ``None``."""
+        return None
+
+    # -- inference ------------------------------------------------------------------
+    @torch.no_grad()
+    def recommend(
+        self, user_ids: Tensor | list[int], k: int = 20, exclude_seen: bool = True
+    ) -> Tensor:
+        """Top-``k`` items for each user, best first, training items excluded.
+
+        Args:
+            user_ids: user ids (``LongTensor`` or list).
+            k: list length.
+            exclude_seen: skip the user's training items (needs
+                :meth:`set_seen`, done by :meth:`from_data`).
+
+        Returns:
+            ``LongTensor [len(user_ids), k]`` of item ids; equal scores are
+            ordered by item id.
+        """
+        users = torch.as_tensor(user_ids, dtype=torch.long).flatten()
+        if users.numel() and (users.min() < 0 or users.max() >= self.num_users):
+            bad = users[(users < 0) | (users >= self.num_users)][:10].tolist()
+            raise ValueError(f"user id(s) {bad} outside [0, {self.num_users})")
+        if exclude_seen and self._seen is None:
+            raise RuntimeError("recommend(exclude_seen=True) needs set_seen(train_edge_index)")
+        was_training = self.training
+        self.eval()
+        try:
+            scores = self.scorer()(users).float().clone()
+        finally:
+            self.train(was_training)
+        if exclude_seen:
+            mask_scores_(scores, users.cpu(), [self._seen])
+        return topk_items(scores, k)
+
+    def extra_repr(self) -> str:
+        return f"num_users={self.num_users}, num_items={self.num_items}"

@@ -1,0 +1,218 @@
+"""Baselines that anchor every result: MostPop, BPR-MF and LightGCN.
+
+All three train (or not) on the same :class:`~mllmrec_pyg.train.Trainer` and
+evaluator as :class:`~mllmrec_pyg.nn.MLLMRec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+from torch_geometric.nn.models import LightGCN
+
+from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.bipartite import bipartite_adjacency
+
+
+def _sizes(data: HeteroData) -> tuple[int, int, Tensor]:
+    validate(data)
+    return (
+        require_node_type(data, USER),
+        require_node_type(data, ITEM),
+        data[INTERACTS].edge_index,
+    )
+
+
+@dataclass
+class MostPopConfig:
+    """MostPop has nothing to set; the dataclass keeps checkpoints uniform."""
+
+
+class MostPop(RankingModel):
+    """Ranks items by their number of training interactions, the same list for everyone.
+
+    Args:
+        popularity: ``[num_items]`` training-interaction counts.
+        num_users: number of users.
+    """
+
+    name = "pop"
+    config_class = MostPopConfig
+
+    def __init__(self, popularity: Tensor, num_users: int) -> None:
+        super().__init__(num_users, popularity.numel())
+        self.register_buffer("popularity", popularity.float())
+        self.config = MostPopConfig()
+
+    @classmethod
+    def from_data(cls, data: HeteroData, config: MostPopConfig | None = None) -> MostPop:
+        num_users, num_items, edge_index = _sizes(data)
+        pop = torch.bincount(edge_index[1], minlength=num_items)
+        return cls(pop, num_users).set_seen(edge_index)
+
+    def pair_scores(self, users: Tensor, pos_items: Tensor, neg_items: Tensor):
+        return self.popularity[pos_items], self.popularity[neg_items]
+
+    def scorer(self) -> ScoreFn:
+        pop = self.popularity
+
+        def score(users: Tensor) -> Tensor:
+            return pop.unsqueeze(0).expand(users.numel(), -1)
+
+        return score
+
+
+@dataclass
+class BPRConfig:
+    """Matrix factorisation trained with BPR.
+
+    Args:
+        embedding_dim: size of user and item vectors.
+        reg_weight: L2 weight on the batch's embeddings,
+            ``reg_weight * (|e_u|^2 + |e_i|^2 + |e_j|^2) / (2 B)``.
+    """
+
+    embedding_dim: int = 64
+    reg_weight: float = 1e-4
+
+
+class BPRMF(RankingModel):
+    """BPR-MF (Rendle et al., 2009): :math:`\\hat y_{ui} = \\langle p_u, q_i \\rangle`.
+
+    Args:
+        num_users: number of users.
+        num_items: number of items.
+        config: :class:`BPRConfig`.
+    """
+
+    name = "bpr"
+    config_class = BPRConfig
+
+    def __init__(self, num_users: int, num_items: int, config: BPRConfig | None = None) -> None:
+        super().__init__(num_users, num_items)
+        self.config = config or BPRConfig()
+        self.user_emb = nn.Embedding(num_users, self.config.embedding_dim)
+        self.item_emb = nn.Embedding(num_items, self.config.embedding_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+
+    @classmethod
+    def from_data(cls, data: HeteroData, config: BPRConfig | None = None) -> BPRMF:
+        num_users, num_items, edge_index = _sizes(data)
+        return cls(num_users, num_items, config).set_seen(edge_index)
+
+    def pair_scores(self, users: Tensor, pos_items: Tensor, neg_items: Tensor):
+        u = self.user_emb(users)
+        return (u * self.item_emb(pos_items)).sum(-1), (u * self.item_emb(neg_items)).sum(-1)
+
+    def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
+        if self.config.reg_weight <= 0:
+            return None
+        sq = (
+            self.user_emb(users).pow(2).sum()
+            + self.item_emb(pos_items).pow(2).sum()
+            + self.item_emb(neg_items).pow(2).sum()
+        )
+        return self.config.reg_weight * sq / (2 * users.numel())
+
+    def scorer(self) -> ScoreFn:
+        items = self.item_emb.weight
+
+        def score(users: Tensor) -> Tensor:
+            return self.user_emb(users) @ items.t()
+
+        return score
+
+
+@dataclass
+class LightGCNConfig:
+    """LightGCN on the user-item training graph.
+
+    Args:
+        embedding_dim: size of the ID embeddings.
+        num_layers: propagation depth.
+        reg_weight: L2 weight on the batch's layer-0 embeddings (as in BPR-MF).
+    """
+
+    embedding_dim: int = 64
+    num_layers: int = 2
+    reg_weight: float = 1e-4
+
+
+class LightGCNRecommender(RankingModel):
+    """LightGCN (He et al., 2020) through :class:`torch_geometric.nn.models.LightGCN`.
+
+    The normalised adjacency is built once; PyG's model propagates the ID
+    embeddings over it and averages the layers.
+
+    Args:
+        num_users: number of users.
+        num_items: number of items.
+        edge_index: training ``(user, item)`` pairs.
+        config: :class:`LightGCNConfig`.
+    """
+
+    name = "lightgcn"
+    config_class = LightGCNConfig
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        edge_index: Tensor,
+        config: LightGCNConfig | None = None,
+    ) -> None:
+        super().__init__(num_users, num_items)
+        self.config = config or LightGCNConfig()
+        self.lightgcn = LightGCN(
+            num_users + num_items,
+            self.config.embedding_dim,
+            self.config.num_layers,
+            normalize=False,
+        )
+        self.register_buffer(
+            "adj_t", bipartite_adjacency(edge_index, num_users, num_items), persistent=False
+        )
+
+    @classmethod
+    def from_data(
+        cls, data: HeteroData, config: LightGCNConfig | None = None
+    ) -> LightGCNRecommender:
+        num_users, num_items, edge_index = _sizes(data)
+        return cls(num_users, num_items, edge_index, config).set_seen(edge_index)
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final user and item representations."""
+        out = self.lightgcn.get_embedding(self.adj_t)
+        return out[: self.num_users], out[self.num_users :]
+
+    def pair_scores(self, users: Tensor, pos_items: Tensor, neg_items: Tensor):
+        user_out, item_out = self.embeddings()
+        u = user_out[users]
+        return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
+
+    def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
+        if self.config.reg_weight <= 0:
+            return None
+        emb = self.lightgcn.embedding
+        sq = (
+            emb(users).pow(2).sum()
+            + emb(pos_items + self.num_users).pow(2).sum()
+            + emb(neg_items + self.num_users).pow(2).sum()
+        )
+        return self.config.reg_weight * sq / (2 * users.numel())
+
+    def scorer(self) -> ScoreFn:
+        user_out, item_out = self.embeddings()
+
+        def score(users: Tensor) -> Tensor:
+            return user_out[users] @ item_out.t()
+
+        return score

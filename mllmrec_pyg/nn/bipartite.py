@@ -1,0 +1,32 @@
+"""The user-item training graph as a normalised sparse adjacency."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+from mllmrec_pyg._sparse import quiet_sparse
+
+
+def bipartite_adjacency(edge_index: Tensor, num_users: int, num_items: int) -> Tensor:
+    """Symmetrically normalised user-item adjacency as a sparse CSR ``[N, N]`` matrix.
+
+    Users are nodes ``0..U-1`` and items ``U..U+I-1``; duplicate pairs count
+    once. Entry ``[a, b]`` is :math:`1/\\sqrt{d_a d_b}` for every edge.
+
+    Args:
+        edge_index: training ``(user, item)`` pairs.
+        num_users: number of users.
+        num_items: number of items.
+    """
+    pairs = torch.unique(edge_index, dim=1)
+    src = torch.cat([pairs[0], pairs[1] + num_users])
+    dst = torch.cat([pairs[1] + num_users, pairs[0]])
+    n = num_users + num_items
+    (row, col), weight = gcn_norm(  # row: source, col: target
+        torch.stack([src, dst]), None, n, add_self_loops=False
+    )
+    with quiet_sparse():
+        adj_t = torch.sparse_coo_tensor(torch.stack([col, row]), weight, (n, n)).coalesce()
+        return adj_t.to_sparse_csr()

@@ -1,0 +1,287 @@
+"""MLLMRec: two MLP towers over preference features and graph-smoothed item features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.data.schema import (
+    INTERACTS,
+    ITEM,
+    RELATED,
+    USER,
+    SchemaError,
+    check_features,
+    require_node_type,
+    validate,
+)
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.bipartite import bipartite_adjacency
+from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
+
+
+@dataclass
+class MLLMRecConfig:
+    """Hyper-parameters and the paper's ablation switches.
+
+    Args:
+        hidden_dim: :math:`d_1`, the towers' hidden width (256 in the paper).
+        embedding_dim: :math:`d`, the output width (64).
+        num_item_layers: :math:`L`, item-item propagation depth (1).
+        negative_slope: slope of the towers' LeakyReLU.
+        use_user_features: ``False`` is the *w/o RS* variant: users get
+            trainable randomly initialised ID embeddings instead of preference
+            features.
+        user_id_dim: width of those ID embeddings; ``None`` means the item
+            feature width, so the user tower keeps its shape.
+        item_conv: ``False`` is the *w/o GCN_II* variant: towers on the raw
+            item features.
+        trainable_items: make the item inputs trainable embeddings initialised
+            from the features (the item graph convolution then runs every
+            batch); by default they are frozen and :math:`E^*` is computed once.
+        ui_layers: ``> 0`` is the *w/ GCN_UI* variant: a LightGCN with this many
+            layers over the user-item training graph, on L2-normalised tower
+            outputs, summed over layers ``0..ui_layers`` and added to the tower
+            outputs (the paper uses 2).
+    """
+
+    hidden_dim: int = 256
+    embedding_dim: int = 64
+    num_item_layers: int = 1
+    negative_slope: float = 0.01
+    use_user_features: bool = True
+    user_id_dim: int | None = None
+    item_conv: bool = True
+    trainable_items: bool = False
+    ui_layers: int = 0
+
+
+class Tower(nn.Module):
+    """The mapping of Eq. 14: :math:`h = W_2\\,\\sigma(W_1 e + b_1) + b_2`, :math:`\\sigma` = LeakyReLU.
+
+    Args:
+        in_dim: input width :math:`d_t`.
+        hidden_dim: :math:`d_1`.
+        out_dim: :math:`d`.
+        negative_slope: LeakyReLU slope.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden_dim: int, out_dim: int, negative_slope: float = 0.01
+    ) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(in_dim, hidden_dim)
+        self.lin2 = nn.Linear(hidden_dim, out_dim)
+        self.negative_slope = negative_slope
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin2(F.leaky_relu(self.lin1(x), self.negative_slope))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.lin1.in_features}, {self.lin1.out_features}, "
+            f"{self.lin2.out_features})"
+        )
+
+
+class MLLMRec(RankingModel):
+    """MLLMRec (Eq. 11-15): :math:`\\hat y_{ui} = \\langle f_u(e_u), f_i(e^*_i) \\rangle`.
+
+    :math:`e_u` is the user's preference feature (``data["user"].x``),
+    :math:`e^*_i = \\sum_{l=0}^{L} (D^{-1/2} S^* D^{-1/2})^l e_i` the item LightGCN
+    output over the refined graph ``data["item", "related", "item"]``, and
+    :math:`f_u, f_i` the two towers of Eq. 14.
+
+    Since the item features are frozen, :math:`E^*` is a constant of the data and
+    is computed once at construction; a training step runs only the batch's
+    rows through the towers. With ``trainable_items=True`` the item inputs are
+    parameters and the convolution runs inside the step (the way other models
+    reuse :class:`~mllmrec_pyg.nn.ItemLightGCN`).
+
+    Args:
+        num_users: number of users.
+        item_x: item features ``[I, d_t]``.
+        item_edge_index: edges of :math:`S^*` (``[1]`` = owner); ignored without
+            ``item_conv``.
+        item_edge_weight: their weights (``None`` = 1).
+        user_x: user preference features ``[U, d_u]``; required unless
+            ``use_user_features=False``.
+        train_edge_index: training pairs; required for ``ui_layers > 0``.
+        config: :class:`MLLMRecConfig`.
+    """
+
+    name = "mllmrec"
+    config_class = MLLMRecConfig
+
+    def __init__(
+        self,
+        num_users: int,
+        item_x: Tensor,
+        item_edge_index: Tensor | None = None,
+        item_edge_weight: Tensor | None = None,
+        user_x: Tensor | None = None,
+        train_edge_index: Tensor | None = None,
+        config: MLLMRecConfig | None = None,
+    ) -> None:
+        super().__init__(num_users, item_x.size(0))
+        cfg = self.config = config or MLLMRecConfig()
+        item_x = check_features(item_x, "item features").float()
+        d_item = item_x.size(1)
+
+        # Item side: E* (frozen, computed once) or trainable inputs + the layer.
+        self.item_conv = ItemLightGCN(cfg.num_item_layers, normalize=False)
+        adj_t = None
+        if cfg.item_conv:
+            if item_edge_index is None:
+                raise SchemaError("item_conv=True needs the item graph (item_edge_index)")
+            adj_t, _ = item_graph_norm(to_adj_t(item_edge_index, item_edge_weight, self.num_items))
+        if cfg.trainable_items:
+            self.item_input = nn.Parameter(item_x.clone())
+            self.register_buffer("item_adj_t", adj_t, persistent=False)
+            self.register_buffer("item_repr", None, persistent=False)
+        else:
+            self.item_input = None
+            self.register_buffer("item_adj_t", None, persistent=False)
+            with torch.no_grad():
+                e_star = self.item_conv(item_x, adj_t) if adj_t is not None else item_x
+            self.register_buffer("item_repr", e_star.contiguous(), persistent=False)
+
+        # User side: preference features or ID embeddings (w/o RS).
+        if cfg.use_user_features:
+            if user_x is None:
+                raise SchemaError(
+                    "MLLMRec needs user preference features (data['user'].x); "
+                    "set use_user_features=False for the ID-embedding variant"
+                )
+            user_x = check_features(user_x, "user features").float()
+            if user_x.size(0) != num_users:
+                raise SchemaError(f"user features have {user_x.size(0)} rows for {num_users} users")
+            self.register_buffer("user_x", user_x, persistent=False)
+            self.user_emb = None
+            d_user = user_x.size(1)
+        else:
+            d_user = cfg.user_id_dim or d_item
+            self.register_buffer("user_x", None, persistent=False)
+            self.user_emb = nn.Embedding(num_users, d_user)
+            nn.init.xavier_uniform_(self.user_emb.weight)
+
+        self.user_tower = Tower(d_user, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope)
+        self.item_tower = Tower(d_item, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope)
+
+        if cfg.ui_layers > 0:
+            if train_edge_index is None:
+                raise SchemaError("ui_layers > 0 needs the training pairs (train_edge_index)")
+            ui = bipartite_adjacency(train_edge_index, num_users, self.num_items)
+            self.register_buffer("ui_adj_t", ui, persistent=False)
+        else:
+            self.register_buffer("ui_adj_t", None, persistent=False)
+
+    @classmethod
+    def from_data(cls, data: HeteroData, config: MLLMRecConfig | None = None) -> MLLMRec:
+        """Build from the HeteroData contract.
+
+        Needs ``data["item"].x``, ``data["user"].x`` (unless
+        ``use_user_features=False``) and ``data["item", "related", "item"]``
+        (unless ``item_conv=False``).
+        """
+        cfg = config or MLLMRecConfig()
+        require = ["item.x"]
+        if cfg.use_user_features:
+            require.append("user.x")
+        if cfg.item_conv:
+            require.append("related")
+        validate(data, require=require)
+        num_users = require_node_type(data, USER)
+        require_node_type(data, ITEM)
+        train = data[INTERACTS].edge_index
+        related = data[RELATED] if cfg.item_conv else None
+        model = cls(
+            num_users,
+            data[ITEM].x,
+            related.edge_index if related is not None else None,
+            related.get("edge_weight") if related is not None else None,
+            data[USER].get("x") if cfg.use_user_features else None,
+            train,
+            cfg,
+        )
+        return model.set_seen(train)
+
+    # -- representations -------------------------------------------------------------
+    def item_inputs(self) -> Tensor:
+        """:math:`E^*` for all items (recomputed only when the inputs are trainable)."""
+        if self.item_input is None:
+            return self.item_repr
+        if self.item_adj_t is None:
+            return self.item_input
+        return self.item_conv(self.item_input, self.item_adj_t)
+
+    def user_inputs(self, users: Tensor | None = None) -> Tensor:
+        """:math:`e_u` for ``users`` (all users if ``None``)."""
+        if self.user_emb is not None:
+            return self.user_emb.weight if users is None else self.user_emb(users)
+        return self.user_x if users is None else self.user_x[users]
+
+    def representations(self) -> tuple[Tensor, Tensor]:
+        """Final :math:`h_u` and :math:`h_i` for all users and items."""
+        h_u = self.user_tower(self.user_inputs())
+        h_i = self.item_tower(self.item_inputs())
+        if self.ui_adj_t is not None:
+            h = torch.cat([h_u, h_i])
+            g = F.normalize(h, dim=-1)
+            acc = g
+            for _ in range(self.config.ui_layers):
+                g = self.ui_adj_t @ g
+                acc = acc + g
+            h = h + acc
+            h_u, h_i = h[: self.num_users], h[self.num_users :]
+        return h_u, h_i
+
+    # -- the trainer's interface -----------------------------------------------------
+    def pair_scores(
+        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """BPR scores of a batch, running only the batch's rows through the towers."""
+        if self.ui_adj_t is not None:  # the user-item GCN needs every row
+            h_u, h_i = self.representations()
+            u = h_u[users]
+            return (u * h_i[pos_items]).sum(-1), (u * h_i[neg_items]).sum(-1)
+        # Each distinct row goes through its tower once.
+        uniq_u, inv_u = torch.unique(users, return_inverse=True)
+        u = self.user_tower(self.user_inputs(uniq_u))[inv_u]
+        uniq_i, inv_i = torch.unique(torch.cat([pos_items, neg_items]), return_inverse=True)
+        items = self.item_tower(self.item_inputs()[uniq_i])[inv_i]
+        pos, neg = items.split(pos_items.numel())
+        return (u * pos).sum(-1), (u * neg).sum(-1)
+
+    def scorer(self) -> ScoreFn:
+        if self.ui_adj_t is not None:
+            h_u, h_i = self.representations()
+
+            def score_all(users: Tensor) -> Tensor:
+                return h_u[users] @ h_i.t()
+
+            return score_all
+        h_i = self.item_tower(self.item_inputs())
+
+        def score(users: Tensor) -> Tensor:
+            return self.user_tower(self.user_inputs(users)) @ h_i.t()
+
+        return score
+
+    def extra_repr(self) -> str:
+        c = self.config
+        variants = []
+        if not c.use_user_features:
+            variants.append("w/o RS")
+        if not c.item_conv:
+            variants.append("w/o GCN_II")
+        if c.ui_layers:
+            variants.append(f"w/ GCN_UI({c.ui_layers})")
+        if c.trainable_items:
+            variants.append("trainable items")
+        extra = f", variants=[{', '.join(variants)}]" if variants else ""
+        return f"{super().extra_repr()}, item_layers={c.num_item_layers}{extra}"

@@ -1,0 +1,44 @@
+"""Model names used by the command line and by checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.nn.base import RankingModel
+from mllmrec_pyg.nn.baselines import BPRMF, LightGCNRecommender, MostPop
+from mllmrec_pyg.nn.mllmrec import MLLMRec
+
+MODELS: dict[str, type[RankingModel]] = {
+    cls.name: cls for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop)
+}
+
+
+def model_class(name: str) -> type[RankingModel]:
+    """The model class registered as ``name`` (``mllmrec``, ``bpr``, ``lightgcn``, ``pop``)."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
+
+
+def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
+    """The config dataclass of model ``name`` with ``values`` (unknown keys raise)."""
+    cls = model_class(name).config_class
+    values = dict(values or {})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{name}: unknown config field(s) {unknown}; known: {sorted(fields)}")
+    return cls(**values)
+
+
+def build_model(name: str, data: HeteroData, config: Any = None, **values: Any) -> RankingModel:
+    """Build model ``name`` for ``data``, from a config object or keyword values."""
+    if config is None:
+        config = make_config(name, values)
+    elif values:
+        config = dataclasses.replace(config, **values)
+    return model_class(name).from_data(data, config)
