@@ -68,12 +68,14 @@ def threshold_knn_graph(
         empty = torch.empty(2, 0, dtype=torch.long, device=device)
         return empty, torch.empty(0, device=device)
     block = block_size or _default_block(n)
+    any_zero = bool(zero.any())
     srcs, dsts = [], []
     for start in range(0, n, block):
         stop = min(start + block, n)
         rows = torch.arange(start, stop, device=device)
         sim = xn[start:stop] @ xn.t()
-        sim[:, zero] = float("-inf")
+        if any_zero:
+            sim[:, zero] = float("-inf")
         sim[rows - start, rows] = float("inf") if loop else float("-inf")
         vals, cols = sim.topk(k_eff, dim=1)
         if loop:
@@ -81,7 +83,8 @@ def threshold_knn_graph(
         keep = torch.isfinite(vals)
         if threshold is not None:
             keep &= vals >= threshold
-        keep &= ~zero[start:stop].unsqueeze(1)
+        if any_zero:
+            keep &= ~zero[start:stop].unsqueeze(1)
         srcs.append(cols[keep])
         dsts.append(rows.unsqueeze(1).expand_as(cols)[keep])
     edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
