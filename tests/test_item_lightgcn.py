@@ -3,9 +3,10 @@ import torch
 from torch_geometric.nn import LGConv
 from torch_geometric.typing import WITH_TORCH_SPARSE
 
-from graph_reference import dense_item_lightgcn
 from mllmrec_pyg.nn import ItemLightGCN
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
+
+from graph_reference import dense_item_lightgcn
 
 
 def _directed_graph(n=12, e=40, seed=0, dtype=torch.float64):

@@ -1,11 +1,14 @@
+import importlib.util
+
 import pytest
 import torch
 from torch_geometric.data import HeteroData
 from torch_geometric.transforms import Compose
 
-from graph_reference import assert_topk_rows, dense_cosine, dense_jaccard, neighbour_lists
 from mllmrec_pyg.data import COOCCURS, INTERACTS, RELATED, SEMANTIC, SchemaError
 from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
+
+from graph_reference import assert_topk_rows, dense_cosine, dense_jaccard, neighbour_lists
 
 
 def _features(n=60, d=16, seed=0, clusters=6):
@@ -24,8 +27,9 @@ def _data_with_x(x):
     return data
 
 
-def _check_knn(x, k, alpha, loop, block_size=None):
-    data = ThresholdKNN(k=k, threshold=alpha, loop=loop, block_size=block_size)(_data_with_x(x))
+def _check_knn(x, k, alpha, loop, block_size=None, backend="torch"):
+    data = ThresholdKNN(k=k, threshold=alpha, loop=loop, block_size=block_size,
+                        backend=backend)(_data_with_x(x))
     store = data[SEMANTIC]
     n = x.size(0)
     got = neighbour_lists(store.edge_index, store.edge_weight, n)
@@ -43,11 +47,44 @@ def _check_knn(x, k, alpha, loop, block_size=None):
     return store
 
 
+HAS_FAISS = importlib.util.find_spec("faiss") is not None
+BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not HAS_FAISS,
+                                                                    reason="faiss not installed"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("loop", [True, False])
 @pytest.mark.parametrize("alpha", [None, 0.0, 0.5, 0.7])
 @pytest.mark.parametrize("k", [1, 3, 10])
-def test_threshold_knn_matches_dense_reference(k, alpha, loop):
-    _check_knn(_features(), k, alpha, loop)
+def test_threshold_knn_matches_dense_reference(k, alpha, loop, backend):
+    _check_knn(_features(), k, alpha, loop, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threshold_knn_zero_rows_and_clamp_all_backends(backend):
+    x = _features(n=20)
+    x[4] = 0.0
+    for k in (3, 50):
+        store = _check_knn(x, k, 0.2, True, backend=backend)
+        assert not (store.edge_index == 4).any()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_threshold_knn_cuda_matches_cpu():
+    x = _features(n=500, d=64)
+    cpu = ThresholdKNN(k=10, threshold=0.5, block_size=64)(_data_with_x(x))[SEMANTIC]
+    gpu = ThresholdKNN(k=10, threshold=0.5, block_size=64)(_data_with_x(x.cuda()))[SEMANTIC]
+    assert gpu.edge_index.is_cuda
+    assert torch.equal(cpu.edge_index, gpu.edge_index.cpu())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_jaccard_cuda_matches_cpu():
+    ei = _interactions()
+    cpu = JaccardCoOccurrence(k=4)(_ui_data(ei, 40, 30))[COOCCURS]
+    gpu = JaccardCoOccurrence(k=4)(_ui_data(ei.cuda(), 40, 30))[COOCCURS]
+    assert torch.equal(cpu.edge_index, gpu.edge_index.cpu())
+    assert torch.allclose(cpu.edge_weight, gpu.edge_weight.cpu())
 
 
 def test_threshold_knn_blocks_do_not_change_result():

@@ -24,6 +24,36 @@ def _default_block(n: int, budget_bytes: int = 64 * 2**20) -> int:
     return max(1, min(n, budget_bytes // (4 * max(n, 1))))
 
 
+def _faiss_neighbours(
+    xn: Tensor, zero: Tensor, k_others: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact inner-product top-``k_others`` non-self neighbours via faiss.
+
+    Returns ``(owners, neighbours [m, k_others], similarities [m, k_others])``
+    for the non-zero rows; missing slots have similarity ``-inf``.
+    """
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "ThresholdKNN(backend='faiss') needs faiss: pip install 'mllmrec-pyg[faiss]'"
+        ) from err
+    owners = (~zero).nonzero().flatten()
+    m = owners.numel()
+    sub = xn[owners].detach().cpu().float().contiguous().numpy()
+    index = faiss.IndexFlatIP(sub.shape[1])
+    index.add(sub)
+    sims, idx = index.search(sub, min(k_others + 1, m))
+    sims = torch.from_numpy(sims).to(xn.device)
+    cols = owners[torch.from_numpy(idx).to(xn.device).clamp_min(0)]
+    sims = torch.where(torch.from_numpy(idx).to(xn.device) < 0, float("-inf"), sims)
+    not_self = cols != owners.unsqueeze(1)
+    order = torch.argsort((~not_self).to(torch.int8), dim=1, stable=True)[:, :k_others]
+    cols, sims = cols.gather(1, order), sims.gather(1, order)
+    sims = torch.where(not_self.gather(1, order), sims, float("-inf"))
+    return owners, cols, sims
+
+
 @torch.no_grad()
 def threshold_knn_graph(
     x: Tensor,
@@ -31,6 +61,7 @@ def threshold_knn_graph(
     threshold: float | None = 0.7,
     loop: bool = True,
     block_size: int | None = None,
+    backend: str = "torch",
 ) -> tuple[Tensor, Tensor]:
     r"""Edges of the thresholded cosine top-:math:`K` graph of the rows of ``x``.
 
@@ -48,7 +79,9 @@ def threshold_knn_graph(
     get no edges, neither as owner nor as neighbour.
 
     The similarity matrix is built ``block_size`` owner rows at a time, so
-    memory is :math:`O(\text{block} \cdot N)`, never :math:`O(N^2)`.
+    memory is :math:`O(\text{block} \cdot N)`, never :math:`O(N^2)`. With
+    ``backend="faiss"`` an exact ``IndexFlatIP`` search on the CPU replaces
+    the blocked product (same result up to ties at the :math:`K`-th value).
 
     Returns:
         ``edge_index`` ``[2, E]`` with ``edge_index[1]`` the owner and
@@ -67,6 +100,10 @@ def threshold_knn_graph(
     if n == 0 or k_eff <= 0:
         empty = torch.empty(2, 0, dtype=torch.long, device=device)
         return empty, torch.empty(0, device=device)
+    if backend == "faiss":
+        return _faiss_graph(xn, zero, k_eff, threshold, loop)
+    if backend != "torch":
+        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
     block = block_size or _default_block(n)
     any_zero = bool(zero.any())
     srcs, dsts = [], []
@@ -89,6 +126,31 @@ def threshold_knn_graph(
         dsts.append(rows.unsqueeze(1).expand_as(cols)[keep])
     edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
     edge_index = coalesce(edge_index, num_nodes=n, sort_by_row=False)
+    return edge_index, torch.ones(edge_index.size(1), device=device)
+
+
+def _faiss_graph(
+    xn: Tensor, zero: Tensor, k_eff: int, threshold: float | None, loop: bool
+) -> tuple[Tensor, Tensor]:
+    n, device = xn.size(0), xn.device
+    k_others = min(k_eff - 1 if loop else k_eff, n - 1)
+    srcs, dsts = [], []
+    if k_others > 0 and int((~zero).sum()) > 1:
+        owners, cols, sims = _faiss_neighbours(xn, zero, k_others)
+        keep = torch.isfinite(sims)
+        if threshold is not None:
+            keep &= sims >= threshold
+        srcs.append(cols[keep])
+        dsts.append(owners.unsqueeze(1).expand_as(cols)[keep])
+    if loop and (threshold is None or threshold <= 1.0):
+        selfs = (~zero).nonzero().flatten()
+        srcs.append(selfs)
+        dsts.append(selfs)
+    if not srcs:
+        empty = torch.empty(2, 0, dtype=torch.long, device=device)
+        return empty, torch.empty(0, device=device)
+    edge_index = coalesce(torch.stack([torch.cat(srcs), torch.cat(dsts)]), num_nodes=n,
+                          sort_by_row=False)
     return edge_index, torch.ones(edge_index.size(1), device=device)
 
 
@@ -116,6 +178,9 @@ class ThresholdKNN(BaseTransform):
         relation (str): relation name of the output edge type.
         block_size (int, optional): owner rows per similarity block.
         x_key (str): attribute holding the features.
+        backend (str): ``"torch"`` (blocked exact product, CPU or CUDA) or
+            ``"faiss"`` (exact ``IndexFlatIP`` search on the CPU; needs the
+            ``[faiss]`` extra).
     """
 
     def __init__(
@@ -127,8 +192,12 @@ class ThresholdKNN(BaseTransform):
         relation: str = "semantic",
         block_size: int | None = None,
         x_key: str = "x",
+        backend: str = "torch",
     ) -> None:
         self.k = _check_k(k)
+        if backend not in ("torch", "faiss"):
+            raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
+        self.backend = backend
         if threshold is not None and not (-1.0 <= float(threshold) <= 1.0):
             raise ValueError(f"threshold must be a cosine in [-1, 1] or None, got {threshold!r}")
         self.threshold = threshold
@@ -146,7 +215,7 @@ class ThresholdKNN(BaseTransform):
                 f"data[{self.node_type!r}].{self.x_key} has {x.size(0)} rows for {n} nodes"
             )
         edge_index, edge_weight = threshold_knn_graph(
-            x, self.k, self.threshold, self.loop, self.block_size
+            x, self.k, self.threshold, self.loop, self.block_size, self.backend
         )
         store = data[item_edge_type(self.node_type, self.relation)]
         store.edge_index = edge_index
