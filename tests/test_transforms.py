@@ -237,6 +237,12 @@ def test_merge_sums_shared_edges():
     assert out.edge_index.size(1) == 4
     with pytest.raises(SchemaError, match="no edge type"):
         MergeGraphs(relations=("semantic", "visual"))(data)
+    data[COOCCURS].edge_index = torch.tensor([[1, 4], [2, 0]])
+    with pytest.raises(SchemaError, match=r"source ids out of range \[0, 4\)"):
+        MergeGraphs()(data)
+    data[COOCCURS].edge_index = torch.tensor([[1], [2]])
+    with pytest.raises(ValueError, match="edge_weight has 2 entries for 1 edges"):
+        MergeGraphs()(data)
 
 
 def test_compose_full_refinement_equals_dense_sum():

@@ -9,7 +9,12 @@ from torch_geometric.data import HeteroData
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce
 
-from mllmrec_pyg.data.schema import item_edge_type, require_edge_type, require_node_type
+from mllmrec_pyg.data.schema import (
+    check_edge_index,
+    item_edge_type,
+    require_edge_type,
+    require_node_type,
+)
 
 
 class MergeGraphs(BaseTransform):
@@ -47,8 +52,12 @@ class MergeGraphs(BaseTransform):
         for rel in self.relations:
             et = item_edge_type(self.node_type, rel)
             require_edge_type(data, et)
-            ei = data[et].edge_index
+            ei = check_edge_index(data[et].get("edge_index"), n, n, f"data[{et}].edge_index")
             w = data[et].get("edge_weight")
+            if w is not None and w.numel() != ei.size(1):
+                raise ValueError(
+                    f"data[{et}].edge_weight has {w.numel()} entries for {ei.size(1)} edges"
+                )
             indices.append(ei)
             weights.append(torch.ones(ei.size(1), device=ei.device) if w is None else w.float())
         edge_index, edge_weight = coalesce(
