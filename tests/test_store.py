@@ -168,3 +168,27 @@ def test_sigkill_keeps_every_committed_row(tmp_path):
         # every put that returned before the kill is there, with no gaps
         assert n >= acknowledged + 1
         assert {int(g.entity) for g in store.iter("t")} == set(range(n))
+
+
+class HalfFailingBackend(CountingBackend):
+    """Finishes the first request of each call, then fails the call."""
+
+    def generate(self, requests):
+        from mllmrec_pyg.reasoning.backends import BackendError
+
+        self.seen.extend(r.key for r in requests)
+        done = {0: f"done {requests[0].key}"}
+        raise BackendError("server went away", key=requests[1].key, partial=done)
+
+
+def test_partial_results_of_a_failed_batch_are_kept(tmp_path):
+    reqs = [GenerationRequest(key=str(i), prompt=f"p{i}") for i in range(4)]
+    with GenerationStore(tmp_path / "g.sqlite") as store:
+        with pytest.raises(RuntimeError, match="server went away"):
+            run_requests("t", reqs, HalfFailingBackend(), store, batch_size=2, show_progress=False)
+        assert [g.entity for g in store.iter("t")] == ["0"]
+        assert store.iter("t").__next__().text == "done 0"
+        b = CountingBackend()
+        out = run_requests("t", reqs, b, store, batch_size=2, show_progress=False)
+        assert b.seen == ["1", "2", "3"]  # the kept text is not generated again
+        assert out[0] == "done 0"

@@ -1,5 +1,6 @@
 """The reasoning stage: item descriptions and user preferences from an MLLM."""
 
+from mllmrec_pyg.reasoning.backends import get_backend
 from mllmrec_pyg.reasoning.backends.base import Backend, GenerationRequest
 from mllmrec_pyg.reasoning.backends.offline import OfflineBackend
 from mllmrec_pyg.reasoning.items import describe_items
@@ -9,17 +10,6 @@ from mllmrec_pyg.reasoning.users import (
     build_preference_prompts,
     generate_preferences,
 )
-
-try:
-    from mllmrec_pyg.reasoning.backends import get_backend
-except ImportError:  # the backend registry is optional; "none" always works
-
-    def get_backend(name: str, **kwargs):  # type: ignore[no-redef]
-        """Backend by name; only ``"none"`` is available in this build."""
-        if name != "none":
-            raise ValueError(f"unknown backend {name!r}; available: 'none'")
-        return OfflineBackend(**kwargs)
-
 
 __all__ = [
     "Backend",

@@ -50,7 +50,7 @@ def describe_items(
     images: ImageSpec | None = None,
     store: GenerationStore | None = None,
     *,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     show_progress: bool = True,
 ) -> list[str]:
     """Describe item images with Prompt 1 and fuse them into the item texts.
@@ -69,7 +69,8 @@ def describe_items(
         images: one path (or ``None``) per item, or ``{item: path}``; default
             ``data["item"].image_path`` when present.
         store: resumable generation store; ``None`` keeps results in memory.
-        batch_size: requests per backend call.
+        batch_size: requests per backend call; default: the backend's own
+            batch size or concurrency (see :func:`~mllmrec_pyg.reasoning.runner.run_requests`).
         show_progress: tqdm bar with throughput and ETA.
 
     Returns:

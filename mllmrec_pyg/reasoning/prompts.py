@@ -14,9 +14,14 @@ spaces); Eq. 2 appends the image description to it:
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+
+from mllmrec_pyg.data.amazon import (
+    clean_text,
+    first_category_path,
+    item_text,
+    item_text_from_meta,
+)
 
 ITEM_PROMPT_TEMPLATE = (
     "Please convert the given image into an accurate and concise textual description "
@@ -36,7 +41,6 @@ PREFERENCE_PROMPT_TEMPLATE = (
 """Prompt 2 (user preference generation); ``{behavioral_description}`` is the list."""
 
 _LIST_PREFIX, _LIST_SUFFIX = PREFERENCE_PROMPT_TEMPLATE.split("{behavioral_description}")
-_WS = re.compile(r"\s+")
 
 
 def item_prompt(dataset_name: str) -> str:
@@ -82,57 +86,6 @@ def parse_preference_prompt(prompt: str) -> list[str] | None:
     if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
         return None
     return items
-
-
-def clean_text(text: Any) -> str:
-    """``str(text)`` with every run of whitespace (newlines included) made one space."""
-    if text is None:
-        return ""
-    return _WS.sub(" ", str(text)).strip()
-
-
-def first_category_path(categories: Any) -> list[str]:
-    """Names of the first category path of an Amazon 2014 ``categories`` field.
-
-    The field is a list of paths, each a list of names
-    (``[["Baby", "Strollers"], ...]``); a flat list of names is read as one path.
-    """
-    if not categories:
-        return []
-    if isinstance(categories, str):
-        return [categories]
-    first = categories[0]
-    if isinstance(first, (list, tuple)):
-        return [clean_text(c) for c in first if clean_text(c)]
-    return [clean_text(c) for c in categories if isinstance(c, str) and clean_text(c)]
-
-
-def item_text(
-    title: Any = None,
-    brand: Any = None,
-    categories: Any = None,
-    description: Any = None,
-) -> str:
-    """The item text ``D^t_i``: title, brand, first category path, description.
-
-    Missing parts are skipped; newlines become spaces.
-
-    Args:
-        title: product title.
-        brand: brand name.
-        categories: Amazon ``categories`` field (list of paths) or one path.
-        description: product description.
-    """
-    parts = [clean_text(title), clean_text(brand), *first_category_path(categories)]
-    parts.append(clean_text(description))
-    return " ".join(p for p in parts if p)
-
-
-def item_text_from_meta(meta: Mapping[str, Any]) -> str:
-    """:func:`item_text` from one Amazon 2014 metadata record."""
-    return item_text(
-        meta.get("title"), meta.get("brand"), meta.get("categories"), meta.get("description")
-    )
 
 
 def fuse(text: str, image_description: str | None) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mllmrec_pyg.reasoning.backends._common import BackendError
 from mllmrec_pyg.reasoning.backends.base import Backend, GenerationRequest
 from mllmrec_pyg.reasoning.store import GenerationStore, request_hash
 
@@ -20,7 +21,7 @@ def run_requests(
     backend: Backend,
     store: GenerationStore | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     metas: Sequence[dict[str, Any]] | None = None,
     show_progress: bool = True,
     unit: str = "req",
@@ -30,14 +31,17 @@ def run_requests(
     Requests whose ``(task, key, hash)`` is already stored are not sent again.
     The others go to ``backend.generate`` in batches of ``batch_size``; each
     returned text is committed to the store before the next batch starts, so a
-    killed run loses at most the batch in flight.
+    killed run loses at most the batch in flight. When a backend fails part-way
+    through a batch (:class:`~mllmrec_pyg.reasoning.backends.BackendError`), the
+    texts it did finish are committed before the error propagates.
 
     Args:
         task: store task name (e.g. ``"user_preference"``).
         requests: what to generate; ``request.key`` is the entity id.
         backend: any :class:`~mllmrec_pyg.reasoning.backends.base.Backend`.
         store: where finished texts live; ``None`` keeps them in memory only.
-        batch_size: requests per ``generate`` call.
+        batch_size: requests per ``generate`` call; default: the backend's
+            ``parallelism`` hint (its batch size or concurrency) when it has one, else 8.
         metas: optional metadata per request, stored with its text.
         show_progress: tqdm bar with throughput and ETA.
         unit: unit shown by the bar.
@@ -45,6 +49,8 @@ def run_requests(
     Returns:
         The texts, in request order.
     """
+    if batch_size is None:
+        batch_size = int(getattr(backend, "parallelism", 8) or 8)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if metas is not None and len(metas) != len(requests):
@@ -69,6 +75,18 @@ def run_requests(
             store,
             len(pending),
         )
+
+    def commit(i: int, text: str) -> None:
+        if not isinstance(text, str):
+            raise RuntimeError(
+                f"backend {backend.name!r} returned {type(text).__name__} "
+                f"for {task}/{requests[i].key}"
+            )
+        if store is not None:
+            meta = metas[i] if metas is not None else None
+            store.put(task, requests[i].key, hashes[i], text, meta, fingerprint)
+        texts[i] = text
+
     bar = tqdm(
         total=len(requests),
         initial=n_done,
@@ -80,21 +98,21 @@ def run_requests(
     try:
         for start in range(0, len(pending), batch_size):
             idx = pending[start : start + batch_size]
-            out = backend.generate([requests[i] for i in idx])
+            try:
+                out = backend.generate([requests[i] for i in idx])
+            except BackendError as err:
+                kept = {idx[j]: t for j, t in err.partial.items() if 0 <= j < len(idx)}
+                for i, text in sorted(kept.items()):
+                    commit(i, text)
+                if kept:
+                    log.warning("%s: kept %d finished text(s) of the failed batch", task, len(kept))
+                raise
             if len(out) != len(idx):
                 raise RuntimeError(
                     f"backend {backend.name!r} returned {len(out)} texts for {len(idx)} requests"
                 )
             for i, text in zip(idx, out):
-                if not isinstance(text, str):
-                    raise RuntimeError(
-                        f"backend {backend.name!r} returned {type(text).__name__} "
-                        f"for {task}/{requests[i].key}"
-                    )
-                if store is not None:
-                    meta = metas[i] if metas is not None else None
-                    store.put(task, requests[i].key, hashes[i], text, meta, fingerprint)
-                texts[i] = text
+                commit(i, text)
             bar.update(len(idx))
     finally:
         bar.close()

@@ -240,7 +240,7 @@ def generate_preferences(
     full_history: bool = False,
     *,
     count_tokens: TokenCounter | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     show_progress: bool = True,
     return_metadata: bool = False,
 ) -> list[str] | tuple[list[str], list[dict[str, Any]]]:
@@ -262,7 +262,8 @@ def generate_preferences(
             their most recent items (the cut is in the metadata).
         full_history: AUDIT ONLY: include valid/test items (the reference's leak).
         count_tokens: token counter; default :func:`approx_token_count`.
-        batch_size: requests per backend call.
+        batch_size: requests per backend call; default: the backend's own
+            batch size or concurrency (see :func:`~mllmrec_pyg.reasoning.runner.run_requests`).
         show_progress: tqdm bar with throughput and ETA.
         return_metadata: also return one metadata dict per user.
 
