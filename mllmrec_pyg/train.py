@@ -9,6 +9,8 @@ The loop is model-agnostic (see :class:`~mllmrec_pyg.nn.base.Recommender`):
    positive);
 3. loss = mean BPR :math:`-\\log\\sigma(\\hat y_{ui} - \\hat y_{uj})` plus the
    model's optional ``reg_loss``; Adam;
+   a model may define ``on_train_epoch_start(epoch)``, called before each
+   epoch's first batch;
 4. full-ranking validation every epoch; training stops once the monitored
    metric (valid Recall@20) has not improved for ``patience`` epochs, the best
    epoch's weights are restored and the test split is evaluated with them.
@@ -348,6 +350,9 @@ class Trainer:
         assert self.optimizer is not None
         model = self.model
         model.train()
+        epoch_start = getattr(model, "on_train_epoch_start", None)
+        if epoch_start is not None:  # optional per-epoch work, e.g. FREEDOM's edge pruning
+            epoch_start(epoch)
         num = self.train_pairs.size(1)
         perm = torch.randperm(num, generator=self.generator)
         batches = perm.split(self.config.batch_size)

@@ -9,6 +9,7 @@ from mllmrec_pyg.nn.baselines import (
     MostPop,
     MostPopConfig,
 )
+from mllmrec_pyg.nn.freedom import FREEDOM, FREEDOMConfig
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN
 from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
 from mllmrec_pyg.nn.registry import MODELS, build_model
@@ -24,6 +25,8 @@ __all__ = [
     "BPRConfig",
     "LightGCNRecommender",
     "LightGCNConfig",
+    "FREEDOM",
+    "FREEDOMConfig",
     "RankingModel",
     "Recommender",
     "MODELS",

@@ -1,0 +1,460 @@
+"""FREEDOM (Zhou & Shen, ACM MM 2023): a frozen item-item graph and a pruned user-item graph.
+
+FREEDOM learns ID embeddings for users and items. Two graphs shape them:
+
+* a **frozen item-item graph**, built once before training: for every raw
+  modality :math:`m` (text, image, ...), the top-:math:`k` cosine neighbours
+  of each item (the item itself included, :math:`k = 10`), symmetrically
+  normalised, :math:`\\hat S^m = D_m^{-1/2} S^m D_m^{-1/2}`, and summed with
+  modality weights :math:`\\hat S = \\sum_m w_m \\hat S^m`. The item ID
+  embeddings are propagated over it,
+  :math:`h_i = (\\hat S^{L_{ii}} E^{id})_i` (:math:`L_{ii} = 1`);
+* the **user-item training graph** with **degree-sensitive edge pruning**:
+  at each epoch a fraction ``dropout`` (:math:`\\rho`, 0.8 or 0.9 in the
+  paper's search) of the edges is dropped, the kept ones being sampled
+  without replacement with probability proportional to
+  :math:`1/\\sqrt{d_u d_i}`, so edges between popular nodes, the likeliest
+  noise, go first. A LightGCN (:math:`L_{ui} = 2` layers, mean over layers
+  ``0..L``) runs on the symmetrically renormalised kept graph during
+  training and on the full graph for evaluation.
+
+The item representation is :math:`\\bar e_i + h_i`, the user representation
+:math:`\\bar e_u`, the score :math:`\\langle \\bar e_u, \\bar e_i + h_i \\rangle`.
+The loss is BPR plus the paper's regulariser: each modality's raw features
+are projected to :math:`d` (a linear layer) and scored against the user
+representation with a second BPR term, weighted by :math:`\\lambda`
+(``reg_weight``):
+
+.. math::
+    \\mathcal L = \\mathcal L_{BPR}(\\bar e_u, \\bar e_i + h_i, \\bar e_j + h_j)
+    + \\lambda \\sum_m \\mathcal L_{BPR}(\\bar e_u, W_m x^m_i + b_m, W_m x^m_j + b_m)
+    \\;[+\\; \\beta \\lVert E^{(0)}_{batch} \\rVert^2].
+
+The optional L2 term :math:`\\beta` (``l2_weight``) is off by default.
+
+**Plug-and-play.** ``item_graph=("item", "related", "item")`` replaces the
+frozen kNN graph with any item-item edge type already on the
+:class:`~torch_geometric.data.HeteroData`, e.g. the output of
+:class:`~mllmrec_pyg.transforms.ThresholdKNN` +
+:class:`~mllmrec_pyg.transforms.JaccardCoOccurrence` +
+:class:`~mllmrec_pyg.transforms.MergeGraphs`; it is normalised the same way
+(:func:`~mllmrec_pyg.nn.item_lightgcn.item_graph_norm`) and nothing else
+changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg.data.schema import (
+    INTERACTS,
+    ITEM,
+    USER,
+    SchemaError,
+    check_edge_index,
+    check_features,
+    require_edge_type,
+    require_node_type,
+    validate,
+)
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.bipartite import bipartite_adjacency
+from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
+from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FREEDOMConfig:
+    """Hyper-parameters of :class:`FREEDOM` (defaults from its paper and public config).
+
+    Args:
+        embedding_dim: :math:`d`, ID embedding and projection width.
+        num_ui_layers: LightGCN layers on the user-item graph (2).
+        num_item_layers: propagation steps on the item-item graph (1).
+        knn_k: neighbours per item in each modality's kNN graph (10).
+        modalities: attributes of ``data["item"]`` holding the raw modality
+            features (float ``[I, d_m]`` each).
+        modality_weights: weight of each modality's normalised kNN graph;
+            ``None`` gives equal weights summing to 1 (the paper weights image
+            0.1 and text 0.9).
+        item_graph: read the item-item graph from this edge type instead of
+            building the kNN graph (the plug-and-play variant); ``None`` builds
+            FREEDOM's own graph.
+        dropout: :math:`\\rho`, the fraction of user-item edges pruned each
+            epoch (0.8 or 0.9 in the paper's search); 0 disables pruning.
+        reg_weight: :math:`\\lambda`, weight of the modality BPR terms (the
+            paper searches 0, 1e-5, 1e-4, 1e-3).
+        l2_weight: optional L2 on the batch's layer-0 embeddings, divided by
+            the batch size as in BPR-MF (0 = off, as in the reference).
+        train_features: fine-tune the raw modality features (as the reference
+            does) instead of keeping them fixed; the item-item graph stays frozen
+            either way.
+        seed: seeds the per-epoch pruning (epoch ``e`` always draws the same
+            subgraph, so an interrupted run resumes identically).
+    """
+
+    embedding_dim: int = 64
+    num_ui_layers: int = 2
+    num_item_layers: int = 1
+    knn_k: int = 10
+    modalities: tuple[str, ...] = ("x",)
+    modality_weights: tuple[float, ...] | None = None
+    item_graph: tuple[str, str, str] | None = None
+    dropout: float = 0.8
+    reg_weight: float = 1e-4
+    l2_weight: float = 0.0
+    train_features: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # JSON round trips (checkpoints) turn tuples into lists
+        self.modalities = tuple(self.modalities)
+        if not self.modalities:
+            raise ValueError("FREEDOM needs at least one modality")
+        if self.modality_weights is not None:
+            self.modality_weights = tuple(float(w) for w in self.modality_weights)
+            if len(self.modality_weights) != len(self.modalities):
+                raise ValueError(
+                    f"{len(self.modality_weights)} modality weights for "
+                    f"{len(self.modalities)} modalities {self.modalities}"
+                )
+        if self.item_graph is not None:
+            self.item_graph = tuple(self.item_graph)
+            if len(self.item_graph) != 3:
+                raise ValueError(f"item_graph must be an edge type triple, got {self.item_graph}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for key in ("embedding_dim", "knn_k"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in ("num_ui_layers", "num_item_layers"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+
+
+# -- the two graphs --------------------------------------------------------------------------
+
+
+def knn_item_graph(
+    features: Sequence[Tensor], k: int = 10, weights: Sequence[float] | None = None
+) -> tuple[Tensor, Tensor]:
+    """FREEDOM's frozen item-item graph: :math:`\\sum_m w_m D_m^{-1/2} S^m D_m^{-1/2}`.
+
+    :math:`S^m` is the top-``k`` cosine graph of modality ``m`` with the item
+    counted among its own neighbours (the exact top-``k`` of
+    :func:`~mllmrec_pyg.transforms.threshold_knn.threshold_knn_graph`, no
+    threshold), normalised with its row sums on both sides.
+
+    Args:
+        features: one ``[I, d_m]`` matrix per modality.
+        k: neighbours per item (self included).
+        weights: per-modality weights; ``None`` = equal weights summing to 1.
+
+    Returns:
+        ``edge_index`` (``[1]`` = owner) and the normalised, weighted
+        ``edge_weight``; edges of several modalities are summed.
+    """
+    if not features:
+        raise ValueError("knn_item_graph needs at least one feature matrix")
+    n = features[0].size(0)
+    if weights is None:
+        weights = [1.0 / len(features)] * len(features)
+    indices, values = [], []
+    for x, w in zip(features, weights):
+        if x.size(0) != n:
+            raise ValueError(f"modality features disagree on the number of items: {x.size(0)} vs {n}")
+        ei, ew = threshold_knn_graph(x.detach(), k=k, threshold=None, loop=True)
+        ei, ew = item_graph_norm(ei, ew, n)
+        indices.append(ei)
+        values.append(float(w) * ew)
+    with quiet_sparse():
+        adj = torch.sparse_coo_tensor(torch.cat(indices, 1), torch.cat(values), (n, n)).coalesce()
+    return adj.indices(), adj.values()
+
+
+def pruning_weights(edge_index: Tensor, num_users: int, num_items: int) -> Tensor:
+    """:math:`1/\\sqrt{d_u d_i}` of every ``(user, item)`` edge, degrees from ``edge_index``."""
+    du = torch.bincount(edge_index[0], minlength=num_users).double()
+    di = torch.bincount(edge_index[1], minlength=num_items).double()
+    return (du[edge_index[0]] * di[edge_index[1]]).rsqrt()
+
+
+def expected_kept(num_edges: int, dropout: float) -> int:
+    """How many edges :func:`degree_sensitive_prune` keeps: :math:`\\lfloor E (1 - \\rho) \\rfloor`
+    (computed so that e.g. 100 edges at ``dropout=0.8`` keep exactly 20)."""
+    return min(num_edges, int(math.floor(num_edges * (1.0 - dropout) + 1e-9)))
+
+
+def degree_sensitive_prune(
+    edge_index: Tensor,
+    num_users: int,
+    num_items: int,
+    dropout: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Keep ``floor(E (1 - dropout))`` distinct edges, drawn with probability :math:`\\propto 1/\\sqrt{d_u d_i}`.
+
+    Sequential sampling without replacement (each draw picks a remaining edge
+    with probability proportional to its weight) is done in one shot with the
+    Gumbel-top-:math:`k` trick: the kept edges are the ``n`` largest
+    :math:`\\log w_e + G_e`, :math:`G_e \\sim \\mathrm{Gumbel}(0, 1)`.
+
+    Args:
+        edge_index: training ``(user, item)`` pairs without duplicates.
+        num_users: number of users.
+        num_items: number of items.
+        dropout: fraction of edges to drop, in ``[0, 1)``.
+        generator: random generator (CPU).
+
+    Returns:
+        The kept ``(user, item)`` pairs, in their original order.
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    num = edge_index.size(1)
+    keep = expected_kept(num, dropout)
+    if keep >= num:
+        return edge_index
+    logw = pruning_weights(edge_index, num_users, num_items).log().cpu()
+    u = torch.rand(num, generator=generator, dtype=torch.float64).clamp_(1e-300, 1.0 - 1e-16)
+    keys = logw - torch.log(-torch.log(u))
+    idx = keys.topk(keep).indices.sort().values
+    return edge_index[:, idx.to(edge_index.device)]
+
+
+# -- the model -------------------------------------------------------------------------------
+
+
+class FREEDOM(RankingModel):
+    """FREEDOM on the package's trainer; see the module docstring for the equations.
+
+    Args:
+        num_users: number of users.
+        num_items: number of items.
+        train_edge_index: training ``(user, item)`` pairs.
+        modality_features: raw features per modality, ``[I, d_m]`` each.
+        item_edge_index: the item-item graph (``[1]`` = owner).
+        item_edge_weight: its weights; normalised here with
+            :func:`~mllmrec_pyg.nn.item_lightgcn.item_graph_norm` unless
+            ``item_graph_normalized``.
+        item_graph_normalized: the weights are already normalised (FREEDOM's own
+            kNN graph from :func:`knn_item_graph`).
+        config: :class:`FREEDOMConfig`.
+    """
+
+    name = "freedom"
+    config_class = FREEDOMConfig
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        train_edge_index: Tensor,
+        modality_features: Sequence[Tensor],
+        item_edge_index: Tensor,
+        item_edge_weight: Tensor | None = None,
+        item_graph_normalized: bool = False,
+        config: FREEDOMConfig | None = None,
+    ) -> None:
+        super().__init__(num_users, num_items)
+        cfg = self.config = config or FREEDOMConfig()
+        d = cfg.embedding_dim
+        pairs = torch.unique(train_edge_index.cpu(), dim=1)
+        self.register_buffer("train_pairs", pairs, persistent=False)
+        self.register_buffer(
+            "full_adj", bipartite_adjacency(pairs, num_users, num_items), persistent=False
+        )
+        if item_graph_normalized:
+            item_adj = to_adj_t(item_edge_index, item_edge_weight, num_items)
+        else:
+            item_adj, _ = item_graph_norm(to_adj_t(item_edge_index, item_edge_weight, num_items))
+        self.register_buffer("item_adj", item_adj, persistent=False)
+        self.item_graph_edges = int(item_edge_index.size(1))
+
+        self.user_emb = nn.Embedding(num_users, d)
+        self.item_emb = nn.Embedding(num_items, d)
+        self.features = nn.ParameterList(
+            nn.Parameter(x.detach().float().clone(), requires_grad=cfg.train_features)
+            for x in modality_features
+        )
+        self.projections = nn.ModuleList(nn.Linear(x.size(1), d) for x in modality_features)
+        self.reset_parameters()
+
+        self._train_adj: Tensor | None = None
+        self._train_epoch: int | None = None
+        self._warned_no_hook = False
+        self._last_batch: tuple[Tensor, Tensor] | None = None
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        for lin in self.projections:
+            lin.reset_parameters()
+
+    @classmethod
+    def from_data(cls, data: HeteroData, config: FREEDOMConfig | None = None) -> FREEDOM:
+        """Build from the HeteroData contract.
+
+        Needs the training pairs, ``data["item"].<modality>`` for every
+        modality, and ``data[config.item_graph]`` when that is set.
+        """
+        cfg = config or FREEDOMConfig()
+        validate(data)
+        num_users = require_node_type(data, USER)
+        num_items = require_node_type(data, ITEM)
+        train = data[INTERACTS].edge_index
+        feats = []
+        for key in cfg.modalities:
+            x = check_features(data[ITEM].get(key), f"data['item'].{key}")
+            if x.size(0) != num_items:
+                raise SchemaError(f"data['item'].{key} has {x.size(0)} rows for {num_items} items")
+            feats.append(x.float())
+        if cfg.item_graph is None:
+            ei, ew = knn_item_graph(feats, cfg.knn_k, cfg.modality_weights)
+            normalized = True
+        else:
+            require_edge_type(data, cfg.item_graph)
+            store = data[cfg.item_graph]
+            if "edge_index" not in store:
+                raise SchemaError(f"data[{cfg.item_graph}].edge_index is missing")
+            ei = check_edge_index(
+                store.edge_index, num_items, num_items, f"data[{cfg.item_graph}].edge_index"
+            )
+            ew = store.get("edge_weight")
+            normalized = False
+        model = cls(num_users, num_items, train, feats, ei, ew, normalized, cfg)
+        log.info(
+            "FREEDOM: %d users, %d items, %d training pairs, item graph %s with %d edges",
+            num_users,
+            num_items,
+            model.train_pairs.size(1),
+            f"kNN(k={cfg.knn_k})" if cfg.item_graph is None else str(cfg.item_graph),
+            model.item_graph_edges,
+        )
+        return model.set_seen(train)
+
+    # -- edge pruning ---------------------------------------------------------------------
+    def pruned_edges(self, epoch: int) -> Tensor:
+        """The user-item pairs kept at ``epoch`` (deterministic given ``config.seed``)."""
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(epoch))
+        return degree_sensitive_prune(
+            self.train_pairs.cpu(), self.num_users, self.num_items, self.config.dropout, gen
+        )
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Draw this epoch's pruned user-item graph (called by the trainer)."""
+        if self.config.dropout <= 0:
+            self._train_adj = self.full_adj
+        else:
+            kept = self.pruned_edges(epoch).to(self.full_adj.device)
+            self._train_adj = bipartite_adjacency(kept, self.num_users, self.num_items)
+        self._train_epoch = int(epoch)
+
+    def _training_adj(self) -> Tensor:
+        if self._train_adj is None:
+            if not self._warned_no_hook and self.config.dropout > 0:
+                log.warning(
+                    "FREEDOM: the trainer did not call on_train_epoch_start(); using the "
+                    "epoch-1 pruned graph until it does"
+                )
+                self._warned_no_hook = True
+            self.on_train_epoch_start(1)
+        return self._train_adj
+
+    # -- representations ------------------------------------------------------------------
+    def propagate(self, adj: Tensor) -> tuple[Tensor, Tensor]:
+        """User and item representations over the user-item adjacency ``adj``."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        acc = ego
+        h = ego
+        with quiet_sparse():
+            for _ in range(self.config.num_ui_layers):
+                h = adj @ h
+                acc = acc + h
+            out = acc / (self.config.num_ui_layers + 1)
+            g = self.item_emb.weight
+            for _ in range(self.config.num_item_layers):
+                g = self.item_adj @ g
+        users, items = out[: self.num_users], out[self.num_users :]
+        return users, items + g
+
+    def pair_scores(
+        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        adj = self._training_adj() if self.training else self.full_adj
+        user_out, item_out = self.propagate(adj)
+        u = user_out[users]
+        self._last_batch = (users, u)
+        return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
+
+    def modality_loss(self, u: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """:math:`\\sum_m` BPR of the user representations against projected modality features."""
+        total = u.new_zeros(())
+        for x, proj in zip(self.features, self.projections):
+            pos = proj(x[pos_items])
+            neg = proj(x[neg_items])
+            total = total - F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
+        return total
+
+    def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
+        cfg = self.config
+        terms = []
+        if cfg.reg_weight > 0:
+            last = self._last_batch
+            if last is not None and last[0] is users:
+                u = last[1]
+            else:
+                adj = self._training_adj() if self.training else self.full_adj
+                u = self.propagate(adj)[0][users]
+            terms.append(cfg.reg_weight * self.modality_loss(u, pos_items, neg_items))
+        if cfg.l2_weight > 0:
+            sq = (
+                self.user_emb(users).pow(2).sum()
+                + self.item_emb(pos_items).pow(2).sum()
+                + self.item_emb(neg_items).pow(2).sum()
+            )
+            terms.append(cfg.l2_weight * sq / (2 * users.numel()))
+        self._last_batch = None
+        return sum(terms) if terms else None
+
+    def representations(self) -> tuple[Tensor, Tensor]:
+        """Final user and item representations on the full training graph."""
+        return self.propagate(self.full_adj)
+
+    def scorer(self) -> ScoreFn:
+        user_out, item_out = self.representations()
+
+        def score(users: Tensor) -> Tensor:
+            return user_out[users] @ item_out.t()
+
+        return score
+
+    def extra_repr(self) -> str:
+        c = self.config
+        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
+        return (
+            f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
+            f"item_layers={c.num_item_layers}, item_graph={graph}, dropout={c.dropout}, "
+            f"reg_weight={c.reg_weight}"
+        )
+
+
+__all__ = [
+    "FREEDOM",
+    "FREEDOMConfig",
+    "degree_sensitive_prune",
+    "expected_kept",
+    "knn_item_graph",
+    "pruning_weights",
+]
