@@ -38,14 +38,18 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_sparse(data):
+def build_sparse(data, backend: str = "torch"):
     from torch_geometric.transforms import Compose
 
     from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
 
-    out = Compose([ThresholdKNN(k=K_S, threshold=ALPHA), JaccardCoOccurrence(k=K_C),
-                   MergeGraphs()])(data)
+    out = Compose([ThresholdKNN(k=K_S, threshold=ALPHA, backend=backend),
+                   JaccardCoOccurrence(k=K_C), MergeGraphs()])(data)
     return out["item", "related", "item"].edge_index.size(1)
+
+
+def build_faiss(data):
+    return build_sparse(data, backend="faiss")
 
 
 def build_dense(data):
@@ -82,12 +86,12 @@ def worker(method: str, path: str, repeats: int) -> None:
     data["item"].num_nodes = saved["x"].size(0)
     data["item"].x = saved["x"]
     data["user", "interacts", "item"].edge_index = saved["edge_index"]
-    fn = build_sparse if method == "sparse" else build_dense
+    fn = {"sparse": build_sparse, "faiss": build_faiss, "dense": build_dense}[method]
     base = _rss_mb()
     times, edges = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        edges = fn(data.clone() if method == "sparse" else data)
+        edges = fn(data.clone() if method != "dense" else data)
         times.append(time.perf_counter() - t0)
     print(json.dumps({"seconds": sorted(times)[len(times) // 2], "edges": edges,
                       "extra_peak_mb": _peak_mb() - base}))
@@ -107,6 +111,8 @@ def main() -> None:
     parser.add_argument("--dense", default="baby",
                         help="sizes that also run the dense baseline: a size, 'all' or 'none'")
     parser.add_argument("--repeats", type=int, default=3, help="sparse runs per size (median)")
+    parser.add_argument("--faiss", action="store_true",
+                        help="also time ThresholdKNN's faiss backend (needs the [faiss] extra)")
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -129,6 +135,8 @@ def main() -> None:
             row = {"size": size, "users": data["user"].num_nodes, "items": data["item"].num_nodes,
                    "train_pairs": data["user", "interacts", "item"].edge_index.size(1)}
             row["sparse"] = run("sparse", path, args.repeats)
+            if args.faiss:
+                row["faiss"] = run("faiss", path, args.repeats)
             if size in dense_sizes:
                 row["dense"] = run("dense", path, 1)
                 if row["dense"]["edges"] != row["sparse"]["edges"]:
@@ -150,6 +158,13 @@ def main() -> None:
         else:
             line += f" {'-':>9} {'-':>10} {'-':>9} {'-':>10}"
         print(line)
+    if args.faiss:
+        print()
+        print(f"{'size':9} {'faiss s':>9} {'faiss MB':>9} {'edges':>8} {'vs torch':>9}")
+        for r in rows:
+            f, s = r["faiss"], r["sparse"]
+            print(f"{r['size']:9} {f['seconds']:9.3f} {f['extra_peak_mb']:9.1f} {f['edges']:8d} "
+                  f"{s['seconds'] / f['seconds']:8.2f}x")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
