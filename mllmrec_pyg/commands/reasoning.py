@@ -1,0 +1,401 @@
+"""``mllmrec prepare-amazon``, ``describe-items``, ``infer-preferences``, ``encode``.
+
+The reasoning stage run as four resumable steps over one MMRec folder::
+
+    mllmrec prepare-amazon --root raw/ --category Baby --out data/baby --images raw/baby_img
+    mllmrec describe-items data/baby --dataset-name Baby --backend openai --model gemma3:27b \\
+        --base-url http://localhost:11434/v1
+    mllmrec infer-preferences data/baby --backend openai --model gemma3:27b ...
+    mllmrec encode data/baby            # image_text_feat.npy, user_preferences_feat.npy
+
+Every generation is committed to ``<folder>/generations.sqlite`` as soon as it
+is finished; re-running a command after an interruption continues where it
+stopped. The progress bars show throughput and the time left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_geometric.data import HeteroData
+
+    from mllmrec_pyg.reasoning.backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "generations.sqlite"
+ITEM_TEXTS_FILE = "item_texts.jsonl"
+PREFERENCES_FILE = "user_preferences.jsonl"
+AUDIT_PREFERENCES_FILE = "user_preferences_full_history_AUDIT.jsonl"
+BACKEND_CHOICES = ("transformers", "openai", "none")
+
+
+# -- backend options --------------------------------------------------------------------------
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and the settings of each backend, as flags."""
+    g = parser.add_argument_group("backend")
+    g.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="none",
+        help="which MLLM answers the prompts (default: none, the offline stand-in)",
+    )
+    g.add_argument(
+        "--model", help="transformers: hub id or local folder; openai: served model name"
+    )
+    g.add_argument("--max-new-tokens", type=int, help="generation budget per answer")
+    g.add_argument("--temperature", type=float, help="0 / unset = greedy decoding")
+    g.add_argument("--seed", type=int, help="generation seed")
+    g.add_argument("--system-prompt", help="optional system turn before every prompt")
+    t = parser.add_argument_group("transformers backend")
+    t.add_argument("--batch-size", type=int, help="prompts per forward pass (default 8)")
+    t.add_argument(
+        "--quantization",
+        choices=("nf4", "fp4", "none"),
+        help="bitsandbytes 4-bit scheme (default nf4) or none",
+    )
+    t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    t.add_argument("--local-files-only", action="store_true", help="never contact the hub")
+    o = parser.add_argument_group("openai backend")
+    o.add_argument("--base-url", help="API root ending in /v1 (default http://127.0.0.1:8000/v1)")
+    o.add_argument("--api-key-env", help="environment variable holding the key (never logged)")
+    o.add_argument("--concurrency", type=int, help="requests in flight (default 8)")
+    o.add_argument("--timeout", type=float, help="seconds per request before a retry")
+    o.add_argument("--max-retries", type=int, help="retries on 429/5xx/time-outs")
+    n = parser.add_argument_group("none backend")
+    n.add_argument("--max-phrases", type=int, help="phrases per offline preference text")
+
+
+def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags that were given, mapped to the chosen backend's settings.
+
+    Raises:
+        SystemExit: a flag that belongs to another backend was given.
+    """
+    common = {
+        "model": "model",
+        "max_new_tokens": "max_new_tokens",
+        "temperature": "temperature",
+        "seed": "seed",
+        "system_prompt": "system_prompt",
+    }
+    per_backend = {
+        "transformers": {
+            **common,
+            "batch_size": "batch_size",
+            "quantization": "quantization",
+            "device": "device",
+            "local_files_only": "local_files_only",
+        },
+        "openai": {
+            **common,
+            "base_url": "base_url",
+            "api_key_env": "api_key_env",
+            "concurrency": "max_concurrency",
+            "timeout": "timeout",
+            "max_retries": "max_retries",
+        },
+        "none": {"max_phrases": "max_phrases"},
+    }
+    allowed = per_backend[args.backend]
+    every = {k for m in per_backend.values() for k in m}
+    kwargs: dict[str, Any] = {}
+    for flag in sorted(every):
+        value = getattr(args, flag, None)
+        if value is None or value is False:
+            continue
+        if flag not in allowed:
+            raise SystemExit(
+                f"--{flag.replace('_', '-')} does not apply to --backend {args.backend}"
+            )
+        kwargs[allowed[flag]] = value
+    if args.backend == "none" and "max_phrases" in kwargs:
+        kwargs["min_phrases"] = min(6, kwargs["max_phrases"])
+    if args.backend in ("transformers", "openai"):
+        kwargs["progress"] = False  # the command's own bar covers the run
+    return kwargs
+
+
+def make_backend(args: argparse.Namespace) -> Backend:
+    from mllmrec_pyg.reasoning import get_backend
+
+    return get_backend(args.backend, **backend_kwargs(args))
+
+
+# -- folder I/O -------------------------------------------------------------------------------
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows as JSON lines atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl_texts(path: Path, id_key: str, n: int) -> list[str]:
+    """``text`` of every row, indexed by ``id_key``; errors name ``file:line``."""
+    texts: list[str | None] = [None] * n
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                idx = int(row[id_key])
+                text = row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{path}:{lineno}: bad row ({type(err).__name__}: {err})"
+                ) from None
+            if not 0 <= idx < n or not isinstance(text, str):
+                raise ValueError(f"{path}:{lineno}: {id_key} {idx} outside 0..{n - 1} or bad text")
+            texts[idx] = text
+    missing = [i for i, t in enumerate(texts) if t is None]
+    if missing:
+        raise ValueError(f"{path}: no row for {id_key} {missing[:10]} ({len(missing)} missing)")
+    return [t for t in texts if t is not None]
+
+
+def load_folder(folder: Path, fused: bool = True) -> HeteroData:
+    """An MMRec folder with item texts (fused ones when ``describe-items`` ran)."""
+    from mllmrec_pyg.data.amazon import read_item_meta
+    from mllmrec_pyg.data.mmrec import load_mmrec
+    from mllmrec_pyg.data.schema import ITEM
+
+    data = load_mmrec(folder, item_features="none", user_features="none")
+    texts, images = read_item_meta(folder)
+    n = int(data[ITEM].num_nodes)
+    if len(texts) < n:
+        raise ValueError(f"{folder / 'item_meta.csv'} has {len(texts)} items, the .inter has {n}")
+    data[ITEM].num_nodes = len(texts)
+    data[ITEM].text = texts
+    if any(images):
+        data[ITEM].image_path = images
+    fused_path = folder / ITEM_TEXTS_FILE
+    if fused and fused_path.is_file():
+        data[ITEM].base_text = list(texts)
+        data[ITEM].text = read_jsonl_texts(fused_path, "itemID", len(texts))
+        log.info("item texts: fused texts from %s", fused_path)
+    else:
+        log.info("item texts: item_meta.csv (no %s yet)", ITEM_TEXTS_FILE)
+    return data
+
+
+def dataset_name_of(args: argparse.Namespace, folder: Path) -> str:
+    return args.dataset_name or folder.name
+
+
+# -- handlers ---------------------------------------------------------------------------------
+def run_prepare_amazon(args: argparse.Namespace) -> int:
+    from mllmrec_pyg.data.amazon import build_amazon
+
+    ds = build_amazon(
+        args.root,
+        args.category,
+        interactions=args.interactions,
+        meta=args.meta,
+        images=args.images,
+        k=args.k,
+        seed=args.seed,
+        on_error=args.on_error,
+        require_meta=args.require_meta,
+    )
+    name = args.name or (args.category or Path(args.out).name).lower()
+    paths = ds.export_mmrec(args.out, name)
+    r = ds.report
+    print(
+        f"{paths['inter']}: {r['users']} users, {r['items']} items, {r['interactions']} "
+        f"interactions ({r['train']}/{r['valid']}/{r['test']} train/valid/test); "
+        f"malformed lines skipped: {sum(r['malformed'].values())}"
+    )
+    return 0
+
+
+def run_describe_items(args: argparse.Namespace) -> int:
+    from mllmrec_pyg.data.amazon import find_images
+    from mllmrec_pyg.data.schema import ITEM
+    from mllmrec_pyg.reasoning import GenerationStore, describe_items
+
+    folder = Path(args.folder)
+    data = load_folder(folder, fused=False)
+    images = None
+    if args.images is not None:
+        found = find_images(args.images)
+        asins = data[ITEM].get("asin")
+        if asins is None:
+            from mllmrec_pyg.data.amazon import ITEM_MAP_FILE
+
+            asins = _read_item_map(folder / ITEM_MAP_FILE, int(data[ITEM].num_nodes))
+        images = [found.get(a) for a in asins]
+    backend = make_backend(args)
+    with GenerationStore(args.store or folder / STORE_FILE) as store:
+        fused = describe_items(
+            data,
+            backend,
+            dataset_name_of(args, folder),
+            images=images,
+            store=store,
+            batch_size=args.request_batch,
+        )
+    rows = [
+        {"itemID": i, "text": t, "base_text": b, "image_description": d}
+        for i, (t, b, d) in enumerate(
+            zip(fused, data[ITEM].base_text, data[ITEM].image_description)
+        )
+    ]
+    write_jsonl(folder / ITEM_TEXTS_FILE, rows)
+    print(f"wrote {folder / ITEM_TEXTS_FILE} ({len(rows)} items)")
+    return 0
+
+
+def _read_item_map(path: Path, n: int) -> list[str]:
+    asins = [""] * n
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        if header != ["asin", "itemID"]:
+            raise ValueError(f"{path}:1: expected header 'asin<TAB>itemID', got {header}")
+        for lineno, line in enumerate(fh, start=2):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= n:
+                raise ValueError(f"{path}:{lineno}: bad row {line.strip()!r}")
+            asins[int(parts[1])] = parts[0]
+    return asins
+
+
+def run_infer_preferences(args: argparse.Namespace) -> int:
+    from mllmrec_pyg.reasoning import GenerationStore, generate_preferences
+
+    folder = Path(args.folder)
+    data = load_folder(folder)
+    backend = make_backend(args)
+    with GenerationStore(args.store or folder / STORE_FILE) as store:
+        texts, metas = generate_preferences(
+            data,
+            backend,
+            dataset_name=dataset_name_of(args, folder),
+            store=store,
+            token_budget=args.token_budget,
+            full_history=args.full_history,
+            batch_size=args.request_batch,
+            return_metadata=True,
+        )
+    out = folder / (AUDIT_PREFERENCES_FILE if args.full_history else PREFERENCES_FILE)
+    write_jsonl(
+        out,
+        [{"userID": u, "text": t, "meta": m} for u, (t, m) in enumerate(zip(texts, metas))],
+    )
+    cut = sum(1 for m in metas if m["dropped"] or m["truncated_item"])
+    print(f"wrote {out} ({len(texts)} users, {cut} histories cut to {args.token_budget} tokens)")
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from mllmrec_pyg.data.schema import ITEM, USER
+    from mllmrec_pyg.encode import encode_data
+
+    folder = Path(args.folder)
+    data = load_folder(folder)
+    prefs = Path(args.preferences) if args.preferences else folder / PREFERENCES_FILE
+    if prefs.is_file():
+        data[USER].text = read_jsonl_texts(prefs, "userID", int(data[USER].num_nodes))
+    elif args.preferences:
+        raise FileNotFoundError(f"{prefs} not found")
+    else:
+        log.warning("%s not found: encoding item texts only (run infer-preferences)", prefs)
+    if args.items_only and USER in data.node_types:
+        data[USER].text = None
+    encode_data(
+        data,
+        out_dir=args.out or folder,
+        model=args.encoder,
+        batch_size=args.encode_batch,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    shapes = ", ".join(
+        f"{t} {tuple(data[t].x.shape)}" for t in (ITEM, USER) if data[t].get("x") is not None
+    )
+    print(f"encoded {shapes} into {args.out or folder}")
+    return 0
+
+
+# -- registration -----------------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the four sub-commands to the ``mllmrec`` parser."""
+    p = subparsers.add_parser(
+        "prepare-amazon",
+        help="raw Amazon 2014 files -> an MMRec folder (5-core, split, id maps, item texts)",
+    )
+    p.add_argument("--root", help="folder holding ratings_/reviews_/meta_<Category> files")
+    p.add_argument("--category", help="e.g. Baby, Sports_and_Outdoors")
+    p.add_argument("--interactions", help="explicit ratings CSV or reviews JSON file")
+    p.add_argument("--meta", help="explicit meta_<Category>.json[.gz] file")
+    p.add_argument("--images", help="folder of <ASIN>.jpg/.png images")
+    p.add_argument("--out", required=True, help="output MMRec folder")
+    p.add_argument("--name", help="dataset name of the .inter file (default: category, lower case)")
+    p.add_argument("--k", type=int, default=5, help="k-core threshold (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="per-user split seed")
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "error"),
+        default="skip",
+        help="malformed lines: skip and count (default) or stop",
+    )
+    p.add_argument("--require-meta", action="store_true", help="drop items without metadata")
+    p.set_defaults(func=run_prepare_amazon)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("folder", help="MMRec folder written by prepare-amazon")
+        sp.add_argument("--dataset-name", help="fills Prompt 1 (default: the folder name)")
+        sp.add_argument("--store", help=f"generation store (default <folder>/{STORE_FILE})")
+        sp.add_argument(
+            "--request-batch",
+            type=int,
+            help="requests per backend call (default: the backend's batch/concurrency)",
+        )
+        add_backend_arguments(sp)
+
+    d = subparsers.add_parser(
+        "describe-items", help="Prompt 1 on item images; fuse with item text (resumable)"
+    )
+    common(d)
+    d.add_argument("--images", help="image folder by ASIN (default: the paths in item_meta.csv)")
+    d.set_defaults(func=run_describe_items)
+
+    u = subparsers.add_parser(
+        "infer-preferences",
+        help="Prompt 2 on each user's TRAINING history (resumable)",
+    )
+    common(u)
+    u.add_argument(
+        "--token-budget",
+        type=int,
+        default=4096,
+        help="max prompt tokens; longer histories keep the most recent items",
+    )
+    u.add_argument(
+        "--full-history",
+        action="store_true",
+        help="AUDIT ONLY: include valid/test items (the reference's leak); "
+        f"writes {AUDIT_PREFERENCES_FILE}",
+    )
+    u.set_defaults(func=run_infer_preferences)
+
+    e = subparsers.add_parser(
+        "encode", help="sentence-encode item and preference texts into the authors' .npy files"
+    )
+    e.add_argument("folder", help="MMRec folder")
+    e.add_argument("--preferences", help=f"preference JSONL (default <folder>/{PREFERENCES_FILE})")
+    e.add_argument("--items-only", action="store_true", help="encode item texts only")
+    e.add_argument("--encoder", help="sentence-transformers folder (default: bundled MiniLM)")
+    e.add_argument("--encode-batch", type=int, default=64, help="texts per forward pass")
+    e.add_argument("--device", help="cpu, cuda ... (default: CUDA when available)")
+    e.add_argument("--out", help="where to write the .npy files (default: the folder)")
+    e.add_argument("--overwrite", action="store_true", help="re-encode even if unchanged")
+    e.set_defaults(func=run_encode)
