@@ -291,7 +291,9 @@ class TransformersBackend:
         torch = self._torch()
         processor = self._processor
         texts = [
-            processor.apply_chat_template(self._messages(r), add_generation_prompt=True, tokenize=False)
+            processor.apply_chat_template(
+                self._messages(r), add_generation_prompt=True, tokenize=False
+            )
             for r in batch
         ]
         images = [[load_image(img, r.key) for img in r.images] for r in batch]
@@ -307,8 +309,7 @@ class TransformersBackend:
         with torch.inference_mode():
             out = self._model.generate(**inputs, generation_config=gen_config)
         return [
-            t.strip()
-            for t in processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+            t.strip() for t in processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
         ]
 
     def generate(self, requests: list[GenerationRequest]) -> list[str]:
