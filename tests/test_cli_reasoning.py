@@ -293,3 +293,42 @@ def test_encode_names_a_bad_preferences_file(folder):
     bad.write_text('{"userID": 0, "text": "ok"}\nnot json\n')
     with pytest.raises(ValueError, match=r"prefs.jsonl:2: bad row"):
         main(["encode", str(folder), "--preferences", str(bad)])
+
+
+@pytest.mark.slow
+def test_commands_drive_the_transformers_backend_on_tiny_gemma(folder, tiny_gemma_dir):
+    """Real 4-bit tiny Gemma 3 on CPU through the commands: Prompt 1 on the images,
+    then Prompt 2 over the fused texts, everything in the store."""
+    from mllmrec_pyg.commands.reasoning import load_folder
+    from mllmrec_pyg.reasoning import build_preference_prompts
+    from mllmrec_pyg.reasoning.prompts import item_prompt
+    from mllmrec_pyg.reasoning.store import request_hash
+
+    model = ["--backend", "transformers", "--model", str(tiny_gemma_dir), "--max-new-tokens", "4"]
+    assert main(["describe-items", str(folder), "--dataset-name", "Baby", *model]) == 0
+    rows = [json.loads(x) for x in (folder / ITEM_TEXTS_FILE).read_text().splitlines()]
+    with_image = [r for r in rows if r["itemID"] % 3 == 0]
+    assert all(r["image_description"] for r in with_image)
+    assert all(r["text"] == f"{r['base_text']} {r['image_description']}" for r in with_image)
+    assert all(r["text"] == r["base_text"] for r in rows if r["itemID"] % 3)
+
+    budget = ["--token-budget", "120", "--batch-size", "8"]
+    assert main(["infer-preferences", str(folder), "--dataset-name", "Baby", *model, *budget]) == 0
+    data = load_folder(folder)
+    assert data["item"].text == [r["text"] for r in rows]  # Prompt 2 sees the fused texts
+    expected = {p.user: p.prompt for p in build_preference_prompts(data, token_budget=120)}
+    with GenerationStore(folder / STORE_FILE) as store:
+        items = list(store.iter("item_description"))
+        users = list(store.iter("user_preference"))
+    assert len(items) == N_ITEMS // 3 and len(users) == N_USERS
+    for g in items + users:
+        assert g.fingerprint["backend"] == "transformers"
+        assert g.fingerprint["model"] == str(tiny_gemma_dir)
+        assert g.fingerprint["quantization"] == "nf4" and g.fingerprint["max_new_tokens"] == 4
+    image_of = {str(r["itemID"]): r for r in rows}
+    for g in items:
+        path = folder.parent / "raw" / "images" / f"B{int(g.entity):03d}.png"
+        assert g.text == image_of[g.entity]["image_description"]
+        assert g.request == request_hash(item_prompt("Baby"), [path], g.fingerprint)
+    for g in users:
+        assert g.request == request_hash(expected[int(g.entity)], [], g.fingerprint)
