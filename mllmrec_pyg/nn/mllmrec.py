@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg._sparse import quiet_sparse
 from mllmrec_pyg.data.schema import (
     INTERACTS,
     ITEM,
@@ -138,7 +139,9 @@ class MLLMRec(RankingModel):
         if cfg.item_conv:
             if item_edge_index is None:
                 raise SchemaError("item_conv=True needs the item graph (item_edge_index)")
-            adj_t, _ = item_graph_norm(to_adj_t(item_edge_index, item_edge_weight, self.num_items))
+            with quiet_sparse():
+                adj = to_adj_t(item_edge_index, item_edge_weight, self.num_items)
+                adj_t, _ = item_graph_norm(adj)
         if cfg.trainable_items:
             self.item_input = nn.Parameter(item_x.clone())
             self.register_buffer("item_adj_t", adj_t, persistent=False)
