@@ -14,7 +14,6 @@ measure that leak, and it says so loudly.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,8 @@ log = logging.getLogger(__name__)
 
 TASK = "user_preference"
 DEFAULT_TOKEN_BUDGET = 4096
-_PIECE = re.compile(r"\w+|[^\w\s]")
+# a word of n characters is ceil(n / 4) chunks of up to 4; each symbol is one piece
+_PIECE = re.compile(r"\w{1,4}|[^\w\s]")
 
 TokenCounter = Callable[[str], int]
 
@@ -44,7 +44,7 @@ def approx_token_count(text: str) -> int:
     Pass a real counter (e.g. ``lambda s: len(tokenizer(s).input_ids)``) for
     exact budgets.
     """
-    return sum(max(1, math.ceil(len(p) / 4)) for p in _PIECE.findall(text))
+    return len(_PIECE.findall(text))
 
 
 def _require_interactions(data: HeteroData) -> tuple[int, int]:
@@ -151,8 +151,16 @@ def fit_history(
     descriptions: Sequence[str],
     token_budget: int,
     count_tokens: TokenCounter = approx_token_count,
+    item_cost: Callable[[str], int] | None = None,
 ) -> tuple[int, str | None, str]:
     """Keep the most recent descriptions whose Prompt 2 fits ``token_budget``.
+
+    Args:
+        descriptions: the behaviour list, oldest first.
+        token_budget: maximum prompt length in tokens.
+        count_tokens: token counter.
+        item_cost: optional (cached) estimate of the tokens one description adds;
+            only a first guess, the final prompt is always counted exactly.
 
     Returns:
         ``(kept, shortened_last, prompt)``: the number of most recent items kept,
@@ -164,9 +172,14 @@ def fit_history(
     if base > token_budget:
         raise ValueError(f"token budget {token_budget} is below Prompt 2's own length ({base})")
     # additive estimate first (one pass, newest to oldest), then exact checks
+    if item_cost is None:
+
+        def item_cost(d: str) -> int:
+            return count_tokens(preference_prompt([d])) - base + 1
+
     kept, used = 0, base
     for d in reversed(descriptions):
-        cost = count_tokens(preference_prompt([d])) - base + 1
+        cost = item_cost(d)
         if used + cost > token_budget:
             break
         used += cost
@@ -210,11 +223,20 @@ def build_preference_prompts(
     if len(texts) != num_items:
         raise SchemaError(f'data["item"].text has {len(texts)} entries for {num_items} items')
     lists = behaviour_lists(data, full_history=full_history)
+    base = count(preference_prompt([]))
+    costs: dict[int, int] = {}  # per item: tokens it adds to a prompt (first guess)
+
+    def item_cost_of(i: int) -> int:
+        if i not in costs:
+            costs[i] = count(preference_prompt([texts[i]])) - base + 1
+        return costs[i]
+
     out = []
     for u in range(num_users):
         hist = lists[u]
         descs = [texts[i] for i in hist]
-        kept, short, prompt = fit_history(descs, token_budget, count)
+        cost_of = dict(zip(descs, map(item_cost_of, hist)))
+        kept, short, prompt = fit_history(descs, token_budget, count, cost_of.__getitem__)
         out.append(
             PreferencePrompt(
                 user=u,
