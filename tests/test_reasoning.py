@@ -152,8 +152,9 @@ def test_offline_backend_hand_worked_summary():
     # item counts: wooden, rattle, toy, wooden rattle, rattle toy, plastic: 2;
     # bells, cup, plate, plastic cup, plastic plate: 1 ("with" breaks "toy bells").
     # Words never seen outside one of their bigrams are dropped: wooden, rattle, toy, cup, plate.
-    # Scores: rattle toy = wooden rattle = 2 (log(7/3) + 1) = 3.69, plastic = 2 (log(7/4) + 1)
-    # = 3.12; bells = plastic cup = plastic plate = log(7/2) + 1 = 2.25.
+    # Scores (1 + ln c) (ln((1 + N) / (1 + df)) + 1), N = 6: rattle toy = wooden rattle
+    # = 1.69 * 1.85 = 3.13, plastic = 1.69 * 1.56 = 2.64; bells = plastic cup = plastic plate
+    # = 1 * 2.25.
     recurring, also = b.salient_phrases(history)
     assert recurring == ["rattle toy", "wooden rattle", "plastic"]
     assert also == []

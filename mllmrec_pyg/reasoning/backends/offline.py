@@ -10,12 +10,15 @@ Salience is TF-IDF-like. For a user with behaviour list ``L`` and a phrase
 ``t`` (a content word or a bigram of adjacent content words),
 
 .. math::
-    \\mathrm{score}(t) = c_L(t) \\cdot \\Big(\\log\\frac{1 + N}{1 + \\mathrm{df}(t)} + 1\\Big)
+    \\mathrm{score}(t) = \\big(1 + \\ln c_L(t)\\big) \\cdot
+        \\Big(\\ln\\frac{1 + N}{1 + \\mathrm{df}(t)} + 1\\Big)
 
 where ``c_L(t)`` counts the items of ``L`` whose text contains ``t`` and
-``df(t)`` counts the catalog items that do (``N`` items in all). Phrases
-found in at least ``min_repeat`` items come first ("Recurring"); the best
-single-item phrases fill up to ``min_phrases`` ("Also"). The catalog
+``df(t)`` counts the catalog items that do (``N`` items in all); the
+sublinear count keeps words found in every product ("baby") from crowding
+out the distinctive ones. Phrases found in at least ``min_repeat`` items come
+first ("Recurring"); the best single-item phrases fill up to ``min_phrases``
+("Also"). The catalog
 statistics come from :meth:`OfflineBackend.fit_catalog`, which
 :func:`~mllmrec_pyg.reasoning.generate_preferences` calls with the item texts.
 """
@@ -127,7 +130,7 @@ class OfflineBackend:
     """
 
     name = "none"
-    VERSION = 1
+    VERSION = 2
 
     def __init__(
         self,
@@ -203,7 +206,10 @@ class OfflineBackend:
         for w, c in in_bigram.items():
             if counts.get(w, 0) <= c:
                 del counts[w]
-        ranked = sorted(counts, key=lambda t: (-counts[t] * self.stats.idf(t), -t.count(" "), t))
+        idf = self.stats.idf
+        ranked = sorted(
+            counts, key=lambda t: (-(1.0 + math.log(counts[t])) * idf(t), -t.count(" "), t)
+        )
         chosen: list[str] = []
         covered: set[str] = set()
         recurring: list[str] = []
