@@ -424,10 +424,7 @@ class Trainer:
             "format": STATE_FORMAT,
             "key": self._model_key(),
             "progress": json.dumps(
-                {
-                    k: state[k]
-                    for k in ("epoch", "best_epoch", "best", "bad_epochs", "seconds", "done")
-                }
+                {k: state[k] for k in ("epoch", "best_epoch", "best", "bad_epochs", "seconds")}
             ),
             "history": json.dumps(state["history"]),
             "model": self.model.state_dict(),
@@ -477,7 +474,6 @@ class Trainer:
             "best": float("-inf"),
             "bad_epochs": 0,
             "seconds": 0.0,
-            "done": False,
             "history": [],
             "best_state": None,
         }
@@ -489,7 +485,7 @@ class Trainer:
             disable=not cfg.show_progress,
         )
         epoch = state["epoch"]
-        while not state["done"] and epoch < cfg.epochs:
+        while state["bad_epochs"] < cfg.patience and epoch < cfg.epochs:
             epoch += 1
             t0 = time.perf_counter()
             loss = self.train_epoch(epoch)
@@ -514,7 +510,6 @@ class Trainer:
             )
             log.debug("epoch %d loss %.5f valid %s %.5f", epoch, loss, cfg.monitor, value)
             state["epoch"] = epoch
-            state["done"] = state["bad_epochs"] >= cfg.patience or epoch >= cfg.epochs
             state["seconds"] = prior + time.perf_counter() - start
             self._save_state(state)
             bar.update(1)
