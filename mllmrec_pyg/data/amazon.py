@@ -351,7 +351,7 @@ def read_meta(
 
 def find_images(folder: str | os.PathLike) -> dict[str, Path]:
     """``{asin: path}`` for image files in ``folder`` named ``<ASIN>.<ext>``."""
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # absolute paths stay valid from any working directory
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} not found")
     rank = {ext: r for r, ext in enumerate(IMAGE_EXTENSIONS)}
