@@ -112,3 +112,12 @@ def test_encode_data_rejects_mismatched_text():
     empty["item"].num_nodes = 1
     with pytest.raises(ValueError, match="nothing to encode"):
         encode_data(empty, show_progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_encoding_matches_cpu():
+    texts = ["a red wool hat", "a stainless steel bottle", "organic cotton swaddle"]
+    cpu = encode_texts(texts, device="cpu", show_progress=False)
+    gpu = encode_texts(texts, device="cuda", show_progress=False)
+    assert gpu.device.type == "cpu" and gpu.dtype == torch.float32  # always returned on CPU
+    assert torch.allclose(cpu, gpu, atol=1e-3)
