@@ -198,7 +198,13 @@ def _write_model(folder: Path, cfg: TinyGemmaConfig) -> None:
         GenerationConfig,
         SiglipVisionConfig,
     )
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    try:  # transformers >= 5 splits the Pillow and torchvision image processors
+        from transformers.models.gemma3.image_processing_pil_gemma3 import (
+            Gemma3ImageProcessorPil as ImageProcessor,
+        )
+    except ImportError:
+        from transformers import Gemma3ImageProcessor as ImageProcessor
 
     tokenizer = _build_tokenizer()
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in GEMMA_SPECIAL_TOKENS}
@@ -250,7 +256,7 @@ def _write_model(folder: Path, cfg: TinyGemmaConfig) -> None:
     )
     model.save_pretrained(folder)
 
-    image_processor = Gemma3ImageProcessorPil(
+    image_processor = ImageProcessor(
         size={"height": cfg.image_size, "width": cfg.image_size},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],

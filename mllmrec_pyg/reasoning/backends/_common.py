@@ -127,7 +127,7 @@ def image_data_url(image: Any, key: str, max_side: int | None = None) -> str:
         max_side: when set, images whose longer side exceeds it are shrunk
             (aspect kept) before sending.
     """
-    pil = require("PIL.Image", "llm", "image encoding")
+    pil = require("PIL.Image", "serve", "openai backend's image encoding")
     if isinstance(image, (str, Path)):
         path = Path(image)
         try:

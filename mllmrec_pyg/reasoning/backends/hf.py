@@ -90,6 +90,11 @@ class TransformersBackendConfig:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if not self.do_sample and self.temperature not in (0.0, 1.0):
+            logger.warning(
+                "temperature=%g has no effect with greedy decoding; set do_sample=True to sample",
+                self.temperature,
+            )
 
 
 class TransformersBackend:
@@ -190,7 +195,10 @@ class TransformersBackend:
         dtype = getattr(torch, self._resolved_dtype_name())
         common = {"revision": c.revision, "local_files_only": c.local_files_only}
 
-        kwargs: dict[str, Any] = {"dtype": dtype, **common}
+        # transformers >= 4.56 calls it `dtype`; older releases `torch_dtype`
+        major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+        kwargs: dict[str, Any] = {dtype_key: dtype, **common}
         if c.quantization != "none":
             require("bitsandbytes", "llm", "4-bit transformers backend")
             require("accelerate", "llm", "4-bit transformers backend")
