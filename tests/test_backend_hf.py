@@ -141,6 +141,7 @@ def test_loads_in_4bit_nf4(backend):
     assert backend.processor.tokenizer.padding_side == "left"
 
 
+@pytest.mark.slow
 def test_batched_generation_matches_one_at_a_time(backend, requests_mixed):
     out = backend.generate(requests_mixed)
     assert len(out) == len(requests_mixed)
@@ -224,6 +225,17 @@ def test_config_validation_and_factory(tiny_gemma_dir):
     assert offline.name == "none" and isinstance(offline, Backend)
 
 
+def test_unusable_model_sources_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist does not exist"):
+        TransformersBackend(model=str(tmp_path / "does-not-exist")).load()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty has no config.json"):
+        TransformersBackend(model=str(tmp_path / "empty")).load()
+    # a hub id that is not cached, with the hub switched off (conftest)
+    with pytest.raises(OSError, match="cannot load the processor of 'nobody/no-such-model'"):
+        TransformersBackend(model="nobody/no-such-model").load()
+
+
 def test_missing_bitsandbytes_names_the_extra(tiny_gemma_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     b = TransformersBackend(model=str(tiny_gemma_dir))
@@ -231,6 +243,7 @@ def test_missing_bitsandbytes_names_the_extra(tiny_gemma_dir, monkeypatch):
         b.load()
 
 
+@pytest.mark.slow
 def test_results_stored_through_describe_items(tiny_gemma_dir, tmp_path):
     """Prompt 1 built, images passed, texts decoded and committed to the store;
     a second run finds everything stored and never loads the model."""

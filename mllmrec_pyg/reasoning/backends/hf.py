@@ -225,7 +225,15 @@ class TransformersBackend:
             self._resolved_dtype_name(),
             kwargs["device_map"],
         )
-        processor = transformers.AutoProcessor.from_pretrained(c.model, **common)
+        self._check_local_folder()
+        try:
+            processor = transformers.AutoProcessor.from_pretrained(c.model, **common)
+        except (OSError, ValueError) as err:
+            raise OSError(
+                f"cannot load the processor of {c.model!r}: {err}\nPass a local model folder, or "
+                "download the model first (Gemma is gated: accept its licence on the model page "
+                "and log in with `hf auth login`)."
+            ) from err
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None or getattr(processor, "image_processor", None) is None:
             raise BackendInputError(
@@ -247,6 +255,17 @@ class TransformersBackend:
             self._device,
         )
         return self
+
+    def _check_local_folder(self) -> None:
+        """A model given as a path must be a Hugging Face model folder."""
+        name = self.config.model
+        path = Path(name).expanduser()
+        if not (path.is_absolute() or name.startswith((".", "~")) or path.exists()):
+            return  # a hub id
+        if not path.is_dir():
+            raise FileNotFoundError(f"model folder {path} does not exist")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
 
     def _generation_config(self):
         c = self.config
