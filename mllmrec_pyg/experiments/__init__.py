@@ -1,0 +1,50 @@
+"""The paper's experiments as runners: ablation (RQ2), plug-and-play (RQ3),
+sensitivity (RQ4), t-SNE (RQ5) and the leakage audit.
+
+Each runner takes :class:`ExperimentSettings`, trains its configurations on
+the package's :class:`~mllmrec_pyg.train.Trainer` (resuming finished and
+interrupted runs), and writes ``<out>/<dataset>/<experiment>/`` with
+``results.json``, ``results.csv``, per-run JSON files and PNG figures.
+:mod:`mllmrec_pyg.experiments.report` turns those folders into
+``docs/results.md``. On the command line: ``mllmrec experiment <name>``.
+"""
+
+from mllmrec_pyg.experiments.ablation import run_ablation
+from mllmrec_pyg.experiments.common import (
+    ExperimentSettings,
+    GraphSpec,
+    RunCache,
+    RunSpec,
+    load_raw,
+    prepare_data,
+    refine,
+)
+from mllmrec_pyg.experiments.leakage import run_leakage
+from mllmrec_pyg.experiments.plug_and_play import run_plug_and_play
+from mllmrec_pyg.experiments.sensitivity import run_sensitivity
+from mllmrec_pyg.experiments.tsne import run_tsne
+
+#: experiment name (as on the command line) -> runner
+RUNNERS = {
+    "ablation": run_ablation,
+    "sensitivity": run_sensitivity,
+    "tsne": run_tsne,
+    "leakage": run_leakage,
+    "plug-and-play": run_plug_and_play,
+}
+
+__all__ = [
+    "ExperimentSettings",
+    "GraphSpec",
+    "RUNNERS",
+    "RunCache",
+    "RunSpec",
+    "load_raw",
+    "prepare_data",
+    "refine",
+    "run_ablation",
+    "run_leakage",
+    "run_plug_and_play",
+    "run_sensitivity",
+    "run_tsne",
+]

@@ -1,0 +1,289 @@
+"""The experiment runners on a tiny synthetic catalog: structure and sanity of their outputs,
+resumption, the leakage switch, the report and the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mllmrec_pyg.data import COOCCURS, INTERACTS, RELATED, SEMANTIC
+from mllmrec_pyg.experiments import (
+    ExperimentSettings,
+    GraphSpec,
+    RunCache,
+    RunSpec,
+    ablation,
+    leakage,
+    load_raw,
+    plug_and_play,
+    prepare_data,
+    refine,
+    run_ablation,
+    run_leakage,
+    run_plug_and_play,
+    run_sensitivity,
+    run_tsne,
+)
+from mllmrec_pyg.experiments.report import build_report, write_report
+from mllmrec_pyg.experiments.tsne import mean_cosine, uniformity
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = {"num_users": 150, "num_items": 80}
+
+
+def _png(path: Path) -> None:
+    assert path.is_file(), f"{path} was not written"
+    head = path.read_bytes()[:8]
+    assert head == PNG_MAGIC, f"{path} is not a PNG"
+    assert path.stat().st_size > 5000, f"{path} looks empty"
+
+
+def _metrics_in_range(row: dict) -> None:
+    values = [v for k, v in row.items() if k.startswith(("valid ", "test ")) and "std" not in k]
+    assert values, row
+    for v in values:
+        assert 0.0 <= v <= 1.0, row
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> ExperimentSettings:
+    root = tmp_path_factory.mktemp("experiments")
+    return ExperimentSettings(
+        dataset="synthetic",
+        **TINY,
+        out=str(root / "results"),
+        cache=str(root / "cache"),
+        epochs=2,
+        patience=2,
+        show_progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def data(settings):
+    return prepare_data(settings)
+
+
+def test_prepared_data_has_features_and_the_cache_is_reused(settings, data):
+    assert data["item"].x.shape == (data["item"].num_nodes, 384)
+    assert data["user"].x.shape == (data["user"].num_nodes, 384)
+    assert len(data["user"].text) == data["user"].num_nodes
+    cache = settings.cache_dir()
+    assert (cache / "item_feat.npy").is_file()
+    assert (cache / "user_feat_none_train_history.npy").is_file()
+    again = prepare_data(settings)
+    assert torch.equal(again["user"].x, data["user"].x)
+    assert settings.dataset_tag() == "synthetic-150x80"
+
+
+def test_graph_spec_composes_the_public_transforms(data):
+    full = refine(data, GraphSpec(alpha=0.6, k_s=5, k_c=4))
+    assert {SEMANTIC, COOCCURS, RELATED} <= set(full.edge_types)
+    no_te = refine(data, GraphSpec(alpha=0.6, k_s=5, cooccurrence=False))
+    assert COOCCURS not in no_te.edge_types
+    assert torch.equal(no_te[RELATED].edge_index, no_te[SEMANTIC].edge_index)
+    no_gd = refine(data, GraphSpec(alpha=None, k_s=5, cooccurrence=False))
+    # no threshold: every item keeps its full top-5 (self included)
+    assert no_gd[RELATED].edge_index.size(1) == 5 * data["item"].num_nodes
+    assert RELATED not in data.edge_types, "refine must not modify its input"
+
+
+@pytest.mark.slow
+def test_ablation_has_every_variant_with_sane_metrics_and_a_plot(settings, data):
+    result = run_ablation(settings, data)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == [*ablation.VARIANTS, *ablation.ANCHORS]
+    for row in rows.values():
+        _metrics_in_range(row)
+    configs = {r["variant"]: r["config"] for r in result["runs"]}
+    assert configs["w/o RS"]["use_user_features"] is False
+    assert configs["w/o GCN_II"]["item_conv"] is False
+    assert configs["w/ GCN_UI"]["ui_layers"] == 2
+    assert configs["MLLMRec"]["use_user_features"] and configs["MLLMRec"]["item_conv"]
+    graphs = result["graphs"]
+    assert graphs["w/o GD"]["graph"]["alpha"] is None
+    assert graphs["w/o TE"]["graph"]["cooccurrence"] is False
+    assert graphs["w/o TE"]["edges"] < graphs["MLLMRec"]["edges"]
+    folder = settings.experiment_dir("ablation")
+    _png(folder / "ablation.png")
+    with open(folder / "results.csv") as fh:
+        assert [r["variant"] for r in csv.DictReader(fh)] == list(rows)
+    stored = json.loads((folder / "results.json").read_text())
+    assert stored["command"].startswith("mllmrec experiment ablation --dataset synthetic")
+    assert set(stored["findings"]) >= {"every_removal_hurts", "largest_drop", "drop"}
+
+
+@pytest.mark.slow
+def test_finished_runs_are_reused_and_stale_ones_retrained(settings, data, monkeypatch):
+    run_ablation(settings, data, variants=["MLLMRec"], anchors=False)
+    from mllmrec_pyg import train
+
+    def no_training(self):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(train.Trainer, "fit", no_training)
+    again = run_ablation(settings, data, variants=["MLLMRec"], anchors=False)
+    assert again["rows"][0]["variant"] == "MLLMRec"
+    monkeypatch.undo()
+
+    cache = RunCache(settings, "ablation")
+    spec = RunSpec("MLLMRec", "mllmrec", {}, 0)
+    g = refine(data, ablation.base_graph(settings))
+    assert cache.load(spec, g) is not None
+    # other data (a different graph) makes the stored run stale
+    other = refine(data, GraphSpec(alpha=0.4))
+    assert cache.load(spec, other) is None
+    path = cache.path(spec)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=str(path.name)):
+        cache.load(spec, g)
+    path.unlink()
+
+
+@pytest.mark.slow
+def test_sensitivity_grid_heatmap_and_dimension_curve(settings, data):
+    result = run_sensitivity(settings, data, alphas=(0.5, 0.7), k_cs=(5, 10), dims=(16, 32))
+    for metric in ("recall@20", "ndcg@20"):
+        grid = result["grid"][metric]
+        assert len(grid) == 2 and all(len(row) == 2 for row in grid)
+        assert all(0.0 <= v <= 1.0 for row in grid for v in row)
+        assert len(result["dim_curves"][f"test {metric}"]["mean"]) == 2
+    labels = [r["variant"] for r in result["rows"]]
+    assert labels == ["alpha=0.5, K_c=5", "alpha=0.5, K_c=10", "alpha=0.7, K_c=5",
+                      "alpha=0.7, K_c=10", "d=16", "d=32"]  # fmt: skip
+    dims = {
+        r["extra"]["d"]: r["config"]["embedding_dim"] for r in result["runs"] if "d" in r["extra"]
+    }
+    assert dims == {16: 16, 32: 32}
+    folder = settings.experiment_dir("sensitivity")
+    _png(folder / "alpha_kc_heatmap.png")
+    _png(folder / "dimension.png")
+    assert (folder / "grid.csv").is_file() and (folder / "dims.csv").is_file()
+    assert "--alphas 0.5 0.7" in result["command"]
+    f = result["findings"]
+    assert f["best_alpha"] in (0.5, 0.7) and f["best_k_c"] in (5, 10)
+
+
+def test_uniformity_and_cosine_by_hand():
+    e = torch.eye(3)
+    # three orthonormal vectors: every squared distance is 2 -> log exp(-4) = -4
+    assert uniformity(e) == pytest.approx(-4.0)
+    assert mean_cosine(e) == pytest.approx(0.0)
+    same = torch.ones(4, 2)
+    assert uniformity(same) == pytest.approx(0.0)
+    assert mean_cosine(same) == pytest.approx(1.0)
+    two = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # antipodal: squared distance 4
+    assert uniformity(two) == pytest.approx(-8.0)
+
+
+@pytest.mark.slow
+def test_tsne_plot_and_uniformity_of_both_models(settings, data):
+    result = run_tsne(settings, data, baseline="BPR-MF", num_users=100)
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"MLLMRec", "BPR-MF"}
+    for r in rows.values():
+        assert r["users"] == 100
+        assert -8.0 <= r["uniformity"] <= 0.0
+        assert -1.0 <= r["mean cosine"] <= 1.0
+    assert len(set(result["sampled_users"])) == 100
+    assert result["colour"] == "dominant item category"
+    _png(settings.experiment_dir("tsne") / "tsne_users.png")
+
+
+@pytest.mark.slow
+def test_leakage_switch_changes_the_behaviour_lists_and_the_preferences(settings):
+    raw = load_raw(settings)
+    result = run_leakage(settings, raw=raw)
+    exp = result["exposure"]
+    store = raw[INTERACTS]
+    n_test, n_val = store.test_edge_index.size(1), store.val_edge_index.size(1)
+    # default: no held-out pair reaches a behaviour list or a prompt
+    assert exp["train"]["test_in_list"] == 0 and exp["train"]["valid_in_list"] == 0
+    assert exp["train"]["test_in_prompt"] == 0
+    # audit switch: every held-out pair is in its user's list, and reaches the prompts
+    assert exp["full"]["test_in_list"] == n_test and exp["full"]["valid_in_list"] == n_val
+    assert exp["full"]["test_in_prompt"] > 0
+    held_users = torch.cat([store.val_edge_index[0], store.test_edge_index[0]]).unique().numel()
+    assert exp["users_with_changed_list"]["count"] == held_users
+    assert exp["full"]["mean_list_length"] > exp["train"]["mean_list_length"]
+    assert result["text_changed"]["count"] > 0
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == [leakage.TRAIN, leakage.FULL, leakage.NO_PREFS]
+    for r in rows.values():
+        _metrics_in_range(r)
+    cache = Path(settings.cache_dir())
+    honest = torch.from_numpy(np.load(cache / "user_feat_none_train_history.npy"))
+    leaky = torch.from_numpy(np.load(cache / "user_feat_none_full_history.npy"))
+    assert not torch.equal(honest, leaky), "the two modes trained on the same user features"
+    gap = result["findings"]["gap"]["test recall@20"]
+    assert gap["gap"] == pytest.approx(gap["full"] - gap["train"])
+    _png(settings.experiment_dir("leakage") / "leakage.png")
+
+
+@pytest.mark.slow
+def test_plug_and_play_reads_the_transform_graphs(settings, data):
+    result = run_plug_and_play(settings, data, freedom={"dropout": 0.5})
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == [plug_and_play.VANILLA, plug_and_play.GD, plug_and_play.GR]
+    for r in rows.values():
+        _metrics_in_range(r)
+    configs = {r["variant"]: r["config"] for r in result["runs"]}
+    assert configs[plug_and_play.VANILLA]["item_graph"] is None
+    assert configs[plug_and_play.GR]["item_graph"] == list(RELATED)
+    assert all(c["dropout"] == 0.5 for c in configs.values())
+    gr = refine(data, GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c))
+    assert result["graphs"][plug_and_play.GR]["edges"] == gr[RELATED].edge_index.size(1)
+    assert result["graphs"][plug_and_play.VANILLA]["edges"] == 10 * data["item"].num_nodes
+    imp = result["findings"]["relative_improvement"][plug_and_play.GR]["recall@20"]
+    want = (
+        rows[plug_and_play.GR]["test recall@20"] / rows[plug_and_play.VANILLA]["test recall@20"] - 1
+    )
+    assert imp == pytest.approx(want)
+    assert "--freedom dropout=0.5" in result["command"]
+    _png(settings.experiment_dir("plug_and_play") / "plug_and_play.png")
+
+
+@pytest.mark.slow
+def test_report_renders_every_experiment_with_its_command_and_figures(settings, data, tmp_path):
+    # the runs exist from the tests above (or are trained here)
+    run_ablation(settings, data)
+    run_plug_and_play(settings, data, freedom={"dropout": 0.5})
+    md = tmp_path / "docs" / "results.md"
+    write_report(settings.out, md)
+    text = md.read_text()
+    for heading in ("Ablation (RQ2)", "Plug-and-play", "## synthetic-150x80"):
+        assert heading in text
+    assert "mllmrec experiment ablation --dataset synthetic --num-users 150" in text
+    assert "mllmrec experiment plug-and-play" in text
+    links = [line[line.index("](") + 2 : -1] for line in text.splitlines() if line.startswith("![")]
+    assert links
+    for link in links:
+        _png((md.parent / link).resolve())
+    assert "nan" not in text.lower().split()
+    assert build_report(Path(settings.out), md) == text
+
+
+@pytest.mark.slow
+def test_command_line_runs_an_experiment_and_the_report(settings, tmp_path, capsys):
+    from mllmrec_pyg.cli import main
+
+    out = tmp_path / "cli"
+    args = [
+        "experiment", "ablation", "--dataset", "synthetic", "--num-users", "150",
+        "--num-items", "80", "--epochs", "1", "--patience", "1", "--variants", "MLLMRec",
+        "w/o TE", "--no-anchors", "--out", str(out), "--cache", settings.cache, "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "w/o TE" in printed
+    stored = json.loads((out / "synthetic-150x80" / "ablation" / "results.json").read_text())
+    assert [r["variant"] for r in stored["rows"]] == ["MLLMRec", "w/o TE"]
+    assert stored["command"].endswith("--variants MLLMRec 'w/o TE' --no-anchors")
+    md = tmp_path / "results.md"
+    assert main(["experiment", "report", "--out", str(out), "--report-out", str(md)]) == 0
+    assert "w/o TE" in md.read_text()
