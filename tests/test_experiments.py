@@ -287,3 +287,39 @@ def test_command_line_runs_an_experiment_and_the_report(settings, tmp_path, caps
     md = tmp_path / "results.md"
     assert main(["experiment", "report", "--out", str(out), "--report-out", str(md)]) == 0
     assert "w/o TE" in md.read_text()
+
+
+def test_findings_read_the_tables_correctly():
+    def row(name, r20):
+        return {"variant": name, "test recall@20": r20}
+
+    rows = [
+        row("MLLMRec", 0.30),
+        row("w/o RS", 0.20),
+        row("w/o GD", 0.31),
+        row("w/o TE", 0.29),
+        row("w/o GCN_II", 0.25),
+        row("w/ GCN_UI", 0.33),
+        row("MostPop", 0.10),
+        row("LightGCN", 0.32),
+    ]
+    f = ablation.findings(rows)
+    assert f["drop"] == pytest.approx(
+        {"w/o RS": 0.10, "w/o GD": -0.01, "w/o TE": 0.01, "w/o GCN_II": 0.05}
+    )
+    assert f["variants_better_than_full"] == ["w/o GD"]
+    assert not f["every_removal_hurts"]
+    assert f["largest_drop"] == "w/o RS" and f["rs_largest_drop"]
+    assert f["best_anchor"] == "LightGCN" and f["full_beats_anchors"] is False
+
+    from mllmrec_pyg.experiments import sensitivity
+
+    grid = {"recall@20": [[0.1, 0.1, 0.1], [0.3, 0.3, 0.2]]}  # rows: alpha, cols: K_c
+    dims = {"test recall@20": ([0.1, 0.2, 0.2, 0.15], [0.0] * 4)}
+    s = sensitivity.findings(grid, [0.4, 0.6], [5, 10, 15], dims, [16, 32, 64, 128])
+    assert (s["best_alpha"], s["best_k_c"], s["best_value"]) == (0.6, 5, 0.3)
+    # along alpha: columns spread 0.2, 0.2, 0.1 -> 0.5 / 3; along K_c: rows 0.0, 0.1 -> 0.05
+    assert s["mean_spread_over_alpha"] == pytest.approx(0.5 / 3)
+    assert s["mean_spread_over_k_c"] == pytest.approx(0.05)
+    assert s["less_sensitive_to_k_c"]
+    assert s["best_d"] == 32 and not s["monotone_in_d"]
