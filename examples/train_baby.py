@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, help="MMRec-format Baby folder (default: synthetic)")
     p.add_argument("--models", default="mllmrec,bpr,pop", help="comma-separated")
+    p.add_argument("--num-users", type=int, help="synthetic catalog: users before 5-core")
+    p.add_argument("--num-items", type=int, help="synthetic catalog: items before 5-core")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=1000)
     p.add_argument("--patience", type=int, default=20)
@@ -73,7 +75,9 @@ def main() -> None:
     start = time.perf_counter()
 
     # 1. data
-    data = load_dataset("synthetic", data_dir=args.data_dir, seed=args.seed)
+    sizes = {"num_users": args.num_users, "num_items": args.num_items}
+    sizes = {k: v for k, v in sizes.items() if v is not None}
+    data = load_dataset("synthetic", data_dir=args.data_dir, seed=args.seed, synthetic=sizes)
     name = dataset_label(data, args.data_dir)
 
     # 2-3. features: given by an MMRec folder, else encoded from text
