@@ -102,50 +102,66 @@ def _figures(obj: Mapping[str, Any], md_dir: Path) -> list[str]:
 # -- one section per experiment ------------------------------------------------------------
 
 
+def _noise(rows: Sequence[Mapping[str, Any]], a: str, b: str, col: str) -> str:
+    """`` (within seed noise)`` when the two rows differ by less than their larger std."""
+    by = {r["variant"]: r for r in rows}
+    if a not in by or b not in by or by[a].get("seeds", 1) < 2:
+        return ""
+    diff = abs(by[a][col] - by[b][col])
+    spread = max(by[a].get(f"{col} std", 0.0), by[b].get(f"{col} std", 0.0))
+    return " (smaller than the seed standard deviation)" if diff < spread else ""
+
+
+def _graph_table(graphs: Mapping[str, Any], title: str) -> list[str]:
+    if not graphs:
+        return []
+    return [
+        title,
+        "",
+        format_table(
+            [{"variant": k, **v} for k, v in graphs.items()],
+            ("edges", "self_loops", "mean_neighbours"),
+            digits=2,
+        ),
+        "",
+    ]
+
+
 def ablation_section(obj: Mapping[str, Any]) -> list[str]:
     rows = obj["rows"]
     f = obj.get("findings") or {}
     lines = [format_table(rows, MAIN_COLUMNS), ""]
-    graphs = obj.get("graphs") or {}
-    if graphs:
-        lines += [
-            "Item graph of each variant (edges of `data['item', 'related', 'item']`):",
-            "",
-            format_table(
-                [{"variant": k, **v} for k, v in graphs.items()],
-                ("edges", "self_loops", "mean_neighbours"),
-                digits=2,
-            ),
-            "",
-        ]
-    if f:
-        drops = f.get("drop", {})
+    lines += _graph_table(
+        obj.get("graphs") or {}, "Item graph of each variant (`data['item', 'related', 'item']`):"
+    )
+    if not f:
+        return lines
+    drops = f.get("drop", {})
+    lines.append(
+        f"- Test Recall@20 of full MLLMRec: {_fmt(f['full'])}; change when a component is "
+        "removed: " + ", ".join(f"{v} {-d:+.4f}" for v, d in drops.items()) + "."
+    )
+    if f.get("every_removal_hurts"):
+        lines.append("- Every removal lowers test Recall@20, as the paper reports.")
+    else:
         lines.append(
-            "The paper reports that removing any component lowers R@20 and that removing RS "
-            "lowers it most. Here (test Recall@20, full MLLMRec "
-            f"{_fmt(f['full'])}): "
-            + "; ".join(f"{v} changes it by {-d:+.4f}" for v, d in drops.items())
+            "- Not every removal hurts, unlike in the paper: "
+            + ", ".join(f.get("variants_better_than_full", []))
+            + " score(s) at least as high as the full model."
+        )
+    if f.get("largest_drop"):
+        agree = "as in the paper" if f.get("rs_largest_drop") else "where the paper has w/o RS"
+        lines.append(f"- The largest drop comes from {f['largest_drop']}, {agree}.")
+    if f.get("best_anchor"):
+        by = {r["variant"]: r for r in rows}
+        best = f["best_anchor"]
+        verdict = "beats" if f.get("full_beats_anchors") else "does not beat"
+        lines.append(
+            f"- Full MLLMRec {verdict} every anchor; the best anchor is {best} "
+            f"({_fmt(by[best]['test recall@20'])} test Recall@20)"
+            + _noise(rows, "MLLMRec", best, "test recall@20")
             + "."
         )
-        if f.get("every_removal_hurts"):
-            lines.append("Every removal lowers test Recall@20, as in the paper.")
-        else:
-            lines.append(
-                "Not every removal hurts here: "
-                + ", ".join(f.get("variants_better_than_full", []))
-                + " score(s) at least as high as the full model, unlike in the paper."
-            )
-        if f.get("largest_drop"):
-            agree = "as in the paper" if f.get("rs_largest_drop") else "unlike the paper (w/o RS)"
-            lines.append(f"The largest drop comes from {f['largest_drop']}, {agree}.")
-        if f.get("best_anchor"):
-            by = {r["variant"]: r for r in rows}
-            best = f["best_anchor"]
-            verdict = "beats" if f.get("full_beats_anchors") else "does not beat"
-            lines.append(
-                f"Full MLLMRec {verdict} every anchor; the best anchor is {best} "
-                f"({_fmt(by[best]['test recall@20'])} test Recall@20)."
-            )
     return lines
 
 
@@ -153,43 +169,30 @@ def plug_and_play_section(obj: Mapping[str, Any]) -> list[str]:
     rows = obj["rows"]
     f = obj.get("findings") or {}
     lines = [format_table(rows, MAIN_COLUMNS), ""]
-    graphs = obj.get("graphs") or {}
-    if graphs:
-        lines += [
-            "Item-item graph each variant reads:",
-            "",
-            format_table(
-                [{"variant": k, **v} for k, v in graphs.items()],
-                ("edges", "self_loops", "mean_neighbours"),
-                digits=2,
-            ),
-            "",
-        ]
+    lines += _graph_table(obj.get("graphs") or {}, "Item-item graph each variant reads:")
     cfg = obj.get("freedom_config") or {}
     if cfg:
-        shown = {
-            k: cfg[k] for k in ("embedding_dim", "knn_k", "dropout", "reg_weight", "num_ui_layers")
-        }
+        keys = ("embedding_dim", "knn_k", "dropout", "reg_weight", "num_ui_layers")
+        lines += [
+            "FREEDOM settings, shared by all variants and not tuned here: "
+            + ", ".join(f"{k}={cfg[k]}" for k in keys)
+            + ".",
+            "",
+        ]
+    for name, v in (f.get("relative_improvement") or {}).items():
         lines.append(
-            "FREEDOM settings (not tuned here): "
-            + ", ".join(f"{k}={v}" for k, v in shown.items())
+            f"- {name} vs FREEDOM: test Recall@20 {_pct(v.get('recall@20'))}"
+            + _noise(rows, name, "FREEDOM", "test recall@20")
+            + f", NDCG@20 {_pct(v.get('ndcg@20'))}"
+            + _noise(rows, name, "FREEDOM", "test ndcg@20")
             + "."
         )
-    imp = f.get("relative_improvement") or {}
-    if imp:
+    if f.get("relative_improvement"):
+        both = f.get("gr_helps_recall") and f.get("gr_helps_ndcg")
         lines.append(
-            "Relative change of test metrics over vanilla FREEDOM: "
-            + "; ".join(
-                f"{name}: Recall@20 {_pct(v.get('recall@20'))}, NDCG@20 {_pct(v.get('ndcg@20'))}"
-                for name, v in imp.items()
-            )
-            + ". The paper reports an average gain on Baby over five models (METHOD.md §6)."
-        )
-        helps = f.get("gr_helps_recall") and f.get("gr_helps_ndcg")
-        lines.append(
-            "Here the refined graph "
-            + ("improves" if helps else "does not improve both metrics of")
-            + " FREEDOM on this dataset."
+            "- The paper reports that the refinement improves every model it was plugged "
+            "into (FREEDOM included) on both metrics; here it "
+            + ("does so for FREEDOM." if both else "does not improve both metrics of FREEDOM.")
         )
     return lines
 
@@ -210,9 +213,8 @@ def sensitivity_section(obj: Mapping[str, Any]) -> list[str]:
             "",
         ]
     curves = obj["dim_curves"]
-    dims = obj["dims"]
     rows = []
-    for i, d in enumerate(dims):
+    for i, d in enumerate(obj["dims"]):
         row: dict[str, Any] = {"d": d}
         for name, c in curves.items():
             row[name] = c["mean"][i]
@@ -221,11 +223,11 @@ def sensitivity_section(obj: Mapping[str, Any]) -> list[str]:
     lines += ["Output dimension d:", "", format_table(rows, list(curves), label="d"), ""]
     if f:
         lines.append(
-            f"Best grid point: alpha={f['best_alpha']}, K_c={f['best_k_c']} "
-            f"({_fmt(f['best_value'])} {f['metric']}; worst {_fmt(f['worst_value'])})."
+            f"- Best grid point: alpha={f['best_alpha']}, K_c={f['best_k_c']} "
+            f"({_fmt(f['best_value'])} {f['metric']}; the worst is {_fmt(f['worst_value'])})."
         )
         lines.append(
-            "Mean spread of the metric along alpha "
+            "- Mean spread (max - min) of the metric along alpha "
             f"{_fmt(f['mean_spread_over_alpha'])}, along K_c {_fmt(f['mean_spread_over_k_c'])}: "
             + (
                 "less sensitive to K_c than to alpha, as the paper observes."
@@ -234,9 +236,9 @@ def sensitivity_section(obj: Mapping[str, Any]) -> list[str]:
             )
         )
         lines.append(
-            f"Across d the best is d={f['best_d']}; the curve is "
-            + ("monotone non-decreasing" if f["monotone_in_d"] else "not monotone")
-            + " (the paper sees gains up to d=64, then a plateau with fluctuations)."
+            f"- Across d the best is d={f['best_d']}; test Recall@20 "
+            + ("rises" if f.get("rises_to_64") else "does not rise steadily")
+            + " from d=16 to d=64 (the paper: gains up to 64, then a plateau)."
         )
     return lines
 
@@ -251,16 +253,21 @@ def tsne_section(obj: Mapping[str, Any]) -> list[str]:
             label="model",
         ),
         "",
-        f"Points are coloured by {obj.get('colour', 'a user attribute')}. Uniformity is the "
-        "log of the mean Gaussian potential between L2-normalised user vectors "
-        "(Wang et al. 2022); lower means more uniform.",
+        f"Points are coloured by {obj.get('colour', 'a user attribute')}. Uniformity is "
+        "log mean exp(-2 |h_u - h_v|^2) over pairs of L2-normalised user vectors "
+        "(Wang et al. 2022); lower is more uniform.",
+        "",
     ]
     if f:
+        baseline = obj.get("baseline", "the baseline")
         lines.append(
-            ("MLLMRec's" if f["mllmrec_more_uniform"] else "MLLMRec's are not; the baseline's")
-            + f" user representations are the more uniform ones here (difference "
-            f"{_fmt(f['uniformity_gap'])}). The paper reads its t-SNE pictures as MLLMRec being "
-            "more uniform than its baselines."
+            (
+                f"- MLLMRec's user representations are more uniform than {baseline}'s"
+                if f["mllmrec_more_uniform"]
+                else f"- MLLMRec's user representations are less uniform than {baseline}'s"
+            )
+            + f" (uniformity difference {_fmt(f['uniformity_gap'])}); the paper reads its "
+            "t-SNE pictures as MLLMRec being the more uniform."
         )
     return lines
 
@@ -284,8 +291,8 @@ def leakage_section(obj: Mapping[str, Any]) -> list[str]:
                 }
             )
         lines += [
-            "How much held-out information reaches the preference prompts "
-            f"(Prompt 2, token budget {obj['settings']['token_budget']}):",
+            "Held-out pairs whose item reaches the user's preference prompt (Prompt 2, "
+            f"token budget {obj['settings']['token_budget']}, most recent items kept):",
             "",
             format_table(
                 table,
@@ -304,22 +311,98 @@ def leakage_section(obj: Mapping[str, Any]) -> list[str]:
         text = obj.get("text_changed") or {}
         if changed:
             lines.append(
-                f"The audit switch changes the behaviour lists of {changed['count']} of "
+                f"- The audit switch changes the behaviour lists of {changed['count']} of "
                 f"{changed['of']} users and the preference texts of {text.get('count')} of "
                 f"{text.get('of')} (backend `{obj.get('backend')}`)."
             )
-    gap = (f.get("gap") or {}).get("test recall@20")
-    if gap:
-        lines.append(
-            f"Gap from leaky preferences: test Recall@20 {_fmt(gap['train'])} -> "
-            f"{_fmt(gap['full'])} ({_pct(gap['relative'])})"
-            + (
-                "; the leak inflates the test score."
-                if f.get("leak_inflates_test")
-                else "; the leak does not raise the test score here."
+    for col in ("test recall@20", "test ndcg@20"):
+        gap = (f.get("gap") or {}).get(col)
+        if gap:
+            lines.append(
+                f"- {col}: {_fmt(gap['train'])} with training-history preferences, "
+                f"{_fmt(gap['full'])} with full-history ones ({_pct(gap['relative'])})"
+                + _noise(rows, "train history", "full history (audit)", col)
+                + "."
             )
-        )
     return lines
+
+
+def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per paper claim that the results of dataset ``tag`` can check."""
+    out = []
+
+    def add(claim: str, holds: bool | None, evidence: str) -> None:
+        if holds is None:
+            return
+        out.append(
+            {"claim": claim, "dataset": tag, "here": "yes" if holds else "no", "evidence": evidence}
+        )
+
+    if "ablation" in exps:
+        f = exps["ablation"].get("findings") or {}
+        if f:
+            worst = min(f["drop"], key=f["drop"].get)
+            add(
+                "RQ2: removing any component lowers R@20",
+                f["every_removal_hurts"],
+                f"smallest change: {worst} {-f['drop'][worst]:+.4f}",
+            )
+            add(
+                "RQ2: removing RS lowers it most",
+                f["rs_largest_drop"],
+                f"largest change: {f['largest_drop']} {-f['drop'][f['largest_drop']]:+.4f}",
+            )
+            by = {r["variant"]: r for r in exps["ablation"]["rows"]}
+            if f.get("best_anchor"):
+                add(
+                    "RQ1: MLLMRec beats the ID-based baselines",
+                    f["full_beats_anchors"],
+                    f"MLLMRec {_fmt(f['full'])} vs {f['best_anchor']} "
+                    f"{_fmt(by[f['best_anchor']]['test recall@20'])} test R@20",
+                )
+    if "plug_and_play" in exps:
+        f = exps["plug_and_play"].get("findings") or {}
+        imp = (f.get("relative_improvement") or {}).get("FREEDOM + GR")
+        if imp:
+            add(
+                "RQ3: the refined graph improves FREEDOM (R@20 and N@20)",
+                bool(f.get("gr_helps_recall") and f.get("gr_helps_ndcg")),
+                f"R@20 {_pct(imp['recall@20'])}, N@20 {_pct(imp['ndcg@20'])}",
+            )
+    if "sensitivity" in exps:
+        f = exps["sensitivity"].get("findings") or {}
+        if f:
+            add(
+                "RQ4: less sensitive to K_c than to alpha",
+                f["less_sensitive_to_k_c"],
+                f"mean spread {_fmt(f['mean_spread_over_k_c'])} (K_c) vs "
+                f"{_fmt(f['mean_spread_over_alpha'])} (alpha)",
+            )
+            add(
+                "RQ4: R@20 rises with d up to 64",
+                f.get("rises_to_64"),
+                "d curve " + ", ".join(f"{d}: {_fmt(v)}" for d, v in f["d_curve"].items()),
+            )
+    if "tsne" in exps:
+        obj = exps["tsne"]
+        f = obj.get("findings") or {}
+        if f:
+            by = {r["model"]: r for r in obj["rows"]}
+            add(
+                f"RQ5: MLLMRec's users are spread more uniformly (vs {obj['baseline']})",
+                f["mllmrec_more_uniform"],
+                f"uniformity {_fmt(by['MLLMRec']['uniformity'])} vs "
+                f"{_fmt(by[obj['baseline']]['uniformity'])}",
+            )
+    if "leakage" in exps:
+        gap = ((exps["leakage"].get("findings") or {}).get("gap") or {}).get("test recall@20")
+        if gap:
+            add(
+                "Audit: full-history preferences inflate test R@20",
+                gap["gap"] > 0,
+                f"{_fmt(gap['train'])} -> {_fmt(gap['full'])} ({_pct(gap['relative'])})",
+            )
+    return out
 
 
 RENDERERS = {
@@ -403,7 +486,19 @@ def build_report(root: Path, md_path: Path) -> str:
             f"{v['torch_geometric']}, mllmrec-pyg {v['mllmrec_pyg']}; CPU training.",
             "",
         ]
-    for tag in sorted(results, key=lambda t: (t != "movielens", t)):
+    order = sorted(results, key=lambda t: (t != "movielens", t))
+    claims = [c for tag in order for c in _claims(tag, results[tag])]
+    if claims:
+        out += [
+            "## The paper's claims, checked here",
+            "",
+            'Each row is generated from the findings of the experiment below it; "here" '
+            "compares means over the seeds run, without a significance test.",
+            "",
+            format_table(claims, ("dataset", "here", "evidence"), label="claim"),
+            "",
+        ]
+    for tag in order:
         exps = results[tag]
         any_obj = next(iter(exps.values()))
         d = any_obj.get("data") or {}

@@ -193,6 +193,7 @@ def findings(
         "less_sensitive_to_k_c": spread_kc < spread_alpha,
         "best_d": best_d,
         "monotone_in_d": all(rising),
+        "rises_to_64": all(rising[: dims.index(64)]) if 64 in dims[1:] else None,
         "d_curve": dict(zip(map(str, dims), curve)),
     }
 
