@@ -28,6 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mllmrec_pyg._sparse import quiet_sparse
 from mllmrec_pyg.commands.train import write_json
 from mllmrec_pyg.data.schema import INTERACTS
 from mllmrec_pyg.data.synthetic import make_scale_data
@@ -84,7 +85,8 @@ def main() -> None:
     num_users, num_items = data["user"].num_nodes, data["item"].num_nodes
     sampler = UniformNegativeSampler(pairs, num_users, num_items)
     related = data["item", "related", "item"]
-    adj_t, _ = item_graph_norm(to_adj_t(related.edge_index, related.edge_weight, num_items))
+    with quiet_sparse():
+        adj_t, _ = item_graph_norm(to_adj_t(related.edge_index, related.edge_weight, num_items))
     conv = ItemLightGCN(1, normalize=False)
     item_x = data["item"].x
 
