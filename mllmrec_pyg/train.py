@@ -332,7 +332,7 @@ class Trainer:
         )
         for split in ("valid", "test"):
             self.evaluator.users(split)  # raises now, not after training, if a split is empty
-        params = [p for p in self.parameters()]
+        params = self.parameters()
         self.trainable = bool(params)
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr) if params else None
         self.sampler = UniformNegativeSampler(self.train_pairs, self.num_users, self.num_items)
