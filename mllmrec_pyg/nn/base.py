@@ -114,7 +114,8 @@ class RankingModel(nn.Module):
 
         Returns:
             ``LongTensor [len(user_ids), k]`` of item ids; equal scores are
-            ordered by item id.
+            ordered by item id. A user with fewer than ``k`` unseen items gets
+            them first, then seen items (ranked last, by id).
         """
         users = torch.as_tensor(user_ids, dtype=torch.long).flatten()
         if users.numel() and (users.min() < 0 or users.max() >= self.num_users):
