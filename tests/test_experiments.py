@@ -258,6 +258,10 @@ def test_report_renders_every_experiment_with_its_command_and_figures(settings, 
     text = md.read_text()
     for heading in ("Ablation (RQ2)", "Plug-and-play", "## synthetic-150x80"):
         assert heading in text
+    claims = [line for line in text.splitlines() if line.startswith("| RQ")]
+    assert any("removing RS lowers it most" in line for line in claims)
+    assert any("refined graph improves FREEDOM" in line for line in claims)
+    assert all(line.split(" | ")[2] in ("yes", "no") for line in claims)
     assert "mllmrec experiment ablation --dataset synthetic --num-users 150" in text
     assert "mllmrec experiment plug-and-play" in text
     links = [line[line.index("](") + 2 : -1] for line in text.splitlines() if line.startswith("![")]

@@ -483,7 +483,13 @@ def build_report(root: Path, md_path: Path) -> str:
         v = first["versions"]
         out += [
             f"Software: Python {v['python']}, torch {v['torch']}, torch_geometric "
-            f"{v['torch_geometric']}, mllmrec-pyg {v['mllmrec_pyg']}; CPU training.",
+            f"{v['torch_geometric']}, mllmrec-pyg {v['mllmrec_pyg']}; training on "
+            + ", ".join(
+                sorted(
+                    {e["settings"]["device"] for exps in results.values() for e in exps.values()}
+                )
+            )
+            + ".",
             "",
         ]
     order = sorted(results, key=lambda t: (t != "movielens", t))
