@@ -20,17 +20,18 @@ from mllmrec_pyg.cli import main as mllmrec
 
 OUT = "docs/results"
 #: (dataset, experiment, extra arguments)
+SEEDS = ["--seeds", "0", "1", "2"]
 PLAN: list[tuple[str, str, list[str]]] = [
-    ("movielens", "ablation", ["--epochs", "200"]),
-    ("movielens", "plug-and-play", ["--epochs", "200"]),
-    ("movielens", "leakage", ["--epochs", "200"]),
+    ("movielens", "ablation", ["--epochs", "200", *SEEDS]),
+    ("movielens", "plug-and-play", ["--epochs", "200", *SEEDS]),
+    ("movielens", "leakage", ["--epochs", "200", *SEEDS]),
     ("movielens", "tsne", ["--epochs", "200"]),
     ("movielens", "sensitivity", ["--epochs", "100"]),
-    ("synthetic", "ablation", ["--epochs", "300"]),
-    ("synthetic", "plug-and-play", ["--epochs", "300"]),
+    ("synthetic", "ablation", ["--epochs", "300", *SEEDS]),
+    ("synthetic", "plug-and-play", ["--epochs", "300", *SEEDS]),
     ("synthetic", "sensitivity", ["--epochs", "300"]),
     ("synthetic", "tsne", ["--epochs", "300"]),
-    ("synthetic", "leakage", ["--epochs", "300"]),
+    ("synthetic", "leakage", ["--epochs", "300", *SEEDS]),
 ]
 
 
