@@ -1,7 +1,7 @@
 """Re-run every experiment behind ``docs/results.md`` and regenerate it.
 
 The plan below is the exact list of commands whose outputs are in
-``docs/results/``: the five experiments on MovieLens (ml-latest-small) and
+``docs/experiments/``: the five experiments on MovieLens (ml-latest-small) and
 on the default synthetic catalog, with the epoch caps stated there, then the
 report. Finished runs are reused and interrupted ones resume, so the script
 can be stopped and started again at any time.
@@ -18,7 +18,7 @@ import shlex
 
 from mllmrec_pyg.cli import main as mllmrec
 
-OUT = "docs/results"
+OUT = "docs/experiments"
 #: (dataset, experiment, extra arguments)
 SEEDS = ["--seeds", "0", "1", "2"]
 PLAN: list[tuple[str, str, list[str]]] = [

@@ -434,12 +434,12 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON atomically (tmp file + ``os.replace``)."""
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
+    """Write JSON atomically (tmp file + ``os.replace``); ``indent=None`` writes one line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=1) + "\n")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=indent) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -469,6 +469,18 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Pat
     tmp.write_text(buf.getvalue())
     os.replace(tmp, path)
     return path
+
+
+def trim_history(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-epoch ``{"epoch", "loss", "valid"}`` keeping only the headline valid metrics."""
+    return [
+        {
+            "epoch": h["epoch"],
+            "loss": h["loss"],
+            "valid": {m: h["valid"][m] for m in HEADLINE if m in h["valid"]},
+        }
+        for h in history
+    ]
 
 
 def eval_ks(num_items: int) -> tuple[int, ...]:
@@ -587,13 +599,10 @@ class RunCache:
             "epochs": result.epochs,
             "seconds": round(result.seconds, 3),
             "stopped_early": result.epochs < s.epochs,
-            "history": [
-                {"epoch": h["epoch"], "loss": h["loss"], "valid": h["valid"]}
-                for h in result.history
-            ],
+            "history": trim_history(result.history),
         }
         out = _jsonable(out)  # the same types as a result read back from disk
-        write_json(self.path(spec), out)
+        write_json(self.path(spec), out, indent=None)
         last = work / "last.pt"
         if last.is_file():
             last.unlink()  # the resumable state is not needed once the result is stored

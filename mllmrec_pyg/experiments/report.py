@@ -3,9 +3,9 @@
 Every number in the report is read from a ``results.json`` written by a
 runner; every sentence that compares numbers is generated from them. Run::
 
-    python -m mllmrec_pyg.experiments.report --results docs/results --out docs/results.md
+    python -m mllmrec_pyg.experiments.report --results docs/experiments --out docs/results.md
 
-or ``mllmrec experiment report --out docs/results --report-out docs/results.md``.
+or ``mllmrec experiment report --out docs/experiments --report-out docs/results.md``.
 """
 
 from __future__ import annotations
@@ -345,12 +345,12 @@ def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, s
             add(
                 "RQ2: removing any component lowers R@20",
                 f["every_removal_hurts"],
-                f"smallest change: {worst} {-f['drop'][worst]:+.4f}",
+                f"removal that hurts least: {worst} {-f['drop'][worst]:+.4f} test R@20",
             )
             add(
                 "RQ2: removing RS lowers it most",
                 f["rs_largest_drop"],
-                f"largest change: {f['largest_drop']} {-f['drop'][f['largest_drop']]:+.4f}",
+                f"largest drop: {f['largest_drop']} {-f['drop'][f['largest_drop']]:+.4f} test R@20",
             )
             by = {r["variant"]: r for r in exps["ablation"]["rows"]}
             if f.get("best_anchor"):
@@ -430,8 +430,8 @@ mllmrec describe-items data/baby --dataset-name Baby --backend transformers --mo
 # 3. the experiments; preferences (Prompt 2, training history only) are generated with the
 #    same backend and stored in data/baby/generations.sqlite, so they are made only once
 mllmrec experiment all --dataset data/baby --backend transformers --backend-model <gemma-3-27b-it> \\
-    --alpha 0.7 --k-c 10 --device cuda --out docs/results
-mllmrec experiment report --out docs/results --report-out docs/results.md
+    --alpha 0.7 --k-c 10 --device cuda --out docs/experiments
+mllmrec experiment report --out docs/experiments --report-out docs/results.md
 ```
 
 A model served over an OpenAI-compatible API (vLLM, Ollama's `/v1`) works the
@@ -543,7 +543,7 @@ def write_report(root: str | os.PathLike, md_path: str | os.PathLike) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="docs/results", help="results root")
+    parser.add_argument("--results", default="docs/experiments", help="results root")
     parser.add_argument("--out", default="docs/results.md", help="Markdown file to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)

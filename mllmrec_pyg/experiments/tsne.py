@@ -181,6 +181,7 @@ def run_tsne(
             "data": dataset_stats(data),
             "baseline": baseline,
             "colour": colour_label,
+            "runs": [{k: v for k, v in r.items() if k != "history"} for r in results.values()],
             "sampled_users": users.tolist(),
             "figures": [fig.name],
             "findings": {

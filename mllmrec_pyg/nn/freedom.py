@@ -173,7 +173,9 @@ def knn_item_graph(
     indices, values = [], []
     for x, w in zip(features, weights):
         if x.size(0) != n:
-            raise ValueError(f"modality features disagree on the number of items: {x.size(0)} vs {n}")
+            raise ValueError(
+                f"modality features disagree on the number of items: {x.size(0)} vs {n}"
+            )
         ei, ew = threshold_knn_graph(x.detach(), k=k, threshold=None, loop=True)
         ei, ew = item_graph_norm(ei, ew, n)
         indices.append(ei)
