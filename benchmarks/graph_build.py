@@ -43,8 +43,13 @@ def build_sparse(data, backend: str = "torch"):
 
     from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
 
-    out = Compose([ThresholdKNN(k=K_S, threshold=ALPHA, backend=backend),
-                   JaccardCoOccurrence(k=K_C), MergeGraphs()])(data)
+    out = Compose(
+        [
+            ThresholdKNN(k=K_S, threshold=ALPHA, backend=backend),
+            JaccardCoOccurrence(k=K_C),
+            MergeGraphs(),
+        ]
+    )(data)
     return out["item", "related", "item"].edge_index.size(1)
 
 
@@ -93,14 +98,23 @@ def worker(method: str, path: str, repeats: int) -> None:
         t0 = time.perf_counter()
         edges = fn(data.clone() if method != "dense" else data)
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"seconds": sorted(times)[len(times) // 2], "edges": edges,
-                      "extra_peak_mb": _peak_mb() - base}))
+    print(
+        json.dumps(
+            {
+                "seconds": sorted(times)[len(times) // 2],
+                "edges": edges,
+                "extra_peak_mb": _peak_mb() - base,
+            }
+        )
+    )
 
 
 def run(method: str, path: str, repeats: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", method, path, "--repeats", str(repeats)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -108,11 +122,17 @@ def run(method: str, path: str, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["baby", "sports", "clothing"])
-    parser.add_argument("--dense", default="baby",
-                        help="sizes that also run the dense baseline: a size, 'all' or 'none'")
+    parser.add_argument(
+        "--dense",
+        default="baby",
+        help="sizes that also run the dense baseline: a size, 'all' or 'none'",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="sparse runs per size (median)")
-    parser.add_argument("--faiss", action="store_true",
-                        help="also time ThresholdKNN's faiss backend (needs the [faiss] extra)")
+    parser.add_argument(
+        "--faiss",
+        action="store_true",
+        help="also time ThresholdKNN's faiss backend (needs the [faiss] extra)",
+    )
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -124,37 +144,57 @@ def main() -> None:
 
     dense_sizes = set(args.sizes) if args.dense == "all" else set(args.dense.split(","))
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"alpha={ALPHA}, K_s={K_S}, K_c={K_C}, 384-d features")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"alpha={ALPHA}, K_s={K_S}, K_c={K_C}, 384-d features"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             data = make_scale_data(size, dim=384, seed=0)
             path = str(Path(tmp) / f"{size}.pt")
-            torch.save({"x": data["item"].x, "num_users": data["user"].num_nodes,
-                        "edge_index": data["user", "interacts", "item"].edge_index}, path)
-            row = {"size": size, "users": data["user"].num_nodes, "items": data["item"].num_nodes,
-                   "train_pairs": data["user", "interacts", "item"].edge_index.size(1)}
+            torch.save(
+                {
+                    "x": data["item"].x,
+                    "num_users": data["user"].num_nodes,
+                    "edge_index": data["user", "interacts", "item"].edge_index,
+                },
+                path,
+            )
+            row = {
+                "size": size,
+                "users": data["user"].num_nodes,
+                "items": data["item"].num_nodes,
+                "train_pairs": data["user", "interacts", "item"].edge_index.size(1),
+            }
             row["sparse"] = run("sparse", path, args.repeats)
             if args.faiss:
                 row["faiss"] = run("faiss", path, args.repeats)
             if size in dense_sizes:
                 row["dense"] = run("dense", path, 1)
                 if row["dense"]["edges"] != row["sparse"]["edges"]:
-                    print(f"note: {size}: dense {row['dense']['edges']} edges vs sparse "
-                          f"{row['sparse']['edges']} (ties at the K-th value / Jaccard==1 rule)")
+                    print(
+                        f"note: {size}: dense {row['dense']['edges']} edges vs sparse "
+                        f"{row['sparse']['edges']} (ties at the K-th value / Jaccard==1 rule)"
+                    )
             rows.append(row)
 
-    head = (f"{'size':9} {'users':>7} {'items':>7} {'edges':>8} {'sparse s':>9} {'sparse MB':>10}"
-            f" {'dense s':>9} {'dense MB':>10} {'speed-up':>9} {'mem ratio':>10}")
+    head = (
+        f"{'size':9} {'users':>7} {'items':>7} {'edges':>8} {'sparse s':>9} {'sparse MB':>10}"
+        f" {'dense s':>9} {'dense MB':>10} {'speed-up':>9} {'mem ratio':>10}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         s, d = r["sparse"], r.get("dense")
-        line = (f"{r['size']:9} {r['users']:7d} {r['items']:7d} {s['edges']:8d} "
-                f"{s['seconds']:9.3f} {s['extra_peak_mb']:10.1f}")
+        line = (
+            f"{r['size']:9} {r['users']:7d} {r['items']:7d} {s['edges']:8d} "
+            f"{s['seconds']:9.3f} {s['extra_peak_mb']:10.1f}"
+        )
         if d:
-            line += (f" {d['seconds']:9.2f} {d['extra_peak_mb']:10.1f} "
-                     f"{d['seconds'] / s['seconds']:8.1f}x {d['extra_peak_mb'] / max(s['extra_peak_mb'], 1):9.1f}x")
+            line += (
+                f" {d['seconds']:9.2f} {d['extra_peak_mb']:10.1f} "
+                f"{d['seconds'] / s['seconds']:8.1f}x {d['extra_peak_mb'] / max(s['extra_peak_mb'], 1):9.1f}x"
+            )
         else:
             line += f" {'-':>9} {'-':>10} {'-':>9} {'-':>10}"
         print(line)
@@ -163,8 +203,10 @@ def main() -> None:
         print(f"{'size':9} {'faiss s':>9} {'faiss MB':>9} {'edges':>8} {'vs torch':>9}")
         for r in rows:
             f, s = r["faiss"], r["sparse"]
-            print(f"{r['size']:9} {f['seconds']:9.3f} {f['extra_peak_mb']:9.1f} {f['edges']:8d} "
-                  f"{s['seconds'] / f['seconds']:8.2f}x")
+            print(
+                f"{r['size']:9} {f['seconds']:9.3f} {f['extra_peak_mb']:9.1f} {f['edges']:8d} "
+                f"{s['seconds'] / f['seconds']:8.2f}x"
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -106,7 +106,7 @@ class UniformNegativeSampler:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and evaluation settings (METHOD.md §1 and §5 defaults).
+    """Optimisation and evaluation settings (the paper's defaults).
 
     Args:
         lr: Adam learning rate.

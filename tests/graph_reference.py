@@ -62,8 +62,9 @@ def assert_topk_rows(
             assert abs(w - want) < 1e-5, f"edge {b}->{a}: weight {w}, expected {want}"
 
 
-def dense_item_lightgcn(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None,
-                        num_layers: int) -> Tensor:
+def dense_item_lightgcn(
+    x: Tensor, edge_index: Tensor, edge_weight: Tensor | None, num_layers: int
+) -> Tensor:
     n = x.size(0)
     s = torch.zeros(n, n, dtype=x.dtype)
     w = torch.ones(edge_index.size(1), dtype=x.dtype) if edge_weight is None else edge_weight

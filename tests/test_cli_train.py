@@ -13,6 +13,7 @@ from mllmrec_pyg.commands.train import build_item_graph, history_summary_texts
 from mllmrec_pyg.data import load_mmrec
 from mllmrec_pyg.data.schema import SchemaError
 from mllmrec_pyg.data.split import per_user_split
+from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
 from mllmrec_pyg.train import load_checkpoint, read_checkpoint_meta
 
 METRIC_KEYS = {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)}
@@ -99,6 +100,38 @@ def test_mllmrec_on_an_mmrec_folder_and_checkpoint(tmp_path, mmrec_folder, capsy
     train = data["user", "interacts", "item"].edge_index
     seen = set(map(tuple, train.t().tolist()))
     assert not any((u, i) in seen for u in range(40) for i in rec[u].tolist())
+
+
+def test_freedom_on_its_own_and_on_the_refined_graph(tmp_path, mmrec_folder):
+    """``--model freedom`` needs no user features; ``--refined-graph`` swaps in
+    exactly the transforms' graph, and the checkpoint reloads on it."""
+    (mmrec_folder / "user_preferences_feat.npy").unlink()
+    runs = {}
+    for name, extra in (("own", []), ("refined", ["--refined-graph"])):
+        out, ck = tmp_path / f"{name}.json", tmp_path / f"{name}.pt"
+        argv = ["train", "--model", "freedom", "--data-dir", str(mmrec_folder)]
+        argv += ["--epochs", "2", "--alpha", "0.1", "--k-c", "5", "--edge-dropout", "0.5"]
+        argv += ["--json", str(out), "--checkpoint", str(ck), "--no-progress", *extra]
+        assert main(argv) == 0
+        runs[name] = json.loads(out.read_text())
+    own, refined = runs["own"]["config"], runs["refined"]["config"]
+    assert own["model"]["item_graph"] is None and "item_graph" not in own
+    assert refined["model"]["item_graph"] == ["item", "related", "item"]
+    assert refined["model"]["dropout"] == 0.5 and refined["model"]["knn_k"] == 10
+    assert refined["item_graph"] == {"k_s": 10, "alpha": 0.1, "k_c": 5, "loop": True}
+    data = build_item_graph(load_mmrec(mmrec_folder), k_s=10, alpha=0.1, k_c=5)
+    model = load_checkpoint(tmp_path / "refined.pt", data)
+    store = data["item", "related", "item"]
+    expected, _ = item_graph_norm(to_adj_t(store.edge_index, store.edge_weight, 80))
+    assert model.item_graph_edges == store.edge_index.size(1)
+    assert torch.allclose(model.item_adj.to_dense(), expected.to_dense())
+    rec = model.recommend(torch.arange(40), k=10)
+    assert rec.shape == (40, 10)
+
+
+def test_refined_graph_flag_is_for_freedom_only(mmrec_folder):
+    with pytest.raises(SystemExit, match="--model freedom"):
+        main(["train", "--model", "bpr", "--data-dir", str(mmrec_folder), "--refined-graph"])
 
 
 def test_variant_flags_reach_the_model(tmp_path, mmrec_folder):

@@ -11,7 +11,7 @@ from mllmrec_pyg.metrics import CSRIndex, FullRankEvaluator, ranking_metrics, to
 
 
 def reference_metrics(ranked: dict[int, list[int]], held: dict[int, set[int]], k: int):
-    """METHOD.md §1, written out per user with plain Python."""
+    """The metric definitions, written out per user with plain Python."""
     rec = ndcg = prec = ap = 0.0
     users = [u for u, items in held.items() if items]
     for u in users:

@@ -24,19 +24,31 @@ def test_valid_object_passes():
     "mutate, message",
     [
         (lambda d: delattr(d["user"], "num_nodes"), "num_nodes"),
-        (lambda d: d[INTERACTS].__setattr__("edge_index", torch.tensor([[0, 3], [0, 0]])),
-         r"source ids out of range \[0, 3\) at edge position\(s\) \[1\]"),
-        (lambda d: d[INTERACTS].__setattr__("edge_index", torch.tensor([[0], [-1]])),
-         r"target ids out of range"),
-        (lambda d: d[INTERACTS].__setattr__("edge_index", torch.tensor([[0.0], [1.0]])),
-         "torch.long"),
-        (lambda d: d[INTERACTS].__setattr__("val_edge_index", torch.tensor([[0], [9]])),
-         r"val_edge_index: target ids out of range"),
+        (
+            lambda d: d[INTERACTS].__setattr__("edge_index", torch.tensor([[0, 3], [0, 0]])),
+            r"source ids out of range \[0, 3\) at edge position\(s\) \[1\]",
+        ),
+        (
+            lambda d: d[INTERACTS].__setattr__("edge_index", torch.tensor([[0], [-1]])),
+            r"target ids out of range",
+        ),
+        (
+            lambda d: d[INTERACTS].__setattr__("edge_index", torch.tensor([[0.0], [1.0]])),
+            "torch.long",
+        ),
+        (
+            lambda d: d[INTERACTS].__setattr__("val_edge_index", torch.tensor([[0], [9]])),
+            r"val_edge_index: target ids out of range",
+        ),
         (lambda d: d["item"].__setattr__("x", torch.randn(3, 2)), "3 rows for 4 nodes"),
-        (lambda d: d["user"].__setattr__("x", torch.tensor([[0.0], [float("nan")], [1.0]])),
-         r"NaN or inf in 1 row\(s\): \[1\]"),
-        (lambda d: d["item"].__setattr__("x", torch.ones(4, dtype=torch.long).view(4, 1)),
-         "floating point"),
+        (
+            lambda d: d["user"].__setattr__("x", torch.tensor([[0.0], [float("nan")], [1.0]])),
+            r"NaN or inf in 1 row\(s\): \[1\]",
+        ),
+        (
+            lambda d: d["item"].__setattr__("x", torch.ones(4, dtype=torch.long).view(4, 1)),
+            "floating point",
+        ),
         (lambda d: d[INTERACTS].__setattr__("time", torch.zeros(2)), "time has 2 entries"),
     ],
 )

@@ -28,8 +28,9 @@ def _data_with_x(x):
 
 
 def _check_knn(x, k, alpha, loop, block_size=None, backend="torch"):
-    data = ThresholdKNN(k=k, threshold=alpha, loop=loop, block_size=block_size,
-                        backend=backend)(_data_with_x(x))
+    data = ThresholdKNN(k=k, threshold=alpha, loop=loop, block_size=block_size, backend=backend)(
+        _data_with_x(x)
+    )
     store = data[SEMANTIC]
     n = x.size(0)
     got = neighbour_lists(store.edge_index, store.edge_weight, n)
@@ -48,8 +49,10 @@ def _check_knn(x, k, alpha, loop, block_size=None, backend="torch"):
 
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
-BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not HAS_FAISS,
-                                                                    reason="faiss not installed"))]
+BACKENDS = [
+    "torch",
+    pytest.param("faiss", marks=pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")),
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -251,10 +254,14 @@ def test_compose_full_refinement_equals_dense_sum():
     x = _features(n=num_items)
     data = _ui_data(ei, num_users, num_items)
     data["item"].x = x
-    data = Compose([ThresholdKNN(k=4, threshold=0.4), JaccardCoOccurrence(k=3), MergeGraphs()])(data)
+    data = Compose([ThresholdKNN(k=4, threshold=0.4), JaccardCoOccurrence(k=3), MergeGraphs()])(
+        data
+    )
+
     def dense(store):
         m = torch.zeros(num_items, num_items)
         m[store.edge_index[1], store.edge_index[0]] = store.edge_weight
         return m
+
     assert torch.allclose(dense(data[RELATED]), dense(data[SEMANTIC]) + dense(data[COOCCURS]))
     assert (data[RELATED].edge_weight > 0).all()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-MODEL_CHOICES = ("mllmrec", "bpr", "lightgcn", "pop")
+MODEL_CHOICES = ("mllmrec", "bpr", "lightgcn", "pop", "freedom")
 TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
 
@@ -229,7 +229,7 @@ def build_item_graph(
     cooccurrence: bool = True,
     loop: bool = True,
 ) -> HeteroData:
-    """The refined item-item graph ``S*`` (METHOD.md §4) as ``data["item", "related", "item"]``.
+    """The refined item-item graph ``S*`` (the paper's graph refinement) as ``data["item", "related", "item"]``.
 
     Args:
         data: HeteroData with ``data["item"].x`` and training pairs.
@@ -310,7 +310,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, help="MovieLens folder (ml-latest-small layout)")
     p.add_argument("--seed", type=int, default=0, help="seeds data split, init, sampling")
 
-    g = p.add_argument_group("optimisation (METHOD.md §5)")
+    g = p.add_argument_group("optimisation (the paper's settings)")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--batch-size", type=int, default=2048)
     g.add_argument("--epochs", type=int, default=1000, help="epoch cap")
@@ -323,7 +323,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--device", default="cpu")
 
-    g = p.add_argument_group("MLLMRec (METHOD.md §4-6)")
+    g = p.add_argument_group("MLLMRec and its variants")
     g.add_argument("--hidden-dim", type=int, default=256, help="d_1")
     g.add_argument("--embedding-dim", type=int, default=64, help="d (also for BPR/LightGCN)")
     g.add_argument("--item-layers", type=int, default=1, help="L, item-item GCN depth")
@@ -353,7 +353,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     g = p.add_argument_group("baselines")
     g.add_argument("--reg-weight", type=float, default=1e-4, help="BPR / LightGCN L2 weight")
-    g.add_argument("--num-layers", type=int, default=2, help="LightGCN depth")
+    g.add_argument("--num-layers", type=int, default=2, help="LightGCN / FREEDOM user-item depth")
+
+    g = p.add_argument_group("FREEDOM (its kNN graph uses --k-s neighbours)")
+    g.add_argument(
+        "--refined-graph",
+        action="store_true",
+        help="FREEDOM reads the refined graph (ThresholdKNN + JaccardCoOccurrence + "
+        "MergeGraphs, set by the MLLMRec graph flags) instead of its own kNN graph",
+    )
+    g.add_argument("--edge-dropout", type=float, default=0.8, help="user-item edges pruned")
+    g.add_argument("--freedom-reg", type=float, default=1e-4, help="modality BPR weight")
 
     g = p.add_argument_group("output")
     g.add_argument("--json", type=Path, help="write the results here")
@@ -386,6 +396,16 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
             "num_layers": args.num_layers,
             "reg_weight": args.reg_weight,
         }
+    if args.model == "freedom":
+        return {
+            "embedding_dim": args.embedding_dim,
+            "num_ui_layers": args.num_layers,
+            "knn_k": args.k_s,
+            "dropout": args.edge_dropout,
+            "reg_weight": args.freedom_reg,
+            "seed": args.seed,
+            "item_graph": ("item", "related", "item") if args.refined_graph else None,
+        }
     return {}
 
 
@@ -397,13 +417,15 @@ def main(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, args.root, args.data_dir, seed=args.seed)
     name = dataset_label(data, args.data_dir)
     info: dict[str, Any] = {}
-    if args.model == "mllmrec":
+    if args.refined_graph and args.model != "freedom":
+        raise SystemExit("--refined-graph applies to --model freedom only")
+    if args.model in ("mllmrec", "freedom"):
         from mllmrec_pyg.data.schema import ITEM, USER, SchemaError
 
-        needs_users = not args.no_user_features
+        needs_users = args.model == "mllmrec" and not args.no_user_features
         if args.data_dir is not None and data[ITEM].get("text") is None:
             if data[ITEM].get("x") is None:
-                raise SchemaError(f"{args.data_dir}: no item feature file for MLLMRec")
+                raise SchemaError(f"{args.data_dir}: no item feature file for {args.model}")
             if needs_users and data[USER].get("x") is None:
                 raise SchemaError(
                     f"{args.data_dir}: no user_preferences_feat.npy; generate preferences "
@@ -419,8 +441,10 @@ def main(args: argparse.Namespace) -> int:
             show_progress=show,
             users=needs_users,
         )
-        info["user_text"] = source
-        if not args.no_item_conv:
+        if needs_users:
+            info["user_text"] = source
+        wants_graph = not args.no_item_conv if args.model == "mllmrec" else args.refined_graph
+        if wants_graph:
             data = build_item_graph(
                 data,
                 args.k_s,

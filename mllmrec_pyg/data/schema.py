@@ -68,9 +68,7 @@ def check_features(x: object, what: str) -> Tensor:
     return x
 
 
-def check_edge_index(
-    edge_index: object, num_src: int, num_dst: int, what: str
-) -> Tensor:
+def check_edge_index(edge_index: object, num_src: int, num_dst: int, what: str) -> Tensor:
     """Return ``edge_index`` if it is a valid ``[2, E]`` id tensor, else raise."""
     if not isinstance(edge_index, Tensor):
         raise SchemaError(f"{what} must be a torch.Tensor, got {type(edge_index).__name__}")

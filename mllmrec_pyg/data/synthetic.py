@@ -31,40 +31,132 @@ CATEGORIES: dict[str, list[str]] = {
     "baby bottle": ["anti-colic vent", "slow-flow nipple", "wide neck", "easy to clean"],
     "swaddle blanket": ["breathable weave", "secure wrap", "better sleep", "lightweight"],
     "teether": ["soothing gums", "freezer safe", "textured surface", "easy grip"],
-    "high chair": ["adjustable height", "removable tray", "converts to booster", "five-point harness"],
+    "high chair": [
+        "adjustable height",
+        "removable tray",
+        "converts to booster",
+        "five-point harness",
+    ],
     "baby monitor": ["night vision camera", "two-way audio", "temperature sensor", "long range"],
-    "diaper bag": ["changing pad", "insulated bottle pockets", "stroller straps", "wipeable lining"],
+    "diaper bag": [
+        "changing pad",
+        "insulated bottle pockets",
+        "stroller straps",
+        "wipeable lining",
+    ],
     "crib sheet": ["fitted corners", "hypoallergenic", "machine washable", "deep pocket"],
     "bath tub": ["non-slip base", "temperature indicator", "foldable design", "newborn sling"],
     "play mat": ["tummy time", "padded foam", "activity arch", "waterproof surface"],
-    "baby carrier": ["ergonomic hip seat", "lumbar support", "front and back carry", "breathable mesh"],
+    "baby carrier": [
+        "ergonomic hip seat",
+        "lumbar support",
+        "front and back carry",
+        "breathable mesh",
+    ],
     "bib": ["waterproof", "crumb catcher pocket", "snap closure", "soft neckline"],
-    "pacifier": ["orthodontic nipple", "glow in the dark", "shield with air holes", "sterilizer case"],
+    "pacifier": [
+        "orthodontic nipple",
+        "glow in the dark",
+        "shield with air holes",
+        "sterilizer case",
+    ],
     "sippy cup": ["spill-proof valve", "weighted straw", "easy-hold handles", "transition cup"],
     "rattle toy": ["sensory textures", "gentle chime", "high-contrast pattern", "easy to grasp"],
 }
 BRANDS = [
-    "Bramble", "Pipkin", "Tootsie Lane", "Little Otter", "Cuddlebug", "Moonbeam",
-    "Sproutly", "Hushaby", "Nuzzle", "Wonderkin", "Plumtree", "Bumblebee",
+    "Bramble",
+    "Pipkin",
+    "Tootsie Lane",
+    "Little Otter",
+    "Cuddlebug",
+    "Moonbeam",
+    "Sproutly",
+    "Hushaby",
+    "Nuzzle",
+    "Wonderkin",
+    "Plumtree",
+    "Bumblebee",
 ]
-COLOURS = ["pink", "sky blue", "grey", "white", "mint green", "navy", "mustard yellow", "red",
-           "beige", "black"]
-MATERIALS = ["organic cotton", "silicone", "bamboo", "stainless steel", "recycled plastic",
-             "muslin", "beech wood", "fleece", "polyester", "borosilicate glass"]
-STYLES = ["minimalist", "classic", "playful", "modern", "vintage", "scandinavian", "sporty",
-          "luxury"]
+COLOURS = [
+    "pink",
+    "sky blue",
+    "grey",
+    "white",
+    "mint green",
+    "navy",
+    "mustard yellow",
+    "red",
+    "beige",
+    "black",
+]
+MATERIALS = [
+    "organic cotton",
+    "silicone",
+    "bamboo",
+    "stainless steel",
+    "recycled plastic",
+    "muslin",
+    "beech wood",
+    "fleece",
+    "polyester",
+    "borosilicate glass",
+]
+STYLES = [
+    "minimalist",
+    "classic",
+    "playful",
+    "modern",
+    "vintage",
+    "scandinavian",
+    "sporty",
+    "luxury",
+]
 GENERIC_SENTENCES = [
-    "Great product for your little one.", "High quality and made to last.",
-    "Perfect gift for new parents.", "Customers love it.", "Satisfaction guaranteed.",
-    "Fast shipping and easy returns.", "Trusted by families everywhere.",
-    "A must-have for every home.", "Best value in its class.", "Order yours today.",
-    "Designed with care.", "Makes life easier.", "Limited time offer.",
-    "Five stars from happy buyers.", "See the photos for details.",
+    "Great product for your little one.",
+    "High quality and made to last.",
+    "Perfect gift for new parents.",
+    "Customers love it.",
+    "Satisfaction guaranteed.",
+    "Fast shipping and easy returns.",
+    "Trusted by families everywhere.",
+    "A must-have for every home.",
+    "Best value in its class.",
+    "Order yours today.",
+    "Designed with care.",
+    "Makes life easier.",
+    "Limited time offer.",
+    "Five stars from happy buyers.",
+    "See the photos for details.",
 ]
 NOISE_WORDS = [
-    "lorem", "ipsum", "sku", "bundle", "promo", "warehouse", "batch", "listing", "variant",
-    "clearance", "import", "misc", "assorted", "lot", "pack", "n/a", "tbd", "oem", "model",
-    "ref", "garden", "hammer", "laptop", "kettle", "bicycle", "printer", "sofa", "guitar",
+    "lorem",
+    "ipsum",
+    "sku",
+    "bundle",
+    "promo",
+    "warehouse",
+    "batch",
+    "listing",
+    "variant",
+    "clearance",
+    "import",
+    "misc",
+    "assorted",
+    "lot",
+    "pack",
+    "n/a",
+    "tbd",
+    "oem",
+    "model",
+    "ref",
+    "garden",
+    "hammer",
+    "laptop",
+    "kettle",
+    "bicycle",
+    "printer",
+    "sofa",
+    "guitar",
 ]
 
 
@@ -95,8 +187,15 @@ class SyntheticConfig:
     core: int = 5
 
 
-def _item_text(rng: np.random.Generator, cat: str, brand: str, colour: str, material: str,
-               style: str, funcs: list[str]) -> str:
+def _item_text(
+    rng: np.random.Generator,
+    cat: str,
+    brand: str,
+    colour: str,
+    material: str,
+    style: str,
+    funcs: list[str],
+) -> str:
     title = f"{brand} {style} {colour} {material} {cat}"
     body = f"{funcs[0].capitalize()} and {funcs[1]}."
     extra = [
@@ -137,13 +236,23 @@ def make_synthetic(seed: int = 0, config: SyntheticConfig | None = None, **overr
     colour = rng.integers(len(COLOURS), size=n_i)
     material = rng.integers(len(MATERIALS), size=n_i)
     style = rng.integers(len(STYLES), size=n_i)
-    kind = rng.choice(3, size=n_i, p=[1 - cfg.generic_fraction - cfg.noisy_fraction,
-                                      cfg.generic_fraction, cfg.noisy_fraction])
+    kind = rng.choice(
+        3,
+        size=n_i,
+        p=[1 - cfg.generic_fraction - cfg.noisy_fraction, cfg.generic_fraction, cfg.noisy_fraction],
+    )
     texts = []
     for i in range(n_i):
         funcs = list(rng.choice(CATEGORIES[cats[cat[i]]], size=2, replace=False))
-        clean = _item_text(rng, cats[cat[i]], BRANDS[brand[i]], COLOURS[colour[i]],
-                           MATERIALS[material[i]], STYLES[style[i]], funcs)
+        clean = _item_text(
+            rng,
+            cats[cat[i]],
+            BRANDS[brand[i]],
+            COLOURS[colour[i]],
+            MATERIALS[material[i]],
+            STYLES[style[i]],
+            funcs,
+        )
         if kind[i] == 1:
             text = " ".join(rng.choice(GENERIC_SENTENCES, size=3, replace=False))
         elif kind[i] == 2:
@@ -193,11 +302,22 @@ def make_synthetic(seed: int = 0, config: SyntheticConfig | None = None, **overr
     items, item_ids = remap(items)
     labels = per_user_split(users, seed=seed)
     data = to_heterodata(
-        users, items, labels, int(users.max()) + 1, item_ids.size,
-        timestamps=times, item_text=[texts[i] for i in item_ids],
+        users,
+        items,
+        labels,
+        int(users.max()) + 1,
+        item_ids.size,
+        timestamps=times,
+        item_text=[texts[i] for i in item_ids],
     )
-    for name, arr in (("category", cat), ("brand", brand), ("colour", colour),
-                      ("material", material), ("style", style), ("text_kind", kind)):
+    for name, arr in (
+        ("category", cat),
+        ("brand", brand),
+        ("colour", colour),
+        ("material", material),
+        ("style", style),
+        ("text_kind", kind),
+    ):
         data[ITEM][name] = torch.from_numpy(arr[item_ids].astype(np.int64))
     data[USER].num_nodes = int(users.max()) + 1
     data.name = "synthetic"
@@ -205,7 +325,7 @@ def make_synthetic(seed: int = 0, config: SyntheticConfig | None = None, **overr
     return data
 
 
-#: (users, items, interactions) of the paper's datasets after 5-core (METHOD.md §1).
+#: (users, items, interactions) of the paper's datasets after 5-core (as used by the paper and MMRec).
 SCALE_PRESETS: dict[str, tuple[int, int, int]] = {
     "baby": (19_445, 7_050, 160_792),
     "sports": (35_598, 18_357, 296_337),

@@ -460,7 +460,7 @@ def build_report(root: Path, md_path: Path) -> str:
         "Every table and figure below was produced by the command printed above it and read "
         f"from the `results.json` files under `{os.path.relpath(root, md_dir)}/` by "
         "`python -m mllmrec_pyg.experiments.report`. Metrics are full-ranking Recall and "
-        "NDCG over all items with training items masked (METHOD.md §1), at the epoch with "
+        "NDCG over all items with training items masked, at the epoch with "
         "the best valid Recall@20; rows are means over the seeds listed (± standard "
         "deviation when there are several).",
         "",

@@ -93,8 +93,9 @@ class ItemLightGCN(MessagePassing):
         - output: :math:`(N, F)`.
     """
 
-    def __init__(self, num_layers: int = 1, normalize: bool = True, cached: bool = False,
-                 **kwargs) -> None:
+    def __init__(
+        self, num_layers: int = 1, normalize: bool = True, cached: bool = False, **kwargs
+    ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(**kwargs)
         if num_layers < 0:

@@ -73,7 +73,9 @@ def jaccard_topk_graph(
     r_ui = _csr(users, items, num_users, num_items)  # key is sorted by user
     by_item = torch.argsort(items, stable=True)
     items_s, users_s = items[by_item], users[by_item]
-    bounds = torch.searchsorted(items_s, torch.arange(0, num_items + block_size, block_size, device=device))
+    bounds = torch.searchsorted(
+        items_s, torch.arange(0, num_items + block_size, block_size, device=device)
+    )
     srcs, dsts, weights = [], [], []
     with quiet_sparse():
         for b, start in enumerate(range(0, num_items, block_size)):

@@ -61,7 +61,10 @@ class MergeGraphs(BaseTransform):
             indices.append(ei)
             weights.append(torch.ones(ei.size(1), device=ei.device) if w is None else w.float())
         edge_index, edge_weight = coalesce(
-            torch.cat(indices, dim=1), torch.cat(weights), num_nodes=n, reduce="sum",
+            torch.cat(indices, dim=1),
+            torch.cat(weights),
+            num_nodes=n,
+            reduce="sum",
             sort_by_row=False,
         )
         store = data[item_edge_type(self.node_type, self.out)]

@@ -24,9 +24,7 @@ def _default_block(n: int, budget_bytes: int = 64 * 2**20) -> int:
     return max(1, min(n, budget_bytes // (4 * max(n, 1))))
 
 
-def _faiss_neighbours(
-    xn: Tensor, zero: Tensor, k_others: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def _faiss_neighbours(xn: Tensor, zero: Tensor, k_others: int) -> tuple[Tensor, Tensor, Tensor]:
     """Exact inner-product top-``k_others`` non-self neighbours via faiss.
 
     Returns ``(owners, neighbours [m, k_others], similarities [m, k_others])``
@@ -149,8 +147,9 @@ def _faiss_graph(
     if not srcs:
         empty = torch.empty(2, 0, dtype=torch.long, device=device)
         return empty, torch.empty(0, device=device)
-    edge_index = coalesce(torch.stack([torch.cat(srcs), torch.cat(dsts)]), num_nodes=n,
-                          sort_by_row=False)
+    edge_index = coalesce(
+        torch.stack([torch.cat(srcs), torch.cat(dsts)]), num_nodes=n, sort_by_row=False
+    )
     return edge_index, torch.ones(edge_index.size(1), device=device)
 
 
@@ -209,7 +208,9 @@ class ThresholdKNN(BaseTransform):
 
     def forward(self, data: HeteroData) -> HeteroData:
         n = require_node_type(data, self.node_type)
-        x = check_features(data[self.node_type].get(self.x_key), f"data[{self.node_type!r}].{self.x_key}")
+        x = check_features(
+            data[self.node_type].get(self.x_key), f"data[{self.node_type!r}].{self.x_key}"
+        )
         if x.size(0) != n:
             raise ValueError(
                 f"data[{self.node_type!r}].{self.x_key} has {x.size(0)} rows for {n} nodes"
