@@ -132,6 +132,20 @@ def test_backend_flags_map_to_the_chosen_backend():
         ]
     )
     assert backend_kwargs(args) == {"batch_size": 2, "quantization": "nf4", "progress": False}
+    # a temperature above 0 samples with transformers; 0 stays greedy
+    args = parser.parse_args(
+        ["infer-preferences", "f", "--backend", "transformers", "--temperature", "0.7"]
+    )
+    assert backend_kwargs(args) == {"temperature": 0.7, "do_sample": True, "progress": False}
+    args = parser.parse_args(
+        ["infer-preferences", "f", "--backend", "transformers", "--temperature", "0"]
+    )
+    assert backend_kwargs(args) == {"progress": False}
+    args = parser.parse_args(
+        ["infer-preferences", "f", "--backend", "openai", "--temperature", "-1"]
+    )
+    with pytest.raises(SystemExit, match="--temperature must be >= 0"):
+        backend_kwargs(args)
     args = parser.parse_args(["infer-preferences", "f", "--backend", "none", "--concurrency", "3"])
     with pytest.raises(SystemExit, match="--concurrency does not apply to --backend none"):
         backend_kwargs(args)

@@ -50,7 +50,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", help="transformers: hub id or local folder; openai: served model name"
     )
     g.add_argument("--max-new-tokens", type=int, help="generation budget per answer")
-    g.add_argument("--temperature", type=float, help="0 / unset = greedy decoding")
+    g.add_argument(
+        "--temperature", type=float, help="> 0 samples at this temperature; 0 / unset = greedy"
+    )
     g.add_argument("--seed", type=int, help="generation seed")
     g.add_argument("--system-prompt", help="optional system turn before every prompt")
     t = parser.add_argument_group("transformers backend")
@@ -115,6 +117,15 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 f"--{flag.replace('_', '-')} does not apply to --backend {args.backend}"
             )
         kwargs[allowed[flag]] = value
+    temperature = kwargs.get("temperature")
+    if temperature is not None and temperature < 0:
+        raise SystemExit(f"--temperature must be >= 0, got {temperature}")
+    if args.backend == "transformers" and temperature is not None:
+        # transformers samples only with do_sample; 0 means greedy, as for the servers
+        if temperature > 0:
+            kwargs["do_sample"] = True
+        else:
+            del kwargs["temperature"]
     if args.backend == "none" and "max_phrases" in kwargs:
         kwargs["min_phrases"] = min(6, kwargs["max_phrases"])
     if args.backend in ("transformers", "openai"):
