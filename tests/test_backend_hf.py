@@ -174,6 +174,37 @@ def test_order_kept_and_empty_input(backend, requests_mixed):
     assert backend.generate([]) == []
 
 
+def test_out_of_memory_halves_the_batch_and_keeps_every_answer(
+    backend, requests_mixed, tiny_gemma_dir, monkeypatch
+):
+    """A CUDA out-of-memory error (raised here for batches over 1 prompt) makes
+    the backend retry in smaller batches; the answers are the same."""
+    expected = backend.generate(requests_mixed)
+    small = TransformersBackend(model=str(tiny_gemma_dir), batch_size=3, max_new_tokens=MAX_NEW)
+    small.load()
+    real = small._generate_batch
+    sizes: list[int] = []
+
+    def tight_memory(batch, gen_config):
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch, gen_config)
+
+    monkeypatch.setattr(small, "_generate_batch", tight_memory)
+    assert small.generate(requests_mixed) == expected
+    assert small._batch_limit == 1
+    assert sizes.count(3) == 1  # the first full batch failed once, later ones start small
+    assert sizes.count(1) == len(requests_mixed)
+
+    def never_fits(batch, gen_config):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(small, "_generate_batch", never_fits)
+    with pytest.raises(RuntimeError, match="'p3' does not fit in GPU memory"):
+        small.generate([requests_mixed[3]])
+
+
 def test_bad_images_name_key_and_file(backend, tmp_path):
     missing = tmp_path / "nope.jpg"
     with pytest.raises(BackendInputError, match=r"'item-7'.*nope\.jpg"):

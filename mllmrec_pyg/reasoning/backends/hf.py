@@ -120,6 +120,7 @@ class TransformersBackend:
         self._model = None
         self._processor = None
         self._device = None
+        self._batch_limit: int | None = None  # lowered after a CUDA out-of-memory error
 
     def __repr__(self) -> str:
         c = self.config
@@ -368,9 +369,43 @@ class TransformersBackend:
         ) as bar:
             for idx in batches:
                 start = time.perf_counter()
-                texts = self._generate_batch([requests[i] for i in idx], gen_config)
+                texts = self._generate_fitting(requests, idx, gen_config)
                 for i, text in zip(idx, texts):
                     results[i] = text
                 logger.debug("batch of %d in %.2f s", len(idx), time.perf_counter() - start)
                 bar.update(len(idx))
         return [r if r is not None else "" for r in results]  # every index is filled
+
+    def _generate_fitting(
+        self, requests: list[GenerationRequest], idx: list[int], gen_config
+    ) -> list[str]:
+        """Generate for ``requests[idx]``, halving the batch on a CUDA out-of-memory
+        error (greedy answers do not depend on the batch they are in). The smaller
+        size is kept for the rest of the run; one request that still does not fit
+        is an error."""
+        torch = self._torch()
+        limit = self._batch_limit or len(idx)
+        out: list[str] = []
+        pos = 0
+        while pos < len(idx):
+            chunk = idx[pos : pos + limit]
+            try:
+                out.extend(self._generate_batch([requests[i] for i in chunk], gen_config))
+            except torch.cuda.OutOfMemoryError as err:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if len(chunk) == 1:
+                    raise RuntimeError(
+                        f"request {requests[chunk[0]].key!r} does not fit in GPU memory even "
+                        "alone; lower --max-new-tokens, use smaller images or a larger GPU"
+                    ) from err
+                limit = max(1, len(chunk) // 2)
+                self._batch_limit = limit
+                logger.warning(
+                    "out of GPU memory with %d prompts in a batch; continuing with %d",
+                    len(chunk),
+                    limit,
+                )
+                continue
+            pos += len(chunk)
+        return out
