@@ -229,7 +229,7 @@ def build_item_graph(
     cooccurrence: bool = True,
     loop: bool = True,
 ) -> HeteroData:
-    """The refined item-item graph ``S*`` (the paper's graph refinement) as ``data["item", "related", "item"]``.
+    """The refined item-item graph ``S*`` as ``data["item", "related", "item"]``.
 
     Args:
         data: HeteroData with ``data["item"].x`` and training pairs.
