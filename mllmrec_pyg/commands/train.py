@@ -397,6 +397,8 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
             "reg_weight": args.reg_weight,
         }
     if args.model == "freedom":
+        from mllmrec_pyg.data.schema import RELATED
+
         return {
             "embedding_dim": args.embedding_dim,
             "num_ui_layers": args.num_layers,
@@ -404,7 +406,7 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
             "dropout": args.edge_dropout,
             "reg_weight": args.freedom_reg,
             "seed": args.seed,
-            "item_graph": ("item", "related", "item") if args.refined_graph else None,
+            "item_graph": RELATED if args.refined_graph else None,
         }
     return {}
 

@@ -399,7 +399,7 @@ class TransformersBackend:
                         f"request {requests[chunk[0]].key!r} does not fit in GPU memory even "
                         "alone; lower --max-new-tokens, use smaller images or a larger GPU"
                     ) from err
-                limit = max(1, len(chunk) // 2)
+                limit = len(chunk) // 2  # a chunk here has at least 2 requests
                 self._batch_limit = limit
                 logger.warning(
                     "out of GPU memory with %d prompts in a batch; continuing with %d",
