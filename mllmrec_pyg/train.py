@@ -10,7 +10,9 @@ The loop is model-agnostic (see :class:`~mllmrec_pyg.nn.base.Recommender`):
 3. loss = mean BPR :math:`-\\log\\sigma(\\hat y_{ui} - \\hat y_{uj})` plus the
    model's optional ``reg_loss``; Adam;
    a model may define ``on_train_epoch_start(epoch)``, called before each
-   epoch's first batch;
+   epoch's first batch, and ``batch_loss(users, pos_items, neg_items)`` with
+   ``num_negatives`` (``neg_items`` is then ``[B, num_negatives]``) to replace
+   BPR by its own loss (e.g. InfoNCE over sampled negatives);
 4. full-ranking validation every epoch; training stops once the monitored
    metric (valid Recall@20) has not improved for ``patience`` epochs, the best
    epoch's weights are restored and the test split is evaluated with them.
@@ -353,6 +355,9 @@ class Trainer:
         epoch_start = getattr(model, "on_train_epoch_start", None)
         if epoch_start is not None:  # optional per-epoch work, e.g. FREEDOM's edge pruning
             epoch_start(epoch)
+        # optional hooks: a model's own loss over [B, num_negatives] sampled negatives
+        batch_loss = getattr(model, "batch_loss", None)
+        num_neg = int(getattr(model, "num_negatives", 1))
         num = self.train_pairs.size(1)
         perm = torch.randperm(num, generator=self.generator)
         batches = perm.split(self.config.batch_size)
@@ -365,10 +370,16 @@ class Trainer:
         )
         for idx in bar:
             users, pos = self.train_pairs[:, idx]
-            neg = self.sampler(users, self.generator)
+            if num_neg == 1:
+                neg = self.sampler(users, self.generator)
+            else:
+                neg = self.sampler(users.unsqueeze(1).expand(-1, num_neg), self.generator)
             users, pos, neg = (t.to(self.device) for t in (users, pos, neg))
-            pos_score, neg_score = model.pair_scores(users, pos, neg)
-            loss = -F.logsigmoid(pos_score - neg_score).mean()
+            if batch_loss is not None:
+                loss = batch_loss(users, pos, neg)
+            else:
+                pos_score, neg_score = model.pair_scores(users, pos, neg)
+                loss = -F.logsigmoid(pos_score - neg_score).mean()
             reg = getattr(model, "reg_loss", None)
             extra = reg(users, pos, neg) if reg is not None else None
             if extra is not None:
