@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.commands.train import write_json
 from mllmrec_pyg.data.schema import INTERACTS
 from mllmrec_pyg.data.synthetic import make_scale_data
+from mllmrec_pyg.io import write_json
 from mllmrec_pyg.nn import MLLMRec
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.train import UniformNegativeSampler
@@ -142,6 +142,7 @@ def main() -> None:
     print(f"{'ratio reference / package':<48} {slow_s / fast_s:>9.1f}x")
     if args.json:
         write_json(
+            args.json,
             {
                 "size": args.size,
                 "num_users": num_users,
@@ -154,7 +155,6 @@ def main() -> None:
                 "max_score_diff": max_diff,
                 "epochs_timed": args.epochs,
             },
-            args.json,
         )
 
 

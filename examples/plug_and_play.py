@@ -4,7 +4,7 @@ FREEDOM (Zhou & Shen, 2023) learns on a frozen item-item kNN graph. The
 refinement of MLLMRec is three PyG transforms that write a new item-item
 edge type onto the same HeteroData; FREEDOM only has to be told to read it:
 
-    data = Compose([ThresholdKNN(...), JaccardCoOccurrence(...), MergeGraphs(...)])(data)
+    data = RefineItemGraph(k_s=10, alpha=0.7, k_c=10)(data)  # the three transforms in turn
     model = FREEDOM.from_data(data, FREEDOMConfig(item_graph=("item", "related", "item")))
 
 Any model that takes an item-item ``edge_index``/``edge_weight`` can do the
@@ -21,13 +21,11 @@ import argparse
 import logging
 import os
 
-from torch_geometric.transforms import Compose
-
 from mllmrec_pyg.data import RELATED, load_movielens, make_synthetic
 from mllmrec_pyg.encode import encode_texts
 from mllmrec_pyg.nn import FREEDOM, FREEDOMConfig
 from mllmrec_pyg.train import TrainConfig, Trainer, seed_everything
-from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
+from mllmrec_pyg.transforms import RefineItemGraph
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,16 +57,9 @@ def main() -> None:
     data["item"].x = encode_texts(data["item"].text)
 
     # 3. The refined item-item graph S*, written as data["item", "related", "item"].
-    refine = Compose(
-        [
-            ThresholdKNN(
-                k=args.k_s, threshold=args.alpha, loop=True
-            ),  # -> ("item", "semantic", "item")
-            JaccardCoOccurrence(k=args.k_c),  # -> ("item", "cooccurs", "item")
-            MergeGraphs(relations=("semantic", "cooccurs"), out="related"),
-        ]
-    )
-    data = refine(data)
+    # RefineItemGraph = ThresholdKNN -> ("item", "semantic", "item"),
+    # JaccardCoOccurrence -> ("item", "cooccurs", "item"), MergeGraphs -> ("item", "related", "item")
+    data = RefineItemGraph(k_s=args.k_s, alpha=args.alpha, k_c=args.k_c)(data)
     print(
         f"refined graph: {data[RELATED].edge_index.size(1)} edges for {data['item'].num_nodes} items"
     )

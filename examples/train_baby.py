@@ -33,16 +33,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from mllmrec_pyg.commands.train import (  # noqa: E402
-    add_text_features,
-    build_item_graph,
-    dataset_label,
-    default_cache_dir,
-    load_dataset,
-    results_table,
-    run,
-    write_json,
-)
+from mllmrec_pyg import pipeline  # noqa: E402
+from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig, default_of  # noqa: E402
+from mllmrec_pyg.io import write_json  # noqa: E402
+from mllmrec_pyg.tables import format_table, result_row  # noqa: E402
 from mllmrec_pyg.train import TrainConfig  # noqa: E402
 
 log = logging.getLogger("train_baby")
@@ -55,12 +49,23 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-users", type=int, help="synthetic catalog: users before 5-core")
     p.add_argument("--num-items", type=int, help="synthetic catalog: items before 5-core")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=1000)
-    p.add_argument("--patience", type=int, default=20)
-    p.add_argument("--alpha", type=float, default=0.7, help="similarity threshold (Baby: 0.7)")
-    p.add_argument("--k-c", type=int, default=10, help="co-occurrence top-K (Baby: 10)")
-    p.add_argument("--user-text", choices=("preferences", "history"), default="preferences")
-    p.add_argument("--cache-dir", type=Path, help="default ./.cache/mllmrec/<dataset>")
+    p.add_argument("--epochs", type=int, default=default_of(TrainConfig, "epochs"))
+    p.add_argument("--patience", type=int, default=default_of(TrainConfig, "patience"))
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=default_of(GraphConfig, "alpha"),
+        help="similarity threshold (Baby: 0.7)",
+    )
+    p.add_argument(
+        "--k-c", type=int, default=default_of(GraphConfig, "k_c"), help="co-occurrence top-K"
+    )
+    p.add_argument(
+        "--user-text",
+        choices=("preferences", "history"),
+        default=default_of(TextConfig, "user_text"),
+    )
+    p.add_argument("--cache-dir", type=Path, help="cache root (default ./.cache/mllmrec)")
     p.add_argument("--json", type=Path, help="also write all results here")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args()
@@ -74,24 +79,20 @@ def main() -> None:
     show = not args.no_progress
     start = time.perf_counter()
 
-    # 1. data
-    sizes = {"num_users": args.num_users, "num_items": args.num_items}
-    sizes = {k: v for k, v in sizes.items() if v is not None}
-    data = load_dataset("synthetic", data_dir=args.data_dir, seed=args.seed, synthetic=sizes)
-    name = dataset_label(data, args.data_dir)
-
-    # 2-3. features: given by an MMRec folder, else encoded from text
-    data, user_source = add_text_features(
-        data,
-        args.cache_dir or default_cache_dir() / name,
-        args.user_text,
-        dataset_name="Baby",
-        show_progress=show,
+    # 1-3. data, then features: given by an MMRec folder, else encoded from text
+    data_cfg = DataConfig(
+        str(args.data_dir) if args.data_dir else "synthetic",
+        seed=args.seed,
+        num_users=args.num_users,
+        num_items=args.num_items,
+    )
+    data, info = pipeline.prepare(
+        data_cfg, TextConfig(user_text=args.user_text), args.cache_dir, show_progress=show
     )
     prep_seconds = time.perf_counter() - start
 
     # 4. refined item-item graph S*
-    data = build_item_graph(data, k_s=10, alpha=args.alpha, k_c=args.k_c)
+    data = pipeline.build_graph(data, GraphConfig(alpha=args.alpha, k_c=args.k_c))
 
     # 5. models on one trainer
     cfg = TrainConfig(
@@ -99,22 +100,24 @@ def main() -> None:
     )
     rows = []
     for model_name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        _, result = run(model_name, data, cfg)
+        _, result = pipeline.train_model(model_name, data, cfg)
         rows.append((model_name, result))
+    name = data_cfg.tag()
+    user_source = info.get("user_text", "none")
 
     print()
     print(f"dataset: {name}  ({data['user'].num_nodes} users x {data['item'].num_nodes} items)")
     print(f"user text: {user_source}")
     print(f"data preparation (loading, text generation, encoding): {prep_seconds:.1f}s")
-    print(results_table(rows))
+    print(format_table([result_row(m, r) for m, r in rows], style="plain"))
     if args.json:
         write_json(
+            args.json,
             {
                 "dataset": name,
                 "user_text": user_source,
                 "results": [r.to_json(model=m, dataset=name) for m, r in rows],
             },
-            args.json,
         )
 
 

@@ -1,8 +1,11 @@
 """The ``mllmrec`` command.
 
 Each sub-command lives in a module of :mod:`mllmrec_pyg.commands` that
-exposes ``register(subparsers)``; heavy imports happen inside the handlers so
-that ``mllmrec --help`` stays fast.
+exposes ``register(subparsers)``. A user's mistake (a bad option, bad data,
+a missing file, a refused checkpoint) is reported as one line on stderr with
+exit status 2 (usage) or 1 (everything else); ``--debug`` or
+``MLLMREC_DEBUG=1`` shows the traceback. Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -10,12 +13,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+from mllmrec_pyg.commands.common import CommandError
 
 COMMAND_MODULES = (
     "mllmrec_pyg.commands.train",
     "mllmrec_pyg.commands.reasoning",
     "mllmrec_pyg.commands.experiment",
+)
+#: exceptions that describe the user's input, not a bug: reported in one line
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # bad values and malformed files (SchemaError, MMRecFormatError, CheckpointError)
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ImportError,  # an optional extra that is not installed (the message names it)
 )
 
 
@@ -24,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mllmrec", description="MLLMRec: multimodal-LLM reasoning + refined item graphs"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks of errors (or MLLMREC_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -43,7 +61,27 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    debug = args.debug or os.environ.get("MLLMREC_DEBUG", "") not in ("", "0")
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as err:
+        if debug:
+            raise
+        parser.exit(2, f"mllmrec {args.command}: error: {err}\n")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        parser.exit(130, "interrupted; run the same command again to continue where it stopped\n")
+    except Exception as err:
+        from mllmrec_pyg.reasoning.backends._common import BackendError
+
+        if debug or not isinstance(err, (*USER_ERRORS, BackendError)):
+            raise
+        message = str(err).strip().replace("\n", " ") or type(err).__name__
+        parser.exit(1, f"mllmrec {args.command}: error: {message}\n")
+    return 0
 
 
 if __name__ == "__main__":

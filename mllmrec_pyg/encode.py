@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mllmrec_pyg.io import atomic_path, write_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
     from torch_geometric.data import HeteroData
@@ -171,20 +173,12 @@ def save_features(
             ``<path>.json`` (also atomically).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     if meta is not None:
-        side = path.with_name(path.name + ".json")
-        tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-        os.replace(tmp, side)
+        write_text(path.with_name(path.name + ".json"), json.dumps(meta, indent=1, sort_keys=True))
     return path
 
 

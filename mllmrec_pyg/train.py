@@ -26,12 +26,10 @@ reloadable checkpoint (state dict + JSON config).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
-import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,67 +41,38 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, RELATED, USER, require_node_type, validate
+from mllmrec_pyg.checkpoint import (
+    STATE_FORMAT,
+    CheckpointError,
+    data_fingerprint,
+    load_checkpoint,
+    load_verified,
+    read_checkpoint_meta,
+    save_checkpoint,
+    save_verified,
+)
+from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
 from mllmrec_pyg.metrics import DEFAULT_KS, FullRankEvaluator
 from mllmrec_pyg.nn.base import RankingModel, Recommender
+from mllmrec_pyg.sampling import UniformNegativeSampler, seed_everything
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "mllmrec-pyg/checkpoint/1"
-STATE_FORMAT = "mllmrec-pyg/train-state/1"
 
+def fit_cutoffs(num_items: int, ks: Sequence[int] | None = None) -> tuple[tuple[int, ...], str]:
+    """The cut-offs that fit a catalog of ``num_items`` and the monitored metric.
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (call before building a model)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class UniformNegativeSampler:
-    """Draws, for each user, an item uniformly from those it has not interacted with.
-
-    Exact and without rejection: with :math:`S_u` the sorted training items of
-    :math:`u` and :math:`r` uniform in :math:`[0, I - |S_u|)`, the :math:`r`-th
-    item not in :math:`S_u` is :math:`r + |\\{t : S_u[t] - t \\le r\\}|`, found
-    for the whole batch with one :func:`torch.searchsorted`.
-
-    Args:
-        edge_index: training ``(user, item)`` pairs.
-        num_users: number of users.
-        num_items: number of items.
-
-    Raises:
-        ValueError: if a user has interacted with every item (no negative exists).
+    Cut-offs above ``num_items`` are dropped (a catalog of 40 items reports
+    @5, @10, @20); valid Recall@20 is monitored, or Recall at the largest
+    cut-off when 20 does not fit.
     """
-
-    def __init__(self, edge_index: Tensor, num_users: int, num_items: int) -> None:
-        self.num_users = int(num_users)
-        self.num_items = int(num_items)
-        pairs = torch.unique(edge_index.cpu(), dim=1)  # sorted by user, then item
-        users, items = pairs[0], pairs[1]
-        self.degree = torch.bincount(users, minlength=self.num_users)
-        full = (self.degree >= self.num_items).nonzero().flatten()
-        if full.numel():
-            raise ValueError(
-                f"user(s) {full[:10].tolist()} interacted with all {self.num_items} items in "
-                "training: no negative item can be drawn for them"
-            )
-        self.rowptr = torch.zeros(self.num_users + 1, dtype=torch.long)
-        self.rowptr[1:] = self.degree.cumsum(0)
-        rank = torch.arange(users.numel()) - self.rowptr[users]
-        # S_u[t] - t lies in [0, I]; offsetting by u * (I + 1) keeps users apart.
-        self._keys = users * (self.num_items + 1) + (items - rank)
-
-    def __call__(self, users: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One negative item per entry of ``users`` (``LongTensor`` of the same shape)."""
-        flat = users.reshape(-1).cpu()
-        free = (self.num_items - self.degree[flat]).double()
-        r = (torch.rand(flat.numel(), generator=generator, dtype=torch.float64) * free).long()
-        r = torch.minimum(r, free.long() - 1)
-        query = flat * (self.num_items + 1) + r
-        below = torch.searchsorted(self._keys, query, right=True) - self.rowptr[flat]
-        return (r + below).view(users.shape).to(users.device)
+    wanted = tuple(ks) if ks else DEFAULT_KS
+    fitted = tuple(sorted({k for k in wanted if 0 < k <= num_items}))
+    if not fitted:
+        raise ValueError(
+            f"no metric cut-off in {wanted} fits a catalog of {num_items} items; pass --ks"
+        )
+    return fitted, f"recall@{20 if 20 in fitted else fitted[-1]}"
 
 
 @dataclass
@@ -189,107 +158,6 @@ class TrainResult:
             "epochs": self.epochs,
             "seconds": round(self.seconds, 3),
         }
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def data_fingerprint(data: HeteroData) -> dict[str, Any]:
-    """Sizes and a sha256 of everything a model is built from (pairs, features, item graph)."""
-    h = hashlib.sha256()
-    store = data[INTERACTS]
-    parts: list[Tensor | None] = [
-        store.edge_index,
-        store.get("val_edge_index"),
-        store.get("test_edge_index"),
-        data[ITEM].get("x"),
-        data[USER].get("x"),
-    ]
-    if RELATED in data.edge_types:
-        parts += [data[RELATED].edge_index, data[RELATED].get("edge_weight")]
-    for t in parts:
-        if t is None:
-            h.update(b"-")
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return {
-        "num_users": require_node_type(data, USER),
-        "num_items": require_node_type(data, ITEM),
-        "num_train": int(store.edge_index.size(1)),
-        "sha256": h.hexdigest(),
-    }
-
-
-def save_checkpoint(
-    model: RankingModel, path: str | os.PathLike, data: HeteroData | None = None, **extra: Any
-) -> Path:
-    """Write ``model`` to ``path`` atomically: state dict + JSON config (+ data fingerprint).
-
-    Args:
-        model: a :class:`RankingModel` from the registry.
-        path: target ``.pt`` file.
-        data: the dataset the model was trained on (its fingerprint is stored
-            so that loading on different data fails loudly).
-        **extra: JSON-able metadata stored beside the config (e.g. metrics).
-    """
-    meta = {
-        "model": model.name,
-        "config": model.config_dict(),
-        "data": data_fingerprint(data) if data is not None else None,
-        **extra,
-    }
-    obj = {
-        "format": CHECKPOINT_FORMAT,
-        "meta": json.dumps(meta, sort_keys=True),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    path = Path(path)
-    _atomic_torch_save(obj, path)
-    return path
-
-
-def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata of a checkpoint (model name, config, data fingerprint, extras)."""
-    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an mllmrec-pyg model checkpoint")
-    return json.loads(obj["meta"])
-
-
-def load_checkpoint(
-    path: str | os.PathLike, data: HeteroData, check_data: bool = True
-) -> RankingModel:
-    """Rebuild a saved model on ``data`` and load its weights (``weights_only=True``).
-
-    Args:
-        path: a file written by :func:`save_checkpoint`.
-        data: the dataset it was trained on (features, graphs and training
-            pairs are rebuilt from it).
-        check_data: refuse data whose fingerprint differs from the saved one.
-    """
-    from mllmrec_pyg.nn.registry import build_model, make_config
-
-    path = Path(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an mllmrec-pyg model checkpoint")
-    meta = json.loads(obj["meta"])
-    saved = meta.get("data")
-    if check_data and saved is not None:
-        now = data_fingerprint(data)
-        if now != saved:
-            diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
-            raise ValueError(f"{path}: saved for different data (saved, given): {diff}")
-    model = build_model(meta["model"], data, make_config(meta["model"], meta["config"]))
-    model.load_state_dict(obj["state_dict"])
-    model.eval()
-    return model
 
 
 class Trainer:
@@ -443,19 +311,17 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
         }
-        _atomic_torch_save(obj, path)
+        save_verified(obj, path)
 
     def _load_state(self) -> dict[str, Any] | None:
         path = self._state_path()
         if path is None or not self.config.resume or not path.is_file():
             return None
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if obj.get("format") != STATE_FORMAT:
-            raise ValueError(f"{path}: not an mllmrec-pyg training state")
+        hint = "delete it (or pass --restart) to train from the start"
+        obj = load_verified(path, STATE_FORMAT, "resumable training state", hint)
         if obj["key"] != self._model_key():
-            raise ValueError(
-                f"{path} was written for a different model, data or training settings; "
-                "delete it or choose another checkpoint_dir"
+            raise CheckpointError(
+                f"{path}: written for a different model, data or training settings; {hint}"
             )
         self.model.load_state_dict(obj["model"])
         self.optimizer.load_state_dict(obj["optimizer"])
@@ -573,3 +439,19 @@ def train(
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return Trainer(model, data, config).fit()
+
+
+__all__ = [
+    "CheckpointError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "UniformNegativeSampler",
+    "data_fingerprint",
+    "fit_cutoffs",
+    "load_checkpoint",
+    "read_checkpoint_meta",
+    "save_checkpoint",
+    "seed_everything",
+    "train",
+]

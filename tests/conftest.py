@@ -17,3 +17,15 @@ def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory):
     from mllmrec_pyg.testing import build_tiny_gemma
 
     return build_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma") / "model")
+
+
+def cli_error(capsys: pytest.CaptureFixture, argv: list[str], code: int = 1) -> str:
+    """Run ``mllmrec argv``, expect a one-line error with exit status ``code``; return it."""
+    from mllmrec_pyg.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == code, exc.value.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err), err
+    return err[-1]

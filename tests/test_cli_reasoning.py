@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error
 
 from mllmrec_pyg.cli import build_parser, main
-from mllmrec_pyg.commands.reasoning import (
+from mllmrec_pyg.commands.common import CommandError
+from mllmrec_pyg.commands.reasoning import backend_kwargs
+from mllmrec_pyg.data.folder import (
     AUDIT_PREFERENCES_FILE,
     ITEM_TEXTS_FILE,
     PREFERENCES_FILE,
     STORE_FILE,
-    backend_kwargs,
+    load_folder,
 )
 from mllmrec_pyg.data.schema import INTERACTS
 from mllmrec_pyg.reasoning.store import GenerationStore
@@ -144,10 +147,10 @@ def test_backend_flags_map_to_the_chosen_backend():
     args = parser.parse_args(
         ["infer-preferences", "f", "--backend", "openai", "--temperature", "-1"]
     )
-    with pytest.raises(SystemExit, match="--temperature must be >= 0"):
+    with pytest.raises(CommandError, match="--temperature must be >= 0"):
         backend_kwargs(args)
     args = parser.parse_args(["infer-preferences", "f", "--backend", "none", "--concurrency", "3"])
-    with pytest.raises(SystemExit, match="--concurrency does not apply to --backend none"):
+    with pytest.raises(CommandError, match="--concurrency does not apply to --backend none"):
         backend_kwargs(args)
 
 
@@ -302,18 +305,17 @@ def test_encode_reuses_unchanged_features(folder, monkeypatch):
     assert np.array_equal(np.load(item_feat), first)
 
 
-def test_encode_names_a_bad_preferences_file(folder):
+def test_encode_names_a_bad_preferences_file(folder, capsys):
     bad = folder / "prefs.jsonl"
     bad.write_text('{"userID": 0, "text": "ok"}\nnot json\n')
-    with pytest.raises(ValueError, match=r"prefs.jsonl:2: bad row"):
-        main(["encode", str(folder), "--preferences", str(bad)])
+    err = cli_error(capsys, ["encode", str(folder), "--preferences", str(bad)])
+    assert "prefs.jsonl:2: bad row" in err
 
 
 @pytest.mark.slow
 def test_commands_drive_the_transformers_backend_on_tiny_gemma(folder, tiny_gemma_dir):
     """Real 4-bit tiny Gemma 3 on CPU through the commands: Prompt 1 on the images,
     then Prompt 2 over the fused texts, everything in the store."""
-    from mllmrec_pyg.commands.reasoning import load_folder
     from mllmrec_pyg.reasoning import build_preference_prompts
     from mllmrec_pyg.reasoning.prompts import item_prompt
     from mllmrec_pyg.reasoning.store import request_hash

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error
 
 from mllmrec_pyg.cli import main
-from mllmrec_pyg.commands.train import build_item_graph, history_summary_texts
+from mllmrec_pyg.config import GraphConfig
 from mllmrec_pyg.data import load_mmrec
-from mllmrec_pyg.data.schema import SchemaError
 from mllmrec_pyg.data.split import per_user_split
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
+from mllmrec_pyg.pipeline import build_graph, history_summary_texts
 from mllmrec_pyg.train import load_checkpoint, read_checkpoint_meta
 
 METRIC_KEYS = {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)}
@@ -90,11 +91,12 @@ def test_mllmrec_on_an_mmrec_folder_and_checkpoint(tmp_path, mmrec_folder, capsy
     assert "test recall@20" in capsys.readouterr().out
     res = json.loads(out.read_text())
     assert res["dataset"] == "baby" and res["epochs"] == 3
-    assert res["config"]["item_graph"] == {"k_s": 10, "alpha": 0.1, "k_c": 5, "loop": True}
+    graph = {"k_s": 10, "alpha": 0.1, "k_c": 5, "cooccurrence": True, "loop": True}
+    assert res["config"]["item_graph"] == graph
     meta = read_checkpoint_meta(ck)
     assert meta["model"] == "mllmrec" and meta["test"] == res["test"]
     # reload on the same folder + graph settings and recommend unseen items
-    data = build_item_graph(load_mmrec(mmrec_folder), k_s=10, alpha=0.1, k_c=5)
+    data = build_graph(load_mmrec(mmrec_folder), GraphConfig(k_s=10, alpha=0.1, k_c=5))
     model = load_checkpoint(ck, data)
     rec = model.recommend(torch.arange(40), k=10)
     train = data["user", "interacts", "item"].edge_index
@@ -118,8 +120,9 @@ def test_freedom_on_its_own_and_on_the_refined_graph(tmp_path, mmrec_folder):
     assert own["model"]["item_graph"] is None and "item_graph" not in own
     assert refined["model"]["item_graph"] == ["item", "related", "item"]
     assert refined["model"]["dropout"] == 0.5 and refined["model"]["knn_k"] == 10
-    assert refined["item_graph"] == {"k_s": 10, "alpha": 0.1, "k_c": 5, "loop": True}
-    data = build_item_graph(load_mmrec(mmrec_folder), k_s=10, alpha=0.1, k_c=5)
+    graph = {"k_s": 10, "alpha": 0.1, "k_c": 5, "cooccurrence": True, "loop": True}
+    assert refined["item_graph"] == graph
+    data = build_graph(load_mmrec(mmrec_folder), GraphConfig(k_s=10, alpha=0.1, k_c=5))
     model = load_checkpoint(tmp_path / "refined.pt", data)
     store = data["item", "related", "item"]
     expected, _ = item_graph_norm(to_adj_t(store.edge_index, store.edge_weight, 80))
@@ -129,9 +132,9 @@ def test_freedom_on_its_own_and_on_the_refined_graph(tmp_path, mmrec_folder):
     assert rec.shape == (40, 10)
 
 
-def test_refined_graph_flag_is_for_freedom_only(mmrec_folder):
-    with pytest.raises(SystemExit, match="--model freedom"):
-        main(["train", "--model", "bpr", "--data-dir", str(mmrec_folder), "--refined-graph"])
+def test_refined_graph_flag_is_for_freedom_only(mmrec_folder, capsys):
+    argv = ["train", "--model", "bpr", "--data-dir", str(mmrec_folder), "--refined-graph"]
+    assert "--model freedom" in cli_error(capsys, argv, code=2)
 
 
 def test_variant_flags_reach_the_model(tmp_path, mmrec_folder):
@@ -163,21 +166,10 @@ def test_variant_flags_reach_the_model(tmp_path, mmrec_folder):
     assert cfg["ui_layers"] == 2 and cfg["hidden_dim"] == 32 and cfg["embedding_dim"] == 8
 
 
-def test_folder_without_user_features(tmp_path, mmrec_folder):
+def test_folder_without_user_features(tmp_path, mmrec_folder, capsys):
     (mmrec_folder / "user_preferences_feat.npy").unlink()
-    with pytest.raises(SchemaError, match="--no-user-features"):
-        main(
-            [
-                "train",
-                "--model",
-                "mllmrec",
-                "--data-dir",
-                str(mmrec_folder),
-                "--epochs",
-                "1",
-                "--no-progress",
-            ]
-        )
+    argv = ["train", "--model", "mllmrec", "--data-dir", str(mmrec_folder), "--epochs", "1"]
+    assert "--no-user-features" in cli_error(capsys, [*argv, "--no-progress"])
     rc = main(
         [
             "train",

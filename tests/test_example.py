@@ -61,5 +61,6 @@ def test_train_baby_example_offline(tmp_path):
     assert [r["model"] for r in res["results"]] == ["mllmrec", "bpr", "pop"]
     assert res["results"][0]["epochs"] == 3 and res["results"][2]["epochs"] == 0
     # the encoded features were cached for the next run
-    assert (tmp_path / "cache" / "item_text_feat.npy").is_file()
-    assert (tmp_path / "cache" / "user_preferences_feat.npy").is_file()
+    cache = tmp_path / "cache" / res["dataset"]
+    assert (cache / "item_feat.npy").is_file()
+    assert (cache / "user_feat_none_train_history.npy").is_file()

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
+from mllmrec_pyg.config import DataConfig, GraphConfig
 from mllmrec_pyg.data import COOCCURS, INTERACTS, RELATED, SEMANTIC
 from mllmrec_pyg.experiments import (
     ExperimentSettings,
-    GraphSpec,
     RunCache,
     RunSpec,
     ablation,
+    build_graph,
     leakage,
     load_raw,
     plug_and_play,
     prepare_data,
-    refine,
     run_ablation,
     run_leakage,
     run_plug_and_play,
@@ -31,6 +31,7 @@ from mllmrec_pyg.experiments import (
 )
 from mllmrec_pyg.experiments.report import build_report, write_report
 from mllmrec_pyg.experiments.tsne import mean_cosine, uniformity
+from mllmrec_pyg.train import TrainConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = {"num_users": 150, "num_items": 80}
@@ -54,13 +55,10 @@ def _metrics_in_range(row: dict) -> None:
 def settings(tmp_path_factory) -> ExperimentSettings:
     root = tmp_path_factory.mktemp("experiments")
     return ExperimentSettings(
-        dataset="synthetic",
-        **TINY,
+        data=DataConfig("synthetic", **TINY),
+        train=TrainConfig(epochs=2, patience=2, show_progress=False),
         out=str(root / "results"),
         cache=str(root / "cache"),
-        epochs=2,
-        patience=2,
-        show_progress=False,
     )
 
 
@@ -81,16 +79,16 @@ def test_prepared_data_has_features_and_the_cache_is_reused(settings, data):
     assert settings.dataset_tag() == "synthetic-150x80"
 
 
-def test_graph_spec_composes_the_public_transforms(data):
-    full = refine(data, GraphSpec(alpha=0.6, k_s=5, k_c=4))
+def test_graph_config_composes_the_public_transforms(data):
+    full = build_graph(data, GraphConfig(alpha=0.6, k_s=5, k_c=4))
     assert {SEMANTIC, COOCCURS, RELATED} <= set(full.edge_types)
-    no_te = refine(data, GraphSpec(alpha=0.6, k_s=5, cooccurrence=False))
+    no_te = build_graph(data, GraphConfig(alpha=0.6, k_s=5, cooccurrence=False))
     assert COOCCURS not in no_te.edge_types
     assert torch.equal(no_te[RELATED].edge_index, no_te[SEMANTIC].edge_index)
-    no_gd = refine(data, GraphSpec(alpha=None, k_s=5, cooccurrence=False))
+    no_gd = build_graph(data, GraphConfig(alpha=None, k_s=5, cooccurrence=False))
     # no threshold: every item keeps its full top-5 (self included)
     assert no_gd[RELATED].edge_index.size(1) == 5 * data["item"].num_nodes
-    assert RELATED not in data.edge_types, "refine must not modify its input"
+    assert RELATED not in data.edge_types, "build_graph must not modify its input"
 
 
 @pytest.mark.slow
@@ -133,10 +131,10 @@ def test_finished_runs_are_reused_and_stale_ones_retrained(settings, data, monke
 
     cache = RunCache(settings, "ablation")
     spec = RunSpec("MLLMRec", "mllmrec", {}, 0)
-    g = refine(data, ablation.base_graph(settings))
+    g = build_graph(data, settings.graph)
     assert cache.load(spec, g) is not None
     # other data (a different graph) makes the stored run stale
-    other = refine(data, GraphSpec(alpha=0.4))
+    other = build_graph(data, GraphConfig(alpha=0.4))
     assert cache.load(spec, other) is None
     path = cache.path(spec)
     path.write_text("{not json")
@@ -236,7 +234,7 @@ def test_plug_and_play_reads_the_transform_graphs(settings, data):
     assert configs[plug_and_play.VANILLA]["item_graph"] is None
     assert configs[plug_and_play.GR]["item_graph"] == list(RELATED)
     assert all(c["dropout"] == 0.5 for c in configs.values())
-    gr = refine(data, GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c))
+    gr = build_graph(data, settings.graph)
     assert result["graphs"][plug_and_play.GR]["edges"] == gr[RELATED].edge_index.size(1)
     assert result["graphs"][plug_and_play.VANILLA]["edges"] == 10 * data["item"].num_nodes
     imp = result["findings"]["relative_improvement"][plug_and_play.GR]["recall@20"]

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch_geometric.data import HeteroData
-from torch_geometric.transforms import Compose
 
 from mllmrec_pyg.data import INTERACTS, RELATED, SchemaError
 from mllmrec_pyg.nn import FREEDOM, FREEDOMConfig
@@ -19,7 +18,7 @@ from mllmrec_pyg.nn.freedom import (
 )
 from mllmrec_pyg.nn.registry import build_model
 from mllmrec_pyg.train import TrainConfig, Trainer, load_checkpoint, save_checkpoint
-from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
+from mllmrec_pyg.transforms import RefineItemGraph
 
 
 def _bipartite(num_users=30, num_items=20, per_user=6, seed=0):
@@ -181,10 +180,7 @@ def test_model_uses_its_knn_graph_with_the_configured_modalities():
 
 def test_refined_variant_uses_exactly_the_edges_the_transforms_produce():
     data = _data()
-    refine = Compose(
-        [ThresholdKNN(k=5, threshold=0.2), JaccardCoOccurrence(k=4), MergeGraphs(out="related")]
-    )
-    data = refine(data)
+    data = RefineItemGraph(k_s=5, alpha=0.2, k_c=4)(data)
     g = data[RELATED]
     model = FREEDOM.from_data(data, FREEDOMConfig(item_graph=RELATED))
     s = torch.zeros(20, 20)

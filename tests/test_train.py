@@ -19,7 +19,7 @@ from mllmrec_pyg.train import (
     save_checkpoint,
     seed_everything,
 )
-from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
+from mllmrec_pyg.transforms import RefineItemGraph
 
 QUIET = dict(show_progress=False)
 
@@ -34,9 +34,7 @@ def random_data(num_users=40, num_items=60, per_user=10, seed=0, dim=16):
     g = torch.Generator().manual_seed(seed)
     data["item"].x = torch.nn.functional.normalize(torch.randn(num_items, dim, generator=g), dim=1)
     data["user"].x = torch.nn.functional.normalize(torch.randn(num_users, dim, generator=g), dim=1)
-    for t in (ThresholdKNN(k=4, threshold=None), JaccardCoOccurrence(k=4), MergeGraphs()):
-        data = t(data)
-    return data
+    return RefineItemGraph(k_s=4, alpha=None, k_c=4)(data)
 
 
 # -- sampler --------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mllmrec_pyg.commands.train import build_item_graph, run
+from mllmrec_pyg.config import GraphConfig
 from mllmrec_pyg.data import make_synthetic
 from mllmrec_pyg.encode import encode_texts
+from mllmrec_pyg.pipeline import build_graph, train_model
 from mllmrec_pyg.train import TrainConfig
 
 
@@ -39,13 +40,15 @@ def synthetic():
     summed = torch.zeros(data["user"].num_nodes, data["item"].x.size(1))
     summed.index_add_(0, users, data["item"].x[items])
     data["user"].x = F.normalize(summed, dim=1)
-    return build_item_graph(data, k_s=10, alpha=0.7, k_c=10)
+    return build_graph(data, GraphConfig(k_s=10, alpha=0.7, k_c=10))
 
 
 @pytest.mark.slow
 def test_mllmrec_and_bpr_beat_mostpop(synthetic):
     cfg = TrainConfig(epochs=60, patience=10, ks=(10, 20), show_progress=False)
-    results = {name: run(name, synthetic, cfg)[1].test for name in ("pop", "mllmrec", "bpr")}
+    results = {
+        name: train_model(name, synthetic, cfg)[1].test for name in ("pop", "mllmrec", "bpr")
+    }
     pop, mllmrec, bpr = results["pop"], results["mllmrec"], results["bpr"]
     assert mllmrec["recall@20"] > 2.0 * pop["recall@20"], results
     assert mllmrec["ndcg@20"] > 2.0 * pop["ndcg@20"], results

@@ -16,23 +16,27 @@ stopped. The progress bars show throughput and the time left.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from torch_geometric.data import HeteroData
+from mllmrec_pyg.commands.common import CommandError
+from mllmrec_pyg.data.amazon import ITEM_MAP_FILE
+from mllmrec_pyg.data.folder import (
+    AUDIT_PREFERENCES_FILE,
+    ITEM_TEXTS_FILE,
+    PREFERENCES_FILE,
+    STORE_FILE,
+    load_folder,
+    read_item_map,
+)
+from mllmrec_pyg.io import read_jsonl_texts, write_jsonl
 
+if TYPE_CHECKING:  # pragma: no cover
     from mllmrec_pyg.reasoning.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
-STORE_FILE = "generations.sqlite"
-ITEM_TEXTS_FILE = "item_texts.jsonl"
-PREFERENCES_FILE = "user_preferences.jsonl"
-AUDIT_PREFERENCES_FILE = "user_preferences_full_history_AUDIT.jsonl"
 BACKEND_CHOICES = ("transformers", "openai", "none")
 
 
@@ -78,7 +82,7 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The flags that were given, mapped to the chosen backend's settings.
 
     Raises:
-        SystemExit: a flag that belongs to another backend was given.
+        CommandError: a flag that belongs to another backend was given.
     """
     common = {
         "model": "model",
@@ -113,13 +117,13 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if value is None or value is False:
             continue
         if flag not in allowed:
-            raise SystemExit(
+            raise CommandError(
                 f"--{flag.replace('_', '-')} does not apply to --backend {args.backend}"
             )
         kwargs[allowed[flag]] = value
     temperature = kwargs.get("temperature")
     if temperature is not None and temperature < 0:
-        raise SystemExit(f"--temperature must be >= 0, got {temperature}")
+        raise CommandError(f"--temperature must be >= 0, got {temperature}")
     if args.backend == "transformers" and temperature is not None:
         # transformers samples only with do_sample; 0 means greedy, as for the servers
         if temperature > 0:
@@ -137,65 +141,6 @@ def make_backend(args: argparse.Namespace) -> Backend:
     from mllmrec_pyg.reasoning import get_backend
 
     return get_backend(args.backend, **backend_kwargs(args))
-
-
-# -- folder I/O -------------------------------------------------------------------------------
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as JSON lines atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl_texts(path: Path, id_key: str, n: int) -> list[str]:
-    """``text`` of every row, indexed by ``id_key``; errors name ``file:line``."""
-    texts: list[str | None] = [None] * n
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                idx = int(row[id_key])
-                text = row["text"]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise ValueError(
-                    f"{path}:{lineno}: bad row ({type(err).__name__}: {err})"
-                ) from None
-            if not 0 <= idx < n or not isinstance(text, str):
-                raise ValueError(f"{path}:{lineno}: {id_key} {idx} outside 0..{n - 1} or bad text")
-            texts[idx] = text
-    missing = [i for i, t in enumerate(texts) if t is None]
-    if missing:
-        raise ValueError(f"{path}: no row for {id_key} {missing[:10]} ({len(missing)} missing)")
-    return [t for t in texts if t is not None]
-
-
-def load_folder(folder: Path, fused: bool = True) -> HeteroData:
-    """An MMRec folder with item texts (fused ones when ``describe-items`` ran)."""
-    from mllmrec_pyg.data.amazon import read_item_meta
-    from mllmrec_pyg.data.mmrec import load_mmrec
-    from mllmrec_pyg.data.schema import ITEM
-
-    data = load_mmrec(folder, item_features="none", user_features="none")
-    texts, images = read_item_meta(folder)
-    n = int(data[ITEM].num_nodes)
-    if len(texts) < n:
-        raise ValueError(f"{folder / 'item_meta.csv'} has {len(texts)} items, the .inter has {n}")
-    data[ITEM].num_nodes = len(texts)
-    data[ITEM].text = texts
-    if any(images):
-        data[ITEM].image_path = images
-    fused_path = folder / ITEM_TEXTS_FILE
-    if fused and fused_path.is_file():
-        data[ITEM].base_text = list(texts)
-        data[ITEM].text = read_jsonl_texts(fused_path, "itemID", len(texts))
-        log.info("item texts: fused texts from %s", fused_path)
-    else:
-        log.info("item texts: item_meta.csv (no %s yet)", ITEM_TEXTS_FILE)
-    return data
 
 
 def dataset_name_of(args: argparse.Namespace, folder: Path) -> str:
@@ -240,9 +185,7 @@ def run_describe_items(args: argparse.Namespace) -> int:
         found = find_images(args.images)
         asins = data[ITEM].get("asin")
         if asins is None:
-            from mllmrec_pyg.data.amazon import ITEM_MAP_FILE
-
-            asins = _read_item_map(folder / ITEM_MAP_FILE, int(data[ITEM].num_nodes))
+            asins = read_item_map(folder / ITEM_MAP_FILE, int(data[ITEM].num_nodes))
         images = [found.get(a) for a in asins]
     backend = make_backend(args)
     with GenerationStore(args.store or folder / STORE_FILE) as store:
@@ -263,20 +206,6 @@ def run_describe_items(args: argparse.Namespace) -> int:
     write_jsonl(folder / ITEM_TEXTS_FILE, rows)
     print(f"wrote {folder / ITEM_TEXTS_FILE} ({len(rows)} items)")
     return 0
-
-
-def _read_item_map(path: Path, n: int) -> list[str]:
-    asins = [""] * n
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
-        if header != ["asin", "itemID"]:
-            raise ValueError(f"{path}:1: expected header 'asin<TAB>itemID', got {header}")
-        for lineno, line in enumerate(fh, start=2):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= n:
-                raise ValueError(f"{path}:{lineno}: bad row {line.strip()!r}")
-            asins[int(parts[1])] = parts[0]
-    return asins
 
 
 def run_infer_preferences(args: argparse.Namespace) -> int:

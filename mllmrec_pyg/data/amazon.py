@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from mllmrec_pyg.data.schema import ITEM, USER
 from mllmrec_pyg.data.split import TRAIN, k_core, per_user_split, remap, to_heterodata
+from mllmrec_pyg.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -634,9 +635,7 @@ class AmazonDataset:
                 )
 
         _write_table(out["item_meta"], meta_rows(), ",")
-        tmp = out["report"].with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.report, indent=1, sort_keys=True))
-        os.replace(tmp, out["report"])
+        write_text(out["report"], json.dumps(self.report, indent=1, sort_keys=True))
         log.info("wrote MMRec folder %s (%s.inter, %d rows)", folder, name, order.size)
         return out
 
@@ -646,8 +645,7 @@ class AmazonDataset:
 
 
 def _write_table(path: Path, rows, delimiter: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(
             fh,
             delimiter=delimiter,
@@ -655,7 +653,6 @@ def _write_table(path: Path, rows, delimiter: str) -> None:
             quoting=csv.QUOTE_MINIMAL,
         )
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_item_meta(folder: str | os.PathLike) -> tuple[list[str], list[str | None]]:

@@ -12,12 +12,11 @@ interrupted runs), and writes ``<out>/<dataset>/<experiment>/`` with
 from mllmrec_pyg.experiments.ablation import run_ablation
 from mllmrec_pyg.experiments.common import (
     ExperimentSettings,
-    GraphSpec,
     RunCache,
     RunSpec,
+    build_graph,
     load_raw,
     prepare_data,
-    refine,
 )
 from mllmrec_pyg.experiments.leakage import run_leakage
 from mllmrec_pyg.experiments.plug_and_play import run_plug_and_play
@@ -35,13 +34,12 @@ RUNNERS = {
 
 __all__ = [
     "ExperimentSettings",
-    "GraphSpec",
     "RUNNERS",
     "RunCache",
     "RunSpec",
     "load_raw",
     "prepare_data",
-    "refine",
+    "build_graph",
     "run_ablation",
     "run_leakage",
     "run_plug_and_play",

@@ -22,16 +22,16 @@ from typing import Any
 
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg.config import GraphConfig
 from mllmrec_pyg.experiments.common import (
     HEADLINE,
     ExperimentSettings,
-    GraphSpec,
     RunCache,
     RunSpec,
+    build_graph,
     dataset_stats,
     graph_stats,
     prepare_data,
-    refine,
     summarise,
     write_results,
 )
@@ -56,11 +56,6 @@ ANCHORS: dict[str, tuple[str, dict[str, Any]]] = {
     "BPR-MF": ("bpr", {}),
     "LightGCN": ("lightgcn", {}),
 }
-
-
-def base_graph(settings: ExperimentSettings) -> GraphSpec:
-    """The full model's item graph for ``settings``."""
-    return GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c)
 
 
 def run_ablation(
@@ -88,15 +83,15 @@ def run_ablation(
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; known: {list(VARIANTS)}")
     data = data if data is not None else prepare_data(settings)
-    base = base_graph(settings)
-    graphs: dict[GraphSpec, HeteroData] = {}
+    base = settings.graph
+    graphs: dict[GraphConfig, HeteroData] = {}
     jobs: list[tuple[RunSpec, HeteroData]] = []
     graph_info: dict[str, Any] = {}
     for name in names:
         change, config = VARIANTS[name]
         spec = replace(base, **change)
         if spec not in graphs:
-            graphs[spec] = refine(data, spec)
+            graphs[spec] = build_graph(data, spec)
         graph_info[name] = {
             "graph": spec.as_dict(),
             **graph_stats(graphs[spec], ("item", "related", "item")),

@@ -28,13 +28,12 @@ from mllmrec_pyg.data.schema import INTERACTS, USER
 from mllmrec_pyg.experiments.common import (
     HEADLINE,
     ExperimentSettings,
-    GraphSpec,
     RunCache,
     RunSpec,
+    build_graph,
     dataset_stats,
     load_raw,
     prepare_data,
-    refine,
     summarise,
     write_results,
 )
@@ -110,8 +109,7 @@ def run_leakage(settings: ExperimentSettings, raw: HeteroData | None = None) -> 
     raw = raw if raw is not None else load_raw(settings)
     honest = prepare_data(settings, full_history=False, raw=raw)
     leaky = prepare_data(settings, full_history=True, raw=raw)
-    spec = GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c)
-    g_honest, g_leaky = refine(honest, spec), refine(leaky, spec)
+    g_honest, g_leaky = build_graph(honest, settings.graph), build_graph(leaky, settings.graph)
     jobs = []
     for seed in settings.seeds:
         jobs.append((RunSpec(TRAIN, "mllmrec", {}, seed), g_honest))
@@ -138,8 +136,8 @@ def run_leakage(settings: ExperimentSettings, raw: HeteroData | None = None) -> 
         NAME,
         {
             "data": dataset_stats(honest),
-            "backend": settings.backend,
-            "exposure": exposure(raw, settings.token_budget),
+            "backend": settings.text.backend,
+            "exposure": exposure(raw, settings.text.token_budget),
             "text_changed": {"count": changed, "of": len(texts_a)},
             "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
             "figures": [fig.name],

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mllmrec_pyg.io import atomic_path
+
 
 def _pyplot():
     try:
@@ -24,17 +26,12 @@ def _pyplot():
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save ``fig`` as PNG atomically and close it."""
     plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def bar_chart(

@@ -16,6 +16,7 @@ The graphs come from the public transforms applied to the same
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from torch_geometric.data import HeteroData
@@ -24,13 +25,12 @@ from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.common import (
     HEADLINE,
     ExperimentSettings,
-    GraphSpec,
     RunCache,
     RunSpec,
+    build_graph,
     dataset_stats,
     graph_stats,
     prepare_data,
-    refine,
     summarise,
     write_results,
 )
@@ -68,7 +68,7 @@ def run_plug_and_play(
 
     data = data if data is not None else prepare_data(settings)
     base = dict(freedom or {})
-    gr = refine(data, GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c))
+    gr = build_graph(data, settings.graph)
     variants: list[tuple[str, HeteroData, dict[str, Any]]] = [(VANILLA, gr, {})]
     graphs: dict[str, Any] = {}
     cfg = FREEDOMConfig(**base)
@@ -81,10 +81,7 @@ def run_plug_and_play(
         "mean_neighbours": ei.size(1) / n,
     }
     if with_gd:
-        gd = refine(
-            data,
-            GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c, cooccurrence=False),
-        )
+        gd = build_graph(data, replace(settings.graph, cooccurrence=False))
         variants.append((GD, gd, {"item_graph": list(RELATED)}))
         graphs[GD] = graph_stats(gd, RELATED)
     variants.append((GR, gr, {"item_graph": list(RELATED)}))

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mllmrec_pyg.experiments.common import RESULTS_FORMAT, format_table, read_json
+from mllmrec_pyg.experiments.common import RESULTS_FORMAT
+from mllmrec_pyg.io import read_json, write_text
+from mllmrec_pyg.tables import format_table
 
 log = logging.getLogger(__name__)
 
@@ -533,12 +535,7 @@ def build_report(root: Path, md_path: Path) -> str:
 def write_report(root: str | os.PathLike, md_path: str | os.PathLike) -> Path:
     """Write the report for ``root`` to ``md_path`` atomically."""
     root, md_path = Path(root), Path(md_path)
-    text = build_report(root, md_path)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = md_path.with_name(f".{md_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, md_path)
-    return md_path
+    return write_text(md_path, build_report(root, md_path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from torch_geometric.data import HeteroData
@@ -17,12 +18,11 @@ from torch_geometric.data import HeteroData
 from mllmrec_pyg.experiments.common import (
     HEADLINE,
     ExperimentSettings,
-    GraphSpec,
     RunCache,
     RunSpec,
+    build_graph,
     dataset_stats,
     prepare_data,
-    refine,
     summarise,
     write_csv,
     write_results,
@@ -70,12 +70,12 @@ def run_sensitivity(
     jobs: list[tuple[RunSpec, HeteroData]] = []
     for a in alphas:
         for k in k_cs:
-            g = refine(data, GraphSpec(alpha=a, k_s=settings.k_s, k_c=k))
+            g = build_graph(data, replace(settings.graph, alpha=a, k_c=k))
             for seed in settings.seeds:
                 jobs.append(
                     (RunSpec(grid_label(a, k), "mllmrec", {}, seed, {"alpha": a, "k_c": k}), g)
                 )
-    base = refine(data, GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c))
+    base = build_graph(data, settings.graph)
     for d in dims:
         for seed in settings.seeds:
             jobs.append(

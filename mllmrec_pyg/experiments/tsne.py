@@ -31,12 +31,11 @@ from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER
 from mllmrec_pyg.experiments.ablation import ANCHORS
 from mllmrec_pyg.experiments.common import (
     ExperimentSettings,
-    GraphSpec,
     RunCache,
     RunSpec,
+    build_graph,
     dataset_stats,
     prepare_data,
-    refine,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import scatter_panels
@@ -135,7 +134,7 @@ def run_tsne(
         raise ValueError(f"unknown baseline {baseline!r}; choose from {list(BASELINES)}")
     data = data if data is not None else prepare_data(settings)
     seed = settings.seeds[0]
-    graph = refine(data, GraphSpec(alpha=settings.alpha, k_s=settings.k_s, k_c=settings.k_c))
+    graph = build_graph(data, settings.graph)
     cache = RunCache(settings, NAME)
     model_name, config = BASELINES[baseline]
     models = {}

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mllmrec_pyg.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -252,15 +254,11 @@ class GenerationStore:
     # -- export ----------------------------------------------------------------------
     def export_jsonl(self, path: str | os.PathLike, task: str | None = None) -> int:
         """Write the stored generations as JSON lines (atomically); returns the row count."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         n = 0
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             for g in self.iter(task):
                 fh.write(json.dumps(g.as_dict(), ensure_ascii=False, sort_keys=True) + "\n")
                 n += 1
-        os.replace(tmp, path)
         return n
 
     def export_csv(self, path: str | os.PathLike, task: str | None = None) -> int:
@@ -268,12 +266,9 @@ class GenerationStore:
 
         ``meta`` and ``fingerprint`` are JSON strings in their columns.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         cols = ["task", "entity", "request", "text", "meta", "fingerprint", "created"]
         n = 0
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(cols)
             for g in self.iter(task):
@@ -282,7 +277,6 @@ class GenerationStore:
                 d["fingerprint"] = _canonical(d["fingerprint"])
                 writer.writerow([d[c] for c in cols])
                 n += 1
-        os.replace(tmp, path)
         return n
 
 
