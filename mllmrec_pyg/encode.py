@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor
+from torch_geometric.data import HeteroData
 
+from mllmrec_pyg.data.schema import ITEM, USER
 from mllmrec_pyg.io import atomic_path, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
-    from torch_geometric.data import HeteroData
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +259,6 @@ def encode_data(
     Returns:
         ``data``, modified in place.
     """
-    from mllmrec_pyg.data.schema import ITEM, USER
-
     done = []
     for node_type, fname in ((ITEM, ITEM_FEATURES_FILE), (USER, USER_FEATURES_FILE)):
         if node_type not in data.node_types:

@@ -216,14 +216,6 @@ class FullRankEvaluator:
         self._valid_index = (
             CSRIndex(self.held_out["valid"], self.num_users) if "valid" in self.held_out else None
         )
-        no_train = (self.train_index.degree(torch.arange(self.num_users)) == 0).nonzero().flatten()
-        if no_train.numel():
-            log.warning(
-                "%d user(s) have no training interaction (e.g. %s); they are ranked as "
-                "cold-start users from their features alone",
-                no_train.numel(),
-                no_train[:5].tolist(),
-            )
 
     def masks_for(self, split: str) -> list[CSRIndex]:
         """The pair sets masked when ranking for ``split``."""

@@ -9,10 +9,10 @@ The loop is model-agnostic (see :class:`~mllmrec_pyg.nn.base.Recommender`):
    positive);
 3. loss = mean BPR :math:`-\\log\\sigma(\\hat y_{ui} - \\hat y_{uj})` plus the
    model's optional ``reg_loss``; Adam;
-   a model may define ``on_train_epoch_start(epoch)``, called before each
-   epoch's first batch, and ``batch_loss(users, pos_items, neg_items)`` with
-   ``num_negatives`` (``neg_items`` is then ``[B, num_negatives]``) to replace
-   BPR by its own loss (e.g. InfoNCE over sampled negatives);
+   the model's optional hooks (see :mod:`mllmrec_pyg.nn.base`) add
+   per-epoch work (``on_train_epoch_start``) or replace BPR by their own
+   loss over ``num_negatives`` sampled negatives (``batch_loss``, e.g.
+   InfoNCE);
 4. full-ranking validation every epoch; training stops once the monitored
    metric (valid Recall@20) has not improved for ``patience`` epochs, the best
    epoch's weights are restored and the test split is evaluated with them.
@@ -120,8 +120,8 @@ class TrainConfig:
         for key in ("lr", "batch_size", "patience"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
 
     def resume_key(self) -> dict[str, Any]:
         """Settings that must match for a saved state to be resumed."""
@@ -160,6 +160,40 @@ class TrainResult:
         }
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def drop_cold_start(
+    train_pairs: Tensor, num_users: int, valid: Tensor, test: Tensor
+) -> tuple[dict[str, Tensor], int]:
+    """Held-out pairs of users with at least one training interaction, and how many users
+    were left out.
+
+    A user whose interactions are all held out gives no model here anything
+    to rank from (ID embeddings stay at their random start; preference text
+    is written from training history, which is empty), so such users are
+    excluded from the valid and test metrics, and counted.
+    """
+    has_train = torch.zeros(num_users, dtype=torch.bool)
+    has_train[train_pairs[0]] = True
+    held = {"valid": valid, "test": test}
+    cold = torch.cat([p[0][~has_train[p[0]]] for p in held.values()]).unique()
+    if cold.numel():
+        log.warning(
+            "%d user(s) have held-out items but no training interaction (e.g. %s); no model "
+            "can rank them from training data, so they are left out of the valid/test metrics",
+            cold.numel(),
+            cold[:5].tolist(),
+        )
+    return {k: p[:, has_train[p[0]]] for k, p in held.items()}, int(cold.numel())
+
+
 class Trainer:
     """Trains any :class:`~mllmrec_pyg.nn.base.Recommender` with BPR and early stopping.
 
@@ -176,12 +210,17 @@ class Trainer:
         if not isinstance(model, Recommender):
             raise TypeError(f"{type(model).__name__} does not implement pair_scores() and scorer()")
         validate(data, require=["held_out"])
-        self.config = cfg = config or TrainConfig()
+        cfg = config or TrainConfig()
+        self.num_users = require_node_type(data, USER)
+        self.num_items = require_node_type(data, ITEM)
+        if cfg.ks == DEFAULT_KS and max(cfg.ks) > self.num_items:  # the defaults adapt
+            ks, monitor = fit_cutoffs(self.num_items)
+            log.info("%d items: metrics at k in %s, monitoring %s", self.num_items, ks, monitor)
+            cfg = dataclasses.replace(cfg, ks=ks, monitor=monitor)
+        self.config = cfg
         self.data = data
         self.device = torch.device(cfg.device)
         self.model = model.to(self.device) if isinstance(model, torch.nn.Module) else model
-        self.num_users = require_node_type(data, USER)
-        self.num_items = require_node_type(data, ITEM)
         if (model.num_users, model.num_items) != (self.num_users, self.num_items):
             raise ValueError(
                 f"model is for {model.num_users} users x {model.num_items} items, data has "
@@ -191,11 +230,14 @@ class Trainer:
         self.train_pairs = store.edge_index
         if self.train_pairs.size(1) == 0:
             raise ValueError("there are no training interactions")
+        held_out, self.cold_start_users = drop_cold_start(
+            self.train_pairs, self.num_users, store.val_edge_index, store.test_edge_index
+        )
         self.evaluator = FullRankEvaluator(
             self.train_pairs,
             self.num_users,
             self.num_items,
-            {"valid": store.val_edge_index, "test": store.test_edge_index},
+            held_out,
             ks=cfg.ks,
             block_size=cfg.eval_block_size,
             mask_valid_at_test=cfg.mask_valid_at_test,
@@ -243,9 +285,8 @@ class Trainer:
             else:
                 neg = self.sampler(users.unsqueeze(1).expand(-1, num_neg), self.generator)
             users, pos, neg = (t.to(self.device) for t in (users, pos, neg))
-            if batch_loss is not None:
-                loss = batch_loss(users, pos, neg)
-            else:
+            loss = batch_loss(users, pos, neg) if batch_loss is not None else None
+            if loss is None:
                 pos_score, neg_score = model.pair_scores(users, pos, neg)
                 loss = -F.logsigmoid(pos_score - neg_score).mean()
             reg = getattr(model, "reg_loss", None)
@@ -355,6 +396,7 @@ class Trainer:
             "best_state": None,
         }
         prior = state["seconds"]
+        state["start_epoch"] = state["epoch"]
         bar = tqdm(
             total=cfg.epochs,
             initial=state["epoch"],
@@ -390,11 +432,15 @@ class Trainer:
             state["seconds"] = prior + time.perf_counter() - start
             self._save_state(state)
             bar.update(1)
+            # early stopping ends the run by this epoch unless the monitored metric improves
+            horizon = min(epoch + cfg.patience - state["bad_epochs"], cfg.epochs)
+            per_epoch = (time.perf_counter() - start) / max(epoch - state.get("start_epoch", 0), 1)
             bar.set_postfix(
                 loss=f"{loss:.4f}",
                 **{
                     cfg.monitor: f"{value:.4f}",
                     "best": f"{state['best']:.4f}@{state['best_epoch']}",
+                    "stops by": f"epoch {horizon} (~{_duration((horizon - epoch) * per_epoch)})",
                 },
             )
         bar.close()

@@ -13,7 +13,9 @@ PY="${PYTHON:-python3}"
 VENV="${MLLMREC_VENV:-.venv}"
 EXTRAS="${MLLMREC_EXTRAS:-dev}"
 
+say() { echo "setup: $*" >&2; }
 if [ ! -x "$VENV/bin/python" ]; then
+  say "creating the virtual environment $VENV"
   "$PY" -m venv "$VENV"
 fi
 VPY="$VENV/bin/python"
@@ -30,6 +32,7 @@ pipi() {
 }
 
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+  say "installing torch (a local wheel when pip has one, else the platform default)"
   if [ -n "${MLLMREC_TORCH_SPEC:-}" ]; then
     pipi "$MLLMREC_TORCH_SPEC"
   elif pipi --no-index --no-deps torch 2>/dev/null; then
@@ -39,5 +42,7 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     pipi torch
   fi
 fi
+say "installing mllmrec-pyg[$EXTRAS] and its dependencies (a few minutes the first time)"
 pipi -e ".[$EXTRAS]"
 echo "$want" > "$stamp"
+say "done: $VENV is ready"

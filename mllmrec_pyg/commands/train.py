@@ -163,7 +163,10 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
         if args.k_s is not None:
             values.setdefault("knn_k", args.k_s)  # FREEDOM's own kNN graph uses --k-s too
     values.update(dict(args.set))
-    make_config(args.model, values)  # unknown fields and bad values fail now, before any work
+    try:
+        make_config(args.model, values)  # unknown fields and bad values fail now, before any work
+    except (TypeError, ValueError) as err:
+        raise CommandError(str(err)) from None
     return values
 
 

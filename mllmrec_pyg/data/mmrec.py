@@ -49,6 +49,10 @@ class MMRecFormatError(SchemaError):
 
 def find_inter_file(folder: Path, name: str | None = None) -> Path:
     """``<folder>/<name>.inter``, or the only ``.inter`` file in ``folder``."""
+    if folder.is_file():
+        raise NotADirectoryError(
+            f"{folder} is a file; give the MMRec folder that holds it ({folder.parent})"
+        )
     if not folder.is_dir():
         raise FileNotFoundError(f"MMRec folder {folder} does not exist")
     if name is not None:
@@ -84,7 +88,13 @@ def read_inter(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     with open(path, encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\r\n").split("\t")
+        first = fh.readline()
+        if not first.strip():
+            raise MMRecFormatError(
+                f"{path}: the file is empty; an .inter file starts with a tab-separated header "
+                f"({chr(9).join(REQUIRED_COLUMNS)}) followed by one interaction per line"
+            )
+        header = first.rstrip("\r\n").split("\t")
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise MMRecFormatError(

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import platform
 import re
 import shlex
 import shutil
@@ -30,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch_geometric
 from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
 
+import mllmrec_pyg
 from mllmrec_pyg.checkpoint import data_fingerprint, load_checkpoint
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, SchemaError
@@ -42,6 +46,15 @@ from mllmrec_pyg.train import TrainConfig, fit_cutoffs
 
 log = logging.getLogger(__name__)
 
+#: the training settings that change a run's result (and appear in its key)
+TRAIN_FIELDS = ("epochs", "patience", "batch_size", "lr", "device")
+#: config fields written back as ``mllmrec experiment`` flags when they differ from the default
+COMMAND_FIELDS = {
+    "data": ("num_users", "num_items", "seed", "root"),
+    "train": TRAIN_FIELDS,
+    "graph": ("alpha", "k_s", "k_c"),
+    "text": ("user_text", "backend", "backend_model", "backend_url", "encoder", "token_budget"),
+}
 RESULTS_FORMAT = "mllmrec-pyg/experiment/1"
 RUN_FORMAT = "mllmrec-pyg/experiment-run/1"
 #: Metrics shown in figures.
@@ -101,18 +114,11 @@ class ExperimentSettings:
 
     def train_key(self) -> dict[str, Any]:
         """The settings that change a training run's result."""
-        t = self.train
-        return {
-            "epochs": t.epochs,
-            "patience": t.patience,
-            "batch_size": t.batch_size,
-            "lr": t.lr,
-            "device": t.device,
-        }
+        return {k: getattr(self.train, k) for k in TRAIN_FIELDS}
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as one flat dict (the ``settings`` of ``results.json``)."""
-        d, x, g, t = self.data, self.text, self.graph, self.train
+        d, x = self.data, self.text
         return {
             "dataset": d.dataset,
             "num_users": d.num_users,
@@ -122,76 +128,31 @@ class ExperimentSettings:
             "out": self.out,
             "cache": self.cache,
             "seeds": list(self.seeds),
-            "epochs": t.epochs,
-            "patience": t.patience,
-            "batch_size": t.batch_size,
-            "lr": t.lr,
-            "alpha": g.alpha,
-            "k_s": g.k_s,
-            "k_c": g.k_c,
-            "user_text": x.user_text,
-            "backend": x.backend,
-            "backend_model": x.backend_model,
-            "backend_url": x.backend_url,
+            **self.train_key(),
+            "show_progress": self.train.show_progress,
+            **self.graph.as_dict(),
+            **{f: getattr(x, f) for f in COMMAND_FIELDS["text"]},
             "backend_options": dict(x.backend_options),
-            "encoder": x.encoder,
-            "token_budget": x.token_budget,
-            "device": t.device,
-            "show_progress": t.show_progress,
         }
 
     def command(self, experiment: str, extra: Sequence[str] = ()) -> str:
         """The ``mllmrec experiment`` command line that reproduces these settings."""
         args = ["mllmrec", "experiment", experiment, "--dataset", self.data.dataset]
-        pairs = [
-            (
-                self.data,
-                DataConfig(),
-                {
-                    "num_users": "--num-users",
-                    "num_items": "--num-items",
-                    "seed": "--data-seed",
-                    "root": "--root",
-                },
-            ),
-            (
-                self.train,
-                TrainConfig(),
-                {
-                    "epochs": "--epochs",
-                    "patience": "--patience",
-                    "batch_size": "--batch-size",
-                    "lr": "--lr",
-                    "device": "--device",
-                },
-            ),
-            (self.graph, GraphConfig(), {"alpha": "--alpha", "k_s": "--k-s", "k_c": "--k-c"}),
-            (
-                self.text,
-                TextConfig(),
-                {
-                    "user_text": "--user-text",
-                    "backend": "--backend",
-                    "backend_model": "--backend-model",
-                    "backend_url": "--backend-url",
-                    "encoder": "--encoder",
-                    "token_budget": "--token-budget",
-                },
-            ),
-        ]
-        for i, (cfg, default, flags) in enumerate(pairs):
-            if i == 1 and self.out != "results":
+        for section, names in COMMAND_FIELDS.items():
+            if section == "train" and self.out != "results":
                 args += ["--out", self.out]
-            for name, flag in flags.items():
+            cfg = getattr(self, section)
+            default = type(cfg)()
+            for name in names:
                 value = getattr(cfg, name)
-                if value != getattr(default, name) and value is not None:
+                if value is not None and value != getattr(default, name):
+                    flag = "--data-seed" if name == "seed" else "--" + name.replace("_", "-")
                     args += [flag, str(value)]
         for key, value in self.text.backend_options:
             args += ["--backend-option", f"{key}={value!r}"]
         if self.seeds != (0,):
             args += ["--seeds", *map(str, self.seeds)]
-        args += list(extra)
-        return shlex.join(args)
+        return shlex.join(args + list(extra))
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -405,8 +366,6 @@ class RunCache:
 
     def run_all(self, specs: Iterable[tuple[RunSpec, HeteroData]]) -> list[dict[str, Any]]:
         """Train (or reuse) every ``(spec, data)`` pair, with an overall progress bar."""
-        from tqdm.auto import tqdm
-
         specs = list(specs)
         results = []
         bar = tqdm(specs, desc=self.experiment, unit="run", disable=not self.settings.show_progress)
@@ -458,12 +417,6 @@ def summarise(
 
 def software_versions() -> dict[str, str]:
     """Versions of the libraries that produced a result."""
-    import platform
-
-    import torch_geometric
-
-    import mllmrec_pyg
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

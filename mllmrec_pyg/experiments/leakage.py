@@ -38,6 +38,7 @@ from mllmrec_pyg.experiments.common import (
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
+from mllmrec_pyg.reasoning import behaviour_lists, build_preference_prompts
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def exposure(data: HeteroData, token_budget: int) -> dict[str, dict[str, float]]
         length, mean items in the prompt, and the number and fraction of
         valid / test pairs whose item is in the list and in the prompt.
     """
-    from mllmrec_pyg.reasoning import behaviour_lists, build_preference_prompts
-
     store = data[INTERACTS]
     held = {"valid": _pairs(store.val_edge_index), "test": _pairs(store.test_edge_index)}
     out: dict[str, dict[str, float]] = {}

@@ -35,6 +35,7 @@ from mllmrec_pyg.experiments.common import (
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
+from mllmrec_pyg.nn.freedom import FREEDOMConfig, knn_item_graph
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ def run_plug_and_play(
         The ``results.json`` object with ``rows``, ``graphs`` (edge statistics)
         and ``findings`` (relative improvements over vanilla FREEDOM).
     """
-    from mllmrec_pyg.nn.freedom import FREEDOMConfig, knn_item_graph
-
     data = data if data is not None else prepare_data(settings)
     base = dict(freedom or {})
     gr = build_graph(data, settings.graph)

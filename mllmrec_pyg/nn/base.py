@@ -8,8 +8,12 @@ The trainer (:mod:`mllmrec_pyg.train`) is model-agnostic: it only calls
   callable maps a block of user ids to ``[B, num_items]`` scores; ``scorer``
   is called once per evaluation, so it is the place to precompute
   representations shared by all blocks;
-* optionally ``reg_loss(users, pos_items, neg_items) -> Tensor``, added to the
-  BPR loss.
+* the optional hooks, declared on :class:`RankingModel` with defaults that
+  change nothing: ``reg_loss(users, pos_items, neg_items)`` (added to the
+  loss), ``batch_loss(users, pos_items, neg_items)`` (replaces BPR when it
+  returns a tensor; ``neg_items`` is ``[B, num_negatives]`` when the model
+  sets ``num_negatives > 1``) and ``on_train_epoch_start(epoch)`` (called
+  before each epoch's first batch).
 
 :class:`RankingModel` adds ``recommend(user_ids, k)`` (top-k unseen items),
 construction from a :class:`~torch_geometric.data.HeteroData` and a JSON-able
@@ -95,9 +99,19 @@ class RankingModel(nn.Module):
         """A function from a block of user ids to ``[B, num_items]`` scores."""
         raise NotImplementedError
 
+    #: negatives the trainer draws per positive (``neg_items`` is ``[B, num_negatives]`` if > 1)
+    num_negatives: ClassVar[int] = 1
+
     def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
         """An extra loss term for the batch, or ``None``."""
         return None
+
+    def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
+        """The batch's loss, replacing BPR on :meth:`pair_scores`; ``None`` keeps BPR."""
+        return None
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before the first batch of ``epoch`` (1-based)."""
 
     # -- inference ------------------------------------------------------------------
     @torch.no_grad()

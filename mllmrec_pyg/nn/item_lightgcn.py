@@ -16,6 +16,19 @@ def _inv_sqrt(deg: Tensor) -> Tensor:
     return out.masked_fill(torch.isinf(out) | (deg <= 0), 0.0)
 
 
+def check_edge_weight(weight: Tensor, what: str = "edge_weight") -> Tensor:
+    """``weight`` if every entry is finite and non-negative, else a ``ValueError`` naming the first
+    bad edge (a negative row sum would drop a node's neighbours; one NaN spreads to every node)."""
+    bad = ~torch.isfinite(weight) | (weight < 0)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"{what} must be finite and >= 0: {int(bad.sum())} of {weight.numel()} entries are "
+            f"not, the first at edge {i} ({float(weight[i])})"
+        )
+    return weight
+
+
 def item_graph_norm(
     edge_index: Adj, edge_weight: OptTensor = None, num_nodes: int | None = None
 ) -> tuple[Adj, OptTensor]:
@@ -27,11 +40,13 @@ def item_graph_norm(
 
     Accepts ``edge_index`` ``[2, E]`` with optional weights, a
     ``torch.sparse`` adjacency ``adj_t`` (``adj_t[a, b] = S_{ab}``, CSR or
-    COO), or a ``torch_sparse.SparseTensor`` in the same orientation.
+    COO), or a ``torch_sparse.SparseTensor`` in the same orientation. Weights
+    must be finite and non-negative (:func:`check_edge_weight`).
     """
     if isinstance(edge_index, SparseTensor):
         row, col, value = edge_index.coo()
         value = torch.ones_like(row, dtype=torch.float) if value is None else value
+        check_edge_weight(value, "SparseTensor values")
         n = edge_index.size(0)
         dis = _inv_sqrt(scatter(value, row, 0, dim_size=n, reduce="sum"))
         return edge_index.set_value(dis[row] * value * dis[col], layout="coo"), None
@@ -40,6 +55,7 @@ def item_graph_norm(
         if adj.layout != torch.sparse_csr:
             adj = adj.coalesce().to_sparse_csr()
         crow, col, value = adj.crow_indices(), adj.col_indices(), adj.values()
+        check_edge_weight(value, "adjacency values")
         n = adj.size(0)
         row = torch.repeat_interleave(torch.arange(n, device=crow.device), crow.diff())
         dis = _inv_sqrt(scatter(value, row, 0, dim_size=n, reduce="sum"))
@@ -49,6 +65,7 @@ def item_graph_norm(
         num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
     if edge_weight is None:
         edge_weight = torch.ones(src.numel(), device=src.device)
+    check_edge_weight(edge_weight)
     dis = _inv_sqrt(scatter(edge_weight, dst, 0, dim_size=num_nodes, reduce="sum"))
     return edge_index, dis[src] * edge_weight * dis[dst]
 
