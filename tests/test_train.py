@@ -160,7 +160,7 @@ def test_checkpoint_round_trip(tmp_path):
     Trainer(model, data, TrainConfig(epochs=2, batch_size=64, **QUIET)).fit()
     path = save_checkpoint(model, tmp_path / "m.pt", data, note="x")
     raw = torch.load(path, weights_only=True)  # plain tensors and strings only
-    assert set(raw) == {"format", "meta", "state_dict"}
+    assert set(raw) == {"format", "meta", "state_dict", "sha256"}
     meta = read_checkpoint_meta(path)
     assert meta["model"] == "mllmrec" and meta["config"]["hidden_dim"] == 256
     again = load_checkpoint(path, data)
