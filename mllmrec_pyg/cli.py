@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mllmrec_pyg.commands.train",
     "mllmrec_pyg.commands.reasoning",
     "mllmrec_pyg.commands.experiment",
+    "mllmrec_pyg.commands.tune",
 )
 #: exceptions that describe the user's input, not a bug: reported in one line
 USER_ERRORS: tuple[type[BaseException], ...] = (

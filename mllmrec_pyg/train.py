@@ -92,6 +92,8 @@ class TrainConfig:
         checkpoint_dir: where to keep ``last.pt`` (resumable state) and
             ``best.pt`` (the best model); ``None`` keeps nothing on disk.
         resume: continue from ``checkpoint_dir/last.pt`` when it exists.
+        evaluate_test: evaluate the test split at the best epoch (``False`` for
+            hyper-parameter search, which must not read test metrics).
         device: where the model runs.
         show_progress: tqdm bars.
     """
@@ -107,6 +109,7 @@ class TrainConfig:
     mask_valid_at_test: bool = False
     checkpoint_dir: str | None = None
     resume: bool = True
+    evaluate_test: bool = True
     device: str = "cpu"
     show_progress: bool = True
 
@@ -380,7 +383,7 @@ class Trainer:
         start = time.perf_counter()
         if not self.trainable:
             valid = self.evaluate("valid")
-            test = self.evaluate("test")
+            test = self.evaluate("test") if cfg.evaluate_test else {}
             seconds = time.perf_counter() - start
             log.info("%s has no trainable parameters: evaluated once", type(self.model).__name__)
             self._save_best(valid, 0)
@@ -457,16 +460,15 @@ class Trainer:
         valid = next(
             (h["valid"] for h in state["history"] if h["epoch"] == best_epoch), None
         ) or self.evaluate("valid")
-        test = self.evaluate("test")
+        test = self.evaluate("test") if cfg.evaluate_test else {}
         seconds = prior + time.perf_counter() - start
         log.info(
-            "best epoch %d of %d: valid %s %.4f, test %s %.4f (%.1fs)",
+            "best epoch %d of %d: valid %s %.4f, test %s (%.1fs)",
             best_epoch,
             epoch,
             cfg.monitor,
             valid[cfg.monitor],
-            cfg.monitor,
-            test[cfg.monitor],
+            f"{test[cfg.monitor]:.4f}" if test else "not evaluated",
             seconds,
         )
         return TrainResult(valid, test, best_epoch, epoch, seconds, state["history"])

@@ -30,9 +30,11 @@ from mllmrec_pyg.commands.common import (
 from mllmrec_pyg.config import default_of
 from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.nn import BPRConfig, FREEDOMConfig, LightGCNConfig, MLLMRecConfig
-from mllmrec_pyg.nn.registry import MODELS, make_config
+from mllmrec_pyg.nn.registry import MODELS, make_config, model_class
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "mllmrec"
 
 #: model-setting flag -> {model: config field}; a flag that names no field of the model is refused
 MODEL_FLAGS: dict[str, dict[str, str]] = {
@@ -62,7 +64,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metrics at the best epoch (full ranking, training items masked).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", choices=sorted(MODELS), default="mllmrec", help="the model")
+    p.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        help=f"the model (default: {DEFAULT_MODEL}, or the model of --tuned)",
+    )
+    p.add_argument(
+        "--tuned",
+        help="a `mllmrec tune` result (<out>/<dataset>/<model>.json): its chosen settings "
+        "are used for every flag not given",
+    )
     add_data_arguments(p, training_seed=True)
     add_train_arguments(p)
     add_graph_arguments(p)
@@ -170,13 +181,29 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def needs(args: argparse.Namespace, values: dict[str, Any]) -> tuple[bool, bool, bool]:
-    """``(item features, user features, the refined graph)`` that ``args.model`` needs."""
-    if args.model == "mllmrec":
-        return True, values.get("use_user_features", True), values.get("item_conv", True)
-    if args.model == "freedom":
-        return True, False, values.get("item_graph") == RELATED
-    return False, False, False
+def apply_tuned(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill the flags not given from a ``mllmrec tune`` result; return its model settings."""
+    from mllmrec_pyg.tuning import read_tuned
+
+    tuned = read_tuned(args.tuned)
+    if args.model is None:
+        args.model = tuned["model"]
+    elif args.model != tuned["model"]:
+        raise CommandError(
+            f"{args.tuned} holds settings of --model {tuned['model']}, not {args.model}"
+        )
+    settings = tuned["settings"]
+    for name, value in settings["train"].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    for name, value in (settings.get("graph") or {}).items():
+        if name in ("k_s", "alpha", "k_c") and getattr(args, name) is None:
+            setattr(args, name, value)
+        elif name == "cooccurrence" and not value:
+            args.no_cooccurrence = True
+        elif name == "loop" and not value:
+            args.no_self_loop = True
+    return {k: v for k, v in settings["model"].items() if k != "seed"}  # --seed seeds training
 
 
 def main(args: argparse.Namespace) -> int:
@@ -186,10 +213,13 @@ def main(args: argparse.Namespace) -> int:
     from mllmrec_pyg.tables import format_table, result_row
 
     # every option is checked before any work starts
-    values = model_values(args)
+    tuned = apply_tuned(args) if args.tuned else {}
+    args.model = args.model or DEFAULT_MODEL
+    values = {**tuned, **model_values(args)}
     check_train_arguments(args)
     data_cfg, text, graph = data_config(args), text_config(args), graph_config(args)
-    items, users, refined = needs(args, values)
+    needs = model_class(args.model).requires(make_config(args.model, values))
+    items, users, refined = ("items" in needs), ("users" in needs), ("graph" in needs)
     data = pipeline.load_data(data_cfg)
     train = train_config(args, num_items=int(data["item"].num_nodes))
     info: dict[str, Any] = {}

@@ -73,6 +73,14 @@ class RankingModel(nn.Module):
 
     # -- construction ---------------------------------------------------------------
     @classmethod
+    def requires(cls, config: Any) -> frozenset[str]:
+        """What :meth:`from_data` reads besides the training pairs, for ``config``:
+        ``"items"`` (``data["item"].x``), ``"users"`` (``data["user"].x``) and
+        ``"graph"`` (the refined item graph ``data["item", "related", "item"]``).
+        The pipeline prepares exactly these."""
+        return frozenset()
+
+    @classmethod
     def from_data(cls, data: HeteroData, config: Any = None) -> RankingModel:
         """Build the model for ``data`` (training pairs, features, graphs)."""
         raise NotImplementedError

@@ -58,6 +58,7 @@ from mllmrec_pyg._sparse import quiet_sparse
 from mllmrec_pyg.data.schema import (
     INTERACTS,
     ITEM,
+    RELATED,
     USER,
     SchemaError,
     check_edge_index,
@@ -257,6 +258,11 @@ class FREEDOM(RankingModel):
 
     name = "freedom"
     config_class = FREEDOMConfig
+
+    @classmethod
+    def requires(cls, config: FREEDOMConfig) -> frozenset[str]:
+        graph = config.item_graph is not None and tuple(config.item_graph) == RELATED
+        return frozenset({"items", "graph"} if graph else {"items"})
 
     def __init__(
         self,

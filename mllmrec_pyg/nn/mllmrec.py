@@ -118,6 +118,14 @@ class MLLMRec(RankingModel):
     name = "mllmrec"
     config_class = MLLMRecConfig
 
+    @classmethod
+    def requires(cls, config: MLLMRecConfig) -> frozenset[str]:
+        return frozenset(
+            {"items"}
+            | ({"users"} if config.use_user_features else set())
+            | ({"graph"} if config.item_conv else set())
+        )
+
     def __init__(
         self,
         num_users: int,

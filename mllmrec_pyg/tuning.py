@@ -1,0 +1,320 @@
+"""Hyper-parameter search on validation data only, with the same budget for every model.
+
+A *search space* names, per model, the settings searched and their values,
+as ``"section.field"`` keys (``train.lr``, ``model.reg_weight``,
+``graph.alpha``). :func:`tune` draws at most ``trials`` points of the grid
+(all of them when the grid is smaller; a seeded shuffle otherwise), trains
+each with the package's trainer and early stopping on valid Recall@20, and
+keeps the point with the best valid Recall@20. Test metrics are not computed
+during the search (``TrainConfig(evaluate_test=False)``): they are read once,
+later, at the chosen settings.
+
+Every finished trial is written at once to ``<out>/<dataset tag>/<key>.json``,
+so an interrupted search resumes. The same file, once complete, holds the
+chosen settings that ``mllmrec train --tuned FILE`` and the comparison
+experiment read (:func:`read_tuned`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
+
+from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
+from mllmrec_pyg.data.schema import RELATED
+from mllmrec_pyg.io import read_json, write_json
+from mllmrec_pyg.nn.registry import make_config, model_class
+from mllmrec_pyg.pipeline import build_graph, load_data, prepare, train_model
+from mllmrec_pyg.train import TrainConfig, fit_cutoffs
+
+log = logging.getLogger(__name__)
+
+TUNED_FORMAT = "mllmrec-pyg/tuned/1"
+SECTIONS = ("train", "model", "graph")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model as it is compared: a registered model with fixed settings and a search space.
+
+    Args:
+        key: the name in results (``freedom-refined``).
+        model: the registry name (``freedom``).
+        fixed: model config values that define the candidate (not searched).
+        space: ``"section.field" -> values``; sections ``train``, ``model``, ``graph``.
+    """
+
+    key: str
+    model: str
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    space: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """What the model reads besides training pairs (:meth:`RankingModel.requires`)."""
+        return model_class(self.model).requires(make_config(self.model, dict(self.fixed)))
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every point of the search space (the empty point when there is none)."""
+        keys = sorted(self.space)
+        return [
+            dict(zip(keys, values)) for values in itertools.product(*(self.space[k] for k in keys))
+        ]
+
+
+LR = (5e-4, 1e-3, 2e-3, 5e-3)
+REG = (0.0, 1e-5, 1e-4, 1e-3)
+#: the models of the comparison and their search spaces (each gets the same trial budget)
+CANDIDATES: dict[str, Candidate] = {
+    c.key: c
+    for c in (
+        Candidate("pop", "pop"),
+        Candidate("bpr", "bpr", space={"train.lr": LR, "model.reg_weight": REG}),
+        Candidate(
+            "lightgcn",
+            "lightgcn",
+            space={"train.lr": LR, "model.reg_weight": REG, "model.num_layers": (1, 2, 3)},
+        ),
+        Candidate(
+            "freedom",
+            "freedom",
+            space={
+                "train.lr": LR,
+                "model.reg_weight": (1e-5, 1e-4, 1e-3),
+                "model.dropout": (0.5, 0.8, 0.9),
+            },
+        ),
+        Candidate(
+            "freedom-refined",
+            "freedom",
+            fixed={"item_graph": RELATED},
+            space={
+                "train.lr": LR,
+                "model.reg_weight": (1e-5, 1e-4, 1e-3),
+                "model.dropout": (0.5, 0.8, 0.9),
+                "graph.alpha": (0.4, 0.5, 0.6, 0.7),
+                "graph.k_c": (5, 10, 15, 20),
+            },
+        ),
+        Candidate(
+            "mllmrec",
+            "mllmrec",
+            space={
+                "train.lr": LR,
+                "graph.alpha": (0.4, 0.5, 0.6, 0.7),
+                "graph.k_c": (5, 10, 15, 20),
+                "model.embedding_dim": (32, 64, 128),
+            },
+        ),
+    )
+}
+
+
+def register_candidate(candidate: Candidate) -> Candidate:
+    """Add (or replace) a candidate of the comparison, e.g. a new model with its search space."""
+    CANDIDATES[candidate.key] = candidate
+    return candidate
+
+
+def candidate(key: str) -> Candidate:
+    try:
+        return CANDIDATES[key]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {key!r} to tune; choose from {sorted(CANDIDATES)}"
+        ) from None
+
+
+def split_point(point: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"train.lr": x, "model.d": y}`` -> ``{"train": {"lr": x}, "model": {"d": y}, "graph": {}}``."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in point.items():
+        section, _, name = key.partition(".")
+        if section not in out or not name:
+            raise ValueError(f"search key {key!r} must be '<train|model|graph>.<field>'")
+        out[section][name] = value
+    return out
+
+
+def draw(cand: Candidate, trials: int, seed: int = 0) -> list[dict[str, Any]]:
+    """At most ``trials`` grid points: all of them when the grid is smaller, else a seeded sample."""
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    grid = cand.grid()
+    if len(grid) <= trials:
+        return grid
+    return random.Random(f"{cand.key}-{seed}").sample(grid, trials)
+
+
+@dataclass
+class TuneResult:
+    """The search of one candidate: every trial and the chosen point."""
+
+    key: str
+    trials: list[dict[str, Any]]
+    best: dict[str, Any]
+
+    def settings(self) -> dict[str, dict[str, Any]]:
+        return self.best["settings"]
+
+
+def _trial_train(base: TrainConfig, values: Mapping[str, Any], num_items: int) -> TrainConfig:
+    ks, monitor = fit_cutoffs(num_items, base.ks)
+    return dataclasses.replace(base, ks=ks, monitor=monitor, evaluate_test=False, **values)
+
+
+def tune(
+    key: str,
+    data_cfg: DataConfig,
+    text: TextConfig | None = None,
+    graph: GraphConfig | None = None,
+    train: TrainConfig | None = None,
+    trials: int = 8,
+    seed: int = 0,
+    out: str | os.PathLike = "tuned",
+    cache: str | os.PathLike | None = None,
+    data: HeteroData | None = None,
+) -> TuneResult:
+    """Search the settings of candidate ``key`` on validation data; resumable.
+
+    Args:
+        key: a :data:`CANDIDATES` key.
+        data_cfg: the dataset.
+        text: item/user text settings (features are prepared once).
+        graph: the base item graph; ``graph.*`` points override it.
+        train: the base training settings (epoch cap, patience, ...); ``train.*``
+            points override them. The seed of every trial is ``seed``.
+        trials: the budget: at most this many trained points.
+        seed: seeds the draw of points and every trial's training.
+        out: results root; the search is written to ``<out>/<dataset tag>/<key>.json``.
+        cache: the feature cache root (:func:`mllmrec_pyg.pipeline.cache_dir`).
+        data: the prepared dataset, when the caller already has it.
+
+    Returns:
+        Every trial and the best one (highest valid monitored metric; the
+        earlier trial wins a tie).
+    """
+    cand = candidate(key)
+    text, graph, train = text or TextConfig(), graph or GraphConfig(), train or TrainConfig()
+    path = Path(out) / data_cfg.tag() / f"{key}.json"
+    points = draw(cand, trials, seed)
+    stored = read_json(path) if path.is_file() else {}
+    done = {json_key(t["point"]): t for t in stored.get("trials", [])}
+    if data is None:
+        needs_users = "users" in cand.needs
+        if cand.needs:
+            data, _ = prepare(data_cfg, text, cache, users=needs_users, show_progress=False)
+        else:
+            data = load_data(data_cfg)
+    graphs: dict[GraphConfig, HeteroData] = {}
+    results = []
+    bar = tqdm(points, desc=f"tune {key}", unit="trial", disable=not train.show_progress)
+    for point in bar:
+        if json_key(point) in done:
+            results.append(done[json_key(point)])
+            continue
+        parts = split_point(point)
+        g = dataclasses.replace(graph, **parts["graph"])
+        trial_data = data
+        if "graph" in cand.needs:
+            if g not in graphs:
+                graphs[g] = build_graph(data, g)
+            trial_data = graphs[g]
+        cfg = _trial_train(
+            dataclasses.replace(train, seed=seed, show_progress=False),
+            parts["train"],
+            int(data["item"].num_nodes),
+        )
+        start = time.perf_counter()
+        model, result = train_model(cand.model, trial_data, cfg, {**cand.fixed, **parts["model"]})
+        trial = {
+            "point": point,
+            "valid": result.valid,
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs,
+            "seconds": round(time.perf_counter() - start, 2),
+            "settings": {
+                "model": model.config_dict(),
+                "train": {k: getattr(cfg, k) for k in ("lr", "batch_size", "epochs", "patience")},
+                "graph": g.as_dict() if "graph" in cand.needs else None,
+            },
+        }
+        results.append(trial)
+        done[json_key(point)] = trial
+        _write(path, cand, data_cfg, trials, seed, train, results)
+        bar.set_postfix_str(f"valid {cfg.monitor} {result.valid[cfg.monitor]:.4f}")
+    return _write(path, cand, data_cfg, trials, seed, train, results)
+
+
+def json_key(point: Mapping[str, Any]) -> str:
+    return repr(sorted((k, repr(v)) for k, v in point.items()))
+
+
+def _write(
+    path: Path,
+    cand: Candidate,
+    data_cfg: DataConfig,
+    trials: int,
+    seed: int,
+    train: TrainConfig,
+    results: list[dict[str, Any]],
+) -> TuneResult:
+    monitor = "recall@20"
+    best = max(results, key=lambda t: t["valid"].get(monitor, 0.0)) if results else {}
+    write_json(
+        path,
+        {
+            "format": TUNED_FORMAT,
+            "key": cand.key,
+            "model": cand.model,
+            "dataset": data_cfg.tag(),
+            "budget": trials,
+            "seed": seed,
+            "search_space": {k: list(v) for k, v in cand.space.items()},
+            "epoch_cap": train.epochs,
+            "patience": train.patience,
+            "monitor": f"valid {monitor}",
+            "trials": results,
+            "best": best,
+        },
+    )
+    return TuneResult(cand.key, results, best)
+
+
+def read_tuned(path: str | os.PathLike) -> dict[str, Any]:
+    """A file written by :func:`tune`: ``{"key", "model", "settings": {model, train, graph}, ...}``.
+
+    Raises:
+        ValueError: the file is not a finished search (naming the file).
+    """
+    path = Path(path)
+    obj = read_json(path)
+    if not isinstance(obj, dict) or obj.get("format") != TUNED_FORMAT:
+        raise ValueError(f"{path}: not a tuning result of this package (format {TUNED_FORMAT!r})")
+    if not obj.get("best"):
+        raise ValueError(f"{path}: the search has no finished trial yet; run `mllmrec tune` again")
+    return {**obj, "settings": obj["best"]["settings"]}
+
+
+__all__ = [
+    "CANDIDATES",
+    "Candidate",
+    "TuneResult",
+    "candidate",
+    "draw",
+    "read_tuned",
+    "register_candidate",
+    "split_point",
+    "tune",
+]

@@ -1,0 +1,84 @@
+"""Validation-only search: same budget per model, no test metric read, resumable, read by train."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mllmrec_pyg import train as train_module
+from mllmrec_pyg.cli import main
+from mllmrec_pyg.config import DataConfig
+from mllmrec_pyg.train import TrainConfig
+from mllmrec_pyg.tuning import CANDIDATES, Candidate, draw, read_tuned, split_point, tune
+
+DATA = DataConfig("synthetic", num_users=150, num_items=80)
+QUICK = TrainConfig(epochs=2, patience=2, show_progress=False)
+
+
+def test_draw_gives_the_whole_small_grid_and_a_seeded_sample_of_a_large_one():
+    small = Candidate("x", "bpr", space={"train.lr": (1e-3, 1e-2)})
+    assert draw(small, 8) == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
+    big = CANDIDATES["lightgcn"]
+    a, b = draw(big, 5, seed=0), draw(big, 5, seed=0)
+    assert a == b and len(a) == 5 and len({repr(p) for p in a}) == 5
+    assert draw(big, 5, seed=1) != a
+    assert draw(CANDIDATES["pop"], 8) == [{}]
+    assert split_point({"train.lr": 1, "model.d": 2}) == {
+        "train": {"lr": 1},
+        "model": {"d": 2},
+        "graph": {},
+    }
+    with pytest.raises(ValueError, match="must be .<train.model.graph>"):
+        split_point({"lr": 1})
+
+
+def test_search_reads_no_test_metric_resumes_and_feeds_train(tmp_path, monkeypatch, capsys):
+    real_evaluate = train_module.Trainer.evaluate
+
+    def valid_only(self, split="valid"):
+        assert split != "test", "the search read a test metric"
+        return real_evaluate(self, split)
+
+    monkeypatch.setattr(train_module.Trainer, "evaluate", valid_only)
+    result = tune("bpr", DATA, train=QUICK, trials=3, out=tmp_path / "tuned")
+    assert len(result.trials) == 3
+    best_valid = max(t["valid"]["recall@20"] for t in result.trials)
+    assert result.best["valid"]["recall@20"] == best_valid
+    path = tmp_path / "tuned" / DATA.tag() / "bpr.json"
+    stored = json.loads(path.read_text())
+    assert stored["budget"] == 3 and len(stored["trials"]) == 3
+    assert all("test" not in t for t in stored["trials"])
+
+    def no_training(self):
+        raise AssertionError("a finished trial was trained again")
+
+    monkeypatch.setattr(train_module.Trainer, "fit", no_training)
+    again = tune("bpr", DATA, train=QUICK, trials=3, out=tmp_path / "tuned")
+    assert again.best == result.best
+    monkeypatch.undo()
+
+    chosen = read_tuned(path)["settings"]
+    out = tmp_path / "train.json"
+    argv = ["train", "--tuned", str(path), "--dataset", "synthetic", "--num-users", "150"]
+    argv += ["--num-items", "80", "--json", str(out), "--no-progress"]
+    assert main(argv) == 0
+    trained = json.loads(out.read_text())
+    assert trained["model"] == "bpr"
+    assert trained["config"]["train"]["lr"] == chosen["train"]["lr"]
+    assert trained["config"]["model"]["reg_weight"] == chosen["model"]["reg_weight"]
+    assert trained["epochs"] <= chosen["train"]["epochs"]
+    # an explicit flag wins over the file
+    assert main([*argv, "--lr", "0.0123"]) == 0
+    assert json.loads(out.read_text())["config"]["train"]["lr"] == 0.0123
+
+
+def test_tuned_file_of_another_model_is_refused(tmp_path, capsys):
+    tune("pop", DATA, train=QUICK, trials=2, out=tmp_path)
+    path = tmp_path / DATA.tag() / "pop.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--model", "bpr", "--tuned", str(path), "--dataset", "synthetic"])
+    assert exc.value.code == 2
+    assert "holds settings of --model pop" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown model"):
+        tune("nope", DATA)
