@@ -1,7 +1,8 @@
 """``mllmrec experiment <name>``: the paper's experiments on any dataset, one command each.
 
 Names: ``ablation`` (RQ2), ``plug-and-play`` (RQ3), ``sensitivity`` (RQ4),
-``tsne`` (RQ5), ``leakage`` (the audit), ``all`` (the five in turn) and
+``tsne`` (RQ5), ``leakage`` (the audit), ``all`` (these five in turn),
+``compare`` (every model tuned by one validation-only search, 3 seeds) and
 ``report`` (writes ``docs/results.md`` from the results folders). Each run
 writes ``<out>/<dataset>/<experiment>/``; finished runs are reused and
 interrupted ones resume, so re-running a command continues where it stopped.
@@ -36,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT_NAMES = ("ablation", "plug-and-play", "sensitivity", "tsne", "leakage")
+PAPER_EXPERIMENTS = ("ablation", "plug-and-play", "sensitivity", "tsne", "leakage")
+EXPERIMENT_NAMES = (*PAPER_EXPERIMENTS, "compare")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="plug-and-play: FREEDOM config value (repeatable), e.g. dropout=0.9",
     )
     g.add_argument("--no-gd", action="store_true", help="plug-and-play: skip the GD-only graph")
+    g.add_argument("--models", nargs="+", help="compare: candidate names (default: all)")
+    g.add_argument("--proposed", default="langgcn", help="compare: the model tested for a win")
+    g.add_argument("--trials", type=int, default=6, help="compare: search budget per model")
+    g.add_argument("--tuned-dir", default="tuned", help="compare: root of the stored searches")
 
     g = p.add_argument_group("output")
     g.add_argument("--out", default="results", help="results root (default: results)")
@@ -122,6 +128,15 @@ def run_experiment(name: str, args: argparse.Namespace, settings: Any, data: Any
         return ex.run_tsne(settings, data, baseline=args.baseline, num_users=args.sample_users)
     if name == "leakage":
         return ex.run_leakage(settings)
+    if name == "compare":
+        return ex.run_compare(
+            settings,
+            data,
+            models=args.models,
+            proposed=args.proposed,
+            trials=args.trials,
+            tuned_dir=args.tuned_dir,
+        )
     if name == "plug-and-play":
         return ex.run_plug_and_play(
             settings, data, freedom=dict(args.freedom), with_gd=not args.no_gd
@@ -140,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
     from mllmrec_pyg.experiments import prepare_data
 
     settings = settings_from_args(args)
-    names = EXPERIMENT_NAMES if args.name == "all" else (args.name,)
+    names = PAPER_EXPERIMENTS if args.name == "all" else (args.name,)
     data = None
     if any(n != "leakage" for n in names):
         data = prepare_data(settings)

@@ -1,5 +1,6 @@
 """The paper's experiments as runners: ablation (RQ2), plug-and-play (RQ3),
-sensitivity (RQ4), t-SNE (RQ5) and the leakage audit.
+sensitivity (RQ4), t-SNE (RQ5), the leakage audit, and the tuned comparison of
+every model (``compare``).
 
 Each runner takes :class:`ExperimentSettings`, trains its configurations on
 the package's :class:`~mllmrec_pyg.train.Trainer` (resuming finished and
@@ -18,6 +19,7 @@ from mllmrec_pyg.experiments.common import (
     load_raw,
     prepare_data,
 )
+from mllmrec_pyg.experiments.compare import run_compare
 from mllmrec_pyg.experiments.leakage import run_leakage
 from mllmrec_pyg.experiments.plug_and_play import run_plug_and_play
 from mllmrec_pyg.experiments.sensitivity import run_sensitivity
@@ -30,6 +32,7 @@ RUNNERS = {
     "tsne": run_tsne,
     "leakage": run_leakage,
     "plug-and-play": run_plug_and_play,
+    "compare": run_compare,
 }
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "prepare_data",
     "build_graph",
     "run_ablation",
+    "run_compare",
     "run_leakage",
     "run_plug_and_play",
     "run_sensitivity",

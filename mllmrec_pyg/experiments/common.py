@@ -231,6 +231,8 @@ class RunSpec:
         config: model config values.
         seed: training seed.
         extra: JSON-able facts stored with the result (e.g. the grid point).
+        train: training settings of this run that differ from the experiment's
+            (e.g. a tuned learning rate).
     """
 
     variant: str
@@ -238,6 +240,7 @@ class RunSpec:
     config: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
     def slug(self) -> str:
         base = re.sub(r"[^A-Za-z0-9]+", "_", self.variant).strip("_").lower() or "run"
@@ -280,7 +283,7 @@ class RunCache:
                 "model": spec.model,
                 "config": spec.config,
                 "seed": spec.seed,
-                "train": self.settings.train_key(),
+                "train": {**self.settings.train_key(), **spec.train},
                 "data": data_fingerprint(data)["sha256"],
             }
         )
@@ -333,7 +336,12 @@ class RunCache:
         num_items = int(data[ITEM].num_nodes)
         ks, monitor = fit_cutoffs(num_items, self.settings.train.ks)
         cfg = dataclasses.replace(
-            self.settings.train, seed=spec.seed, ks=ks, monitor=monitor, checkpoint_dir=str(work)
+            self.settings.train,
+            seed=spec.seed,
+            ks=ks,
+            monitor=monitor,
+            checkpoint_dir=str(work),
+            **spec.train,
         )
         log.info(
             "%s / %s: training %s (seed %d)", self.experiment, spec.variant, spec.model, spec.seed
@@ -345,6 +353,7 @@ class RunCache:
             "variant": spec.variant,
             "model": spec.model,
             "config": model.config_dict(),
+            "train": spec.train,
             "seed": spec.seed,
             "extra": spec.extra,
             "valid": result.valid,
