@@ -108,6 +108,13 @@ def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
         (rows["bpr"]["test recall@20"] - rows["pop"]["test recall@20"])
         / rows["pop"]["test recall@20"]
     )
+    from pathlib import Path
+
+    from mllmrec_pyg.experiments.report import build_report
+
+    text = build_report(Path(settings.out), tmp_path / "results.md")
+    assert "the honest comparison" in text and "paired sign-flip p =" in text
+    assert "beats the best tuned baseline by 3%" in text
     # per-user metrics average to the trainer's test metric; a constant shift is significant
     import torch
 
