@@ -90,3 +90,36 @@ def test_bad_graph_and_data_settings_fail_at_construction(tmp_path):
     (tmp_path / "file.inter").write_text("")
     with pytest.raises(NotADirectoryError, match="is a file"):
         pipeline.load_data(DataConfig(str(tmp_path / "file.inter")))
+
+
+@pytest.mark.parametrize("user_text", ["preferences", "history"])
+def test_no_held_out_pair_reaches_any_input(tmp_path, user_text):
+    """Every input a model is built from -- item and user text, their vectors, the refined
+    graph -- is identical when the valid/test pairs are replaced by other pairs."""
+    data = pipeline.load_data(DataConfig("synthetic", **SIZES))
+    other = data.clone()
+    store = other["user", "interacts", "item"]
+    g = torch.Generator().manual_seed(1)
+    for key in ("val_edge_index", "test_edge_index"):
+        n = store[key].size(1)
+        store[key] = torch.stack(
+            [
+                torch.randint(0, data["user"].num_nodes, (n,), generator=g),
+                torch.randint(0, data["item"].num_nodes, (n,), generator=g),
+            ]
+        )
+    assert not torch.equal(store.test_edge_index, data["user", "interacts", "item"].test_edge_index)
+    text = TextConfig(user_text=user_text)
+    built = []
+    for d in (data, other):
+        d, _ = pipeline.add_features(d, text, tmp_path / "cache", show_progress=False)
+        built.append(pipeline.build_graph(d, GraphConfig(alpha=0.5, k_c=5)))
+    a, b = built
+    assert a["user"].text == b["user"].text
+    assert a["item"].text == b["item"].text
+    for key in ("item", "user"):
+        assert torch.equal(a[key].x, b[key].x)
+    for et in a.edge_types:
+        if et[0] == et[2] == "item":
+            assert torch.equal(a[et].edge_index, b[et].edge_index)
+            assert torch.equal(a[et].edge_weight, b[et].edge_weight)
