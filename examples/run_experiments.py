@@ -21,7 +21,9 @@ from mllmrec_pyg.cli import main as mllmrec
 OUT = "docs/experiments"
 #: (dataset, experiment, extra arguments)
 SEEDS = ["--seeds", "0", "1", "2"]
+TUNED = ["--trials", "6", "--tuned-dir", f"{OUT}/tuned"]
 PLAN: list[tuple[str, str, list[str]]] = [
+    ("movielens", "compare", ["--epochs", "200", *SEEDS, *TUNED]),
     ("movielens", "ablation", ["--epochs", "200", *SEEDS]),
     ("movielens", "plug-and-play", ["--epochs", "200", *SEEDS]),
     ("movielens", "leakage", ["--epochs", "200", *SEEDS]),

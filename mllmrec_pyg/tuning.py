@@ -210,6 +210,10 @@ def tune(
     path = Path(out) / data_cfg.tag() / f"{key}.json"
     points = draw(cand, trials, seed)
     stored = read_json(path) if path.is_file() else {}
+    same = {"epoch_cap": train.epochs, "patience": train.patience, "seed": seed}
+    if stored and any(stored.get(k) != v for k, v in same.items()):
+        log.info("%s was searched with other settings; searching again", path)
+        stored = {}
     done = {json_key(t["point"]): t for t in stored.get("trials", [])}
     if data is None:
         needs_users = "users" in cand.needs
