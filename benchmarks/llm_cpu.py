@@ -10,8 +10,9 @@ Two tables, each printed as Markdown and written as JSON:
 
 ``quant``
     The de-quantised fp32 model against bitsandbytes NF4 (double quant) on the
-    same prompts: weight memory, peak RSS, decode tokens/s, agreement of the
-    greedy outputs, and perplexity of both on a fixed text.
+    same prompts, each in a fresh process: weight memory, peak RSS, decode
+    tokens/s, agreement of the greedy outputs (the ``smollm2`` preset's
+    settings), and perplexity of both on a fixed text.
 
 Usage::
 
@@ -128,62 +129,93 @@ def perplexity(backend: TransformersBackend, text: str) -> float:
     return math.exp(float(loss))
 
 
-def run_quant(args) -> list[dict]:
+def quant_one(args) -> dict:
+    """One quantisation in this process: load, generate greedily, perplexity, memory."""
     requests = movielens_prompts(args.movielens, args.budgets[0], args.users)
-    rows, outputs = [], {}
+    gc.collect()
+    before = peak_rss_mb()
+    backend = TransformersBackend(
+        model=args.model,
+        quantization=args.quantization,
+        batch_size=1,
+        max_new_tokens=args.new_tokens,
+        progress=False,
+    )
+    t = time.perf_counter()
+    backend.load()
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    texts = backend.generate(requests)
+    gen_s = time.perf_counter() - t
+    return {
+        "quantization": args.quantization,
+        "weights_mb": backend.model.get_memory_footprint() / 2**20,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_load_mb": before,
+        "load_s": load_s,
+        "prompts": len(requests),
+        "prompt_tokens": backend.stats["prompt_tokens"],
+        "new_tokens": backend.stats["new_tokens"],
+        "generate_s": gen_s,
+        "tokens_per_s": backend.stats["new_tokens"] / gen_s,
+        "perplexity": perplexity(backend, PERPLEXITY_TEXT),
+        "texts": texts,
+    }
+
+
+def run_quant(args) -> list[dict]:
+    """fp32 and NF4, each in a fresh process (so peak memory is its own)."""
+    import subprocess
+    import tempfile
+
+    rows = []
     for quant in ("none", "nf4"):
-        gc.collect()
-        before = peak_rss_mb()
-        backend = TransformersBackend(
-            model=args.model,
-            quantization=quant,
-            batch_size=1,
-            max_new_tokens=args.new_tokens,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
-            progress=False,
-        )
-        t = time.perf_counter()
-        backend.load()
-        load_s = time.perf_counter() - t
-        t = time.perf_counter()
-        texts = backend.generate(requests)
-        gen_s = time.perf_counter() - t
-        outputs[quant] = texts
-        rows.append(
-            {
-                "quantization": "fp32 (de-quantised GGUF)" if quant == "none" else "NF4 + double",
-                "weights_mb": backend.model.get_memory_footprint() / 2**20,
-                "peak_rss_mb": peak_rss_mb(),
-                "peak_rss_before_mb": before,
-                "load_s": load_s,
-                "new_tokens": backend.stats["new_tokens"],
-                "tokens_per_s": backend.stats["new_tokens"] / gen_s,
-                "perplexity": perplexity(backend, PERPLEXITY_TEXT),
-            }
-        )
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        del backend
-    same = sum(a == b for a, b in zip(outputs["none"], outputs["nf4"]))
-    prefix = []
-    for a, b in zip(outputs["none"], outputs["nf4"]):
-        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        prefix.append(n)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "row.json"
+            cmd = [
+                sys.executable,
+                __file__,
+                "quant-one",
+                "--quantization",
+                quant,
+                "--model",
+                args.model,
+                "--users",
+                str(args.users),
+                "--budgets",
+                str(args.budgets[0]),
+                "--new-tokens",
+                str(args.new_tokens),
+                "--threads",
+                str(args.threads),
+                "--json",
+                str(out),
+            ]
+            if args.movielens:
+                cmd += ["--movielens", args.movielens]
+            subprocess.run(cmd, check=True)
+            rows.append(json.loads(out.read_text())["rows"][0])
+    fp32, nf4 = rows
+    same = sum(a == b for a, b in zip(fp32["texts"], nf4["texts"]))
+    prefix = [
+        next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        for a, b in zip(fp32["texts"], nf4["texts"])
+    ]
     agreement = {
         "identical_outputs": same,
-        "prompts": len(requests),
+        "prompts": len(prefix),
         "mean_common_prefix_chars": sum(prefix) / len(prefix),
-        "examples": [{"fp32": a, "nf4": b} for a, b in zip(outputs["none"], outputs["nf4"])][:3],
     }
-    print("| model | weights MB | peak RSS MB | tokens/s | perplexity |")
-    print("|---|---:|---:|---:|---:|")
+    print("| weights | weight MB | peak RSS MB | load s | decode tokens/s | perplexity |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
+        name = "fp32 (de-quantised GGUF)" if r["quantization"] == "none" else "NF4 + double quant"
         print(
-            f"| {r['quantization']} | {r['weights_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"| {name} | {r['weights_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} | "
             f"{r['tokens_per_s']:.1f} | {r['perplexity']:.2f} |"
         )
     print(
-        f"\ngreedy outputs identical for {same} of {len(requests)} prompts; mean common "
+        f"\ngreedy outputs identical for {same} of {len(prefix)} prompts; mean common "
         f"prefix {agreement['mean_common_prefix_chars']:.0f} characters"
     )
     return [*rows, {"agreement": agreement}]
@@ -191,7 +223,8 @@ def run_quant(args) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("throughput", "quant"))
+    p.add_argument("what", choices=("throughput", "quant", "quant-one"))
+    p.add_argument("--quantization", default="none", help="quant-one: none or nf4")
     p.add_argument("--model", default="smollm2", help="preset, .gguf file or model folder")
     p.add_argument("--movielens", help="ml-latest-small folder (default: the shared one)")
     p.add_argument("--users", type=int, default=8, help="MovieLens users (first ones)")
@@ -202,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = run_throughput(args) if args.what == "throughput" else run_quant(args)
+    run = {"throughput": run_throughput, "quant": run_quant, "quant-one": quant_one}
+    rows = run[args.what](args)
+    rows = rows if isinstance(rows, list) else [rows]
     if args.json:
         meta = {
             "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
