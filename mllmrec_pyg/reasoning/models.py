@@ -84,10 +84,10 @@ def smollm2_version() -> str | None:
         return None
 
 
-#: Settings chosen on MovieLens preference prompts (see docs/results.md): greedy
-#: SmolLM2 repeats one sentence within 100 tokens; a repetition penalty of 1.2
-#: and no repeated 4-grams keep it writing new content. fp32 is faster than
-#: bitsandbytes NF4 on CPU for a model this small.
+#: Settings chosen on MovieLens preference prompts (docs/experiments/movielens/llm):
+#: greedy SmolLM2 repeats one sentence or list item within 100 tokens; a
+#: repetition penalty of 1.2 and no repeated 4-grams keep it writing new content.
+#: fp32 holds the GGUF's weights exactly (NF4 would re-quantise them).
 PRESETS: dict[str, ModelPreset] = {
     "smollm2": ModelPreset(
         name="smollm2",
