@@ -4,9 +4,10 @@ Two tables, each printed as Markdown and written as JSON:
 
 ``throughput``
     MovieLens Prompt 2 (training histories) at several token budgets and
-    batch sizes: users/s, prefill seconds (the prompt's forward pass, timed as
-    a one-token generation) and decode seconds (the rest, forced to exactly
-    ``--new-tokens`` tokens).
+    batch sizes, with the ``smollm2`` preset's decoding forced to exactly
+    ``--new-tokens`` tokens: users/s, prefill seconds (until the first new
+    token's scores exist) and decode seconds (the rest) from the same
+    ``generate`` call, and how many texts equal those of the first batch size.
 
 ``quant``
     The de-quantised fp32 model against bitsandbytes NF4 (double quant) on the
@@ -65,58 +66,89 @@ def movielens_prompts(root: str | None, budget: int, users: int) -> list[Generat
     return [GenerationRequest(str(p.user), p.prompt) for p in prompts]
 
 
+class _FirstTokenClock:
+    """A logits processor that notes when the first new token's scores exist,
+    i.e. when the prompt's forward pass (prefill) has finished."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
+
+
 def timed_generate(backend: TransformersBackend, requests, batch: int, new_tokens: int):
-    """Seconds for one-token and ``new_tokens``-token generation over ``requests``."""
-    model, tok = backend.model, backend.tokenizer
-    t_prefill = t_total = 0.0
+    """Prefill and decode seconds over ``requests`` in batches of ``batch``, from one
+    ``generate`` call per batch (the backend's decoding settings, exactly
+    ``new_tokens`` new tokens); also the prompt token count and the texts."""
+    from transformers import LogitsProcessorList
+
+    model = backend.model
+    gen = backend._generation_config()
+    gen.max_new_tokens = gen.min_new_tokens = new_tokens
+    t_prefill = t_decode = 0.0
     prompt_tokens = 0
+    texts: list[str] = []
     for start in range(0, len(requests), batch):
         chunk = requests[start : start + batch]
         inputs = backend._inputs(chunk)
         prompt_tokens += int(inputs["attention_mask"].sum())
-        common = dict(do_sample=False, pad_token_id=tok.pad_token_id)
+        clock = _FirstTokenClock()
         with torch.inference_mode():
             t = time.perf_counter()
-            model.generate(**inputs, max_new_tokens=1, **common)
-            t_prefill += time.perf_counter() - t
-            t = time.perf_counter()
-            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **common)
-            t_total += time.perf_counter() - t
-    return t_prefill, t_total, prompt_tokens
+            out = model.generate(
+                **inputs, generation_config=gen, logits_processor=LogitsProcessorList([clock])
+            )
+            end = time.perf_counter()
+        assert clock.first is not None
+        t_prefill += clock.first - t
+        t_decode += end - clock.first
+        new = out[:, inputs["input_ids"].shape[1] :]
+        texts += backend.tokenizer.batch_decode(new, skip_special_tokens=True)
+    return t_prefill, t_decode, prompt_tokens, [t.strip() for t in texts]
 
 
 def run_throughput(args) -> list[dict]:
-    backend = TransformersBackend(model=args.model, quantization="none", progress=False)
+    backend = TransformersBackend(model=args.model, progress=False)
     backend.load()
     rows = []
     for budget in args.budgets:
         requests = movielens_prompts(args.movielens, budget, args.users)
+        reference: list[str] | None = None
         for batch in args.batch_sizes:
-            prefill, total, ptok = timed_generate(backend, requests, batch, args.new_tokens)
-            decode = total - prefill
+            prefill, decode, ptok, texts = timed_generate(backend, requests, batch, args.new_tokens)
+            if reference is None:
+                reference = texts
+            n = len(requests)
             rows.append(
                 {
                     "token_budget": budget,
                     "batch": batch,
-                    "users": len(requests),
-                    "prompt_tokens_mean": ptok / len(requests),
+                    "users": n,
+                    "prompt_tokens_mean": ptok / n,
                     "new_tokens": args.new_tokens,
-                    "prefill_s_per_user": prefill / len(requests),
-                    "decode_s_per_user": decode / len(requests),
-                    "users_per_s": len(requests) / total,
-                    "decode_tokens_per_s": len(requests) * (args.new_tokens - 1) / decode,
+                    "prefill_s_per_user": prefill / n,
+                    "decode_s_per_user": decode / n,
+                    "users_per_s": n / (prefill + decode),
+                    "decode_tokens_per_s": n * (args.new_tokens - 1) / decode,
+                    "same_text_as_first_batch_size": sum(a == b for a, b in zip(texts, reference)),
+                    "load_average": os.getloadavg()[0],
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(
-        "| budget | batch | prompt tok | prefill s/user | decode s/user | users/s | decode tok/s |"
+        "| budget | batch | prompt tok | prefill s/user | decode s/user | users/s "
+        "| decode tok/s | same text | load |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['token_budget']} | {r['batch']} | {r['prompt_tokens_mean']:.0f} | "
             f"{r['prefill_s_per_user']:.2f} | {r['decode_s_per_user']:.2f} | "
-            f"{r['users_per_s']:.3f} | {r['decode_tokens_per_s']:.1f} |"
+            f"{r['users_per_s']:.3f} | {r['decode_tokens_per_s']:.1f} | "
+            f"{r['same_text_as_first_batch_size']}/{r['users']} | {r['load_average']:.1f} |"
         )
     return rows
 
