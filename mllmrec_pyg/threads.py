@@ -149,7 +149,7 @@ class ThreadTuner:
         self.slowdown = float(slowdown)
         import torch
 
-        self.chosen = torch.get_num_threads()
+        self.chosen = min(torch.get_num_threads(), self.candidates[-1])
         self.reference: float | None = None
         self._epochs_since_probe = 0
         self._probe_pending = len(self.candidates) > 1
