@@ -1,36 +1,42 @@
 """Seconds per epoch (training and evaluation) of every model, by thread setting and load.
 
 For each dataset (MovieLens ``ml-latest-small`` and the Baby-size synthetic
-catalog) and each thread setting, a fresh worker process builds the data,
-then trains every registered model for ``--epochs`` epochs with the package
-trainer and times, per epoch, ``Trainer.train_epoch`` and the full-ranking
-validation ``Trainer.evaluate("valid")``. The table reports the mean over the
-epochs after the first (the first is warm-up and, under ``auto``, holds the
-thread probe).
+catalog) a fresh worker process builds the data, then trains every
+registered model with the package trainer and times, per epoch,
+``Trainer.train_epoch`` and the full-ranking validation
+``Trainer.evaluate("valid")``.
 
-Thread settings (each worker process starts fresh, so OpenMP reads its
-environment anew):
+Thread settings:
 
 * ``1``, ``2``: a fixed count through :func:`mllmrec_pyg.threads.apply_thread_policy`
   (passive OpenMP waiting);
-* ``auto``: the package default, ``apply_thread_policy(None)``;
+* ``auto``: the package default, ``apply_thread_policy(None)`` (free-core
+  start, then the batch-timed choice of :class:`~mllmrec_pyg.threads.ThreadTuner`);
 * ``torch``: no policy at all, torch's own default (one thread per core,
   spinning OpenMP threads), i.e. what the package did before it had a policy.
+  It needs a process of its own (OpenMP reads its settings when torch loads).
+
+``1``, ``2`` and ``auto`` run in one process, **interleaved**: each model
+trains ``--epochs`` rounds, and in each round one epoch per setting, so that
+slow drifts of a shared machine's load hit every setting alike. The table
+reports the mean over the rounds after the first (warm-up; under ``auto`` it
+also holds the thread probe).
 
 Loads: ``quiet`` runs the worker alone; ``busy`` starts one competing
 single-threaded busy process (a Python spin loop) for the worker's lifetime.
 On a machine shared with other jobs "quiet" only means "nothing added by the
 benchmark": compare settings within one table.
 
-With ``--reference``, the worker running MLLMRec at Baby size also times
-the reference implementation's way of training and evaluating it (item
-convolution and both towers over all users and items at every batch;
-evaluation from the full representations with ``torch.topk``) on the same
-batches, after checking that both ways give the same scores, and prints the
-ratio for training and for training + evaluation.
+With ``--reference``, the quiet Baby-size worker also times MLLMRec trained
+and evaluated the reference implementation's way (item convolution and both
+towers over all users and items at every batch; evaluation from the full
+representations with plain ``torch.topk``), epoch for epoch interleaved with
+the package's way, at ``--reference-threads`` threads, after checking that
+both ways give the same scores; it prints the ratios for training and for
+training + evaluation.
 
-    MLLMREC_CACHE=/path/to/cache python benchmarks/train_speed.py
-    python benchmarks/train_speed.py --datasets baby --models mllmrec --reference
+    MLLMREC_CACHE=/path/to/cache python benchmarks/train_speed.py --reference
+    python benchmarks/train_speed.py --datasets baby --models mllmrec --threads 1 --reference
     python benchmarks/train_speed.py --threads 1,auto --loads busy --epochs 2 --json speed.json
 
 MovieLens features are encoded once and cached (``MLLMREC_CACHE``), as by
@@ -87,8 +93,8 @@ def reference_scores(model, conv, item_x, adj_t, users, pos, neg):
     return (u * h_i[pos]).sum(-1), (u * h_i[neg]).sum(-1)
 
 
-def reference_way(data, model, trainer, epochs: int, seed: int) -> dict:
-    """Train + evaluate MLLMRec the reference's way on ``model`` (a copy); seconds per epoch."""
+def reference_way(data, model, trainer, seed: int) -> dict:
+    """One epoch of MLLMRec trained and evaluated the reference's way, on ``model`` (a copy)."""
     import torch
     import torch.nn.functional as F
 
@@ -114,44 +120,46 @@ def reference_way(data, model, trainer, epochs: int, seed: int) -> dict:
         b = torch.cat(reference_scores(model, conv, item_x, adj_t, users, pos, neg))
     max_diff = float((a - b).abs().max())
 
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    gen = torch.Generator().manual_seed(seed)
+    if not hasattr(model, "_reference_opt"):
+        params = [p for p in model.parameters() if p.requires_grad]
+        model._reference_opt = torch.optim.Adam(params, lr=cfg.lr)
+        model._reference_gen = torch.Generator().manual_seed(seed)
+    opt, gen = model._reference_opt, model._reference_gen
     evaluator = trainer.evaluator
     eval_users = evaluator.users("valid")
-    train_s, eval_s = [], []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        for idx in torch.randperm(pairs.size(1), generator=gen).split(cfg.batch_size):
-            u, p = pairs[:, idx]
-            n = sampler(u, gen)
-            ps, ns = reference_scores(model, conv, item_x, adj_t, u, p, n)
-            loss = -F.logsigmoid(ps - ns).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        t1 = time.perf_counter()
-        with torch.no_grad():  # full_sort_predict: all representations, blocks, mask, topk
-            h_u = model.user_tower(model.user_x)
-            h_i = model.item_tower(conv(item_x, adj_t))
-            for start in range(0, eval_users.numel(), cfg.eval_block_size):
-                block = eval_users[start : start + cfg.eval_block_size]
-                scores = h_u[block] @ h_i.t()
-                mask_scores_(scores, block, evaluator.masks_for("valid"))
-                scores.topk(max(cfg.ks), dim=1)
-        train_s.append(t1 - t0)
-        eval_s.append(time.perf_counter() - t1)
-    return {"train_s": train_s, "eval_s": eval_s, "max_score_diff": max_diff}
+    t0 = time.perf_counter()
+    for idx in torch.randperm(pairs.size(1), generator=gen).split(cfg.batch_size):
+        u, p = pairs[:, idx]
+        n = sampler(u, gen)
+        ps, ns = reference_scores(model, conv, item_x, adj_t, u, p, n)
+        loss = -F.logsigmoid(ps - ns).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    t1 = time.perf_counter()
+    with torch.no_grad():  # full_sort_predict: all representations, blocks, mask, topk
+        h_u = model.user_tower(model.user_x)
+        h_i = model.item_tower(conv(item_x, adj_t))
+        for start in range(0, eval_users.numel(), cfg.eval_block_size):
+            block = eval_users[start : start + cfg.eval_block_size]
+            scores = h_u[block] @ h_i.t()
+            mask_scores_(scores, block, evaluator.masks_for("valid"))
+            scores.topk(max(cfg.ks), dim=1)
+    return {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1, "max_score_diff": max_diff}
 
 
 def worker(args: argparse.Namespace) -> None:
-    setting = args.setting
-    if setting != "torch":
-        apply_thread_policy(None if setting == "auto" else int(setting))
+    settings = args.setting.split(",")
+    if "torch" in settings and len(settings) > 1:
+        raise SystemExit("the 'torch' setting runs in a process of its own")
+    if "torch" not in settings:
+        configure_openmp()  # passive waiting, before torch loads OpenMP
     import copy
 
     import torch
 
     from mllmrec_pyg.nn.registry import build_model
+    from mllmrec_pyg.threads import active_tuner, use_tuner
     from mllmrec_pyg.train import TrainConfig, Trainer, seed_everything
 
     t0 = time.perf_counter()
@@ -161,33 +169,60 @@ def worker(args: argparse.Namespace) -> None:
         seed_everything(args.seed)
         model = build_model(name, data)
         trainer = Trainer(model, data, TrainConfig(seed=args.seed, show_progress=False))
-        row = {
-            "dataset": args.dataset,
-            "model": name,
-            "setting": setting,
-            "load": args.load,
-            "prep_s": prep,
-            "train_pairs": int(trainer.train_pairs.size(1)),
-            "num_users": trainer.num_users,
-            "num_items": trainer.num_items,
-            "train_s": [],
-            "eval_s": [],
-            "threads": [],
+        rows = {
+            s: {
+                "dataset": args.dataset,
+                "model": name,
+                "setting": s,
+                "load": args.load,
+                "prep_s": prep,
+                "train_pairs": int(trainer.train_pairs.size(1)),
+                "num_users": trainer.num_users,
+                "num_items": trainer.num_items,
+                "train_s": [],
+                "eval_s": [],
+                "threads": [],
+            }
+            for s in settings
         }
         reference_copy = copy.deepcopy(model) if args.reference and name == "mllmrec" else None
-        for epoch in range(1, args.epochs + 1):
-            t1 = time.perf_counter()
-            if trainer.trainable:
-                trainer.train_epoch(epoch)
-            t2 = time.perf_counter()
-            trainer.evaluate("valid")
-            t3 = time.perf_counter()
-            row["train_s"].append(t2 - t1)
-            row["eval_s"].append(t3 - t2)
-            row["threads"].append(torch.get_num_threads())
+        tuner = None
+        epoch = 0
+        for _ in range(args.epochs):  # rounds: each setting trains one epoch in turn
+            for s in settings:
+                if s == "auto":
+                    if tuner is None:  # the run's start: the free-core count, then the tuner
+                        apply_thread_policy(None)
+                        tuner = active_tuner()
+                    else:
+                        use_tuner(tuner)
+                        torch.set_num_threads(tuner.chosen)
+                elif s != "torch":
+                    apply_thread_policy(int(s))
+                epoch += 1
+                t1 = time.perf_counter()
+                if trainer.trainable:
+                    trainer.train_epoch(epoch)
+                t2 = time.perf_counter()
+                trainer.evaluate("valid")
+                t3 = time.perf_counter()
+                rows[s]["train_s"].append(t2 - t1)
+                rows[s]["eval_s"].append(t3 - t2)
+                rows[s]["threads"].append(torch.get_num_threads())
         if reference_copy is not None:
-            row["reference"] = reference_way(data, reference_copy, trainer, args.epochs, args.seed)
-        print("RESULT " + json.dumps(row), flush=True)
+            apply_thread_policy(args.reference_threads)
+            ref = {"threads": args.reference_threads, "package": [], "reference": []}
+            for _ in range(args.epochs):  # interleaved: package epoch, reference epoch
+                epoch += 1
+                t1 = time.perf_counter()
+                trainer.train_epoch(epoch)
+                t2 = time.perf_counter()
+                trainer.evaluate("valid")
+                ref["package"].append({"train_s": t2 - t1, "eval_s": time.perf_counter() - t2})
+                ref["reference"].append(reference_way(data, reference_copy, trainer, args.seed))
+            rows[settings[0]]["reference"] = ref
+        for row in rows.values():
+            print("RESULT " + json.dumps(row), flush=True)
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -198,6 +233,7 @@ def steady(times: list[float]) -> float:
 
 
 def run_worker(args: argparse.Namespace, dataset: str, setting: str, load: str) -> list[dict]:
+    """One worker process: ``setting`` is a comma list of thread settings run interleaved."""
     cmd = [
         sys.executable,
         __file__,
@@ -215,8 +251,8 @@ def run_worker(args: argparse.Namespace, dataset: str, setting: str, load: str) 
         "--seed",
         str(args.seed),
     ]
-    if args.reference and dataset == "baby" and setting == args.reference_setting:
-        cmd.append("--reference")
+    if args.reference and dataset == "baby" and load == "quiet" and setting != "torch":
+        cmd += ["--reference", "--reference-threads", str(args.reference_threads)]
     env = dict(os.environ)
     for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MLLMREC_THREADS"):
         env.pop(key, None)
@@ -277,14 +313,17 @@ def print_tables(rows: list[dict], settings: list[str], loads: list[str]) -> Non
         ref = r.get("reference")
         if ref is None:
             continue
-        pkg_train, pkg_eval = steady(r["train_s"]), steady(r["eval_s"])
-        ref_train, ref_eval = steady(ref["train_s"]), steady(ref["eval_s"])
+        pkg_train = steady([e["train_s"] for e in ref["package"]])
+        pkg_eval = steady([e["eval_s"] for e in ref["package"]])
+        ref_train = steady([e["train_s"] for e in ref["reference"]])
+        ref_eval = steady([e["eval_s"] for e in ref["reference"]])
+        diff = max(e["max_score_diff"] for e in ref["reference"])
         print(
-            f"\nMLLMRec at {r['dataset']} size ({r['load']}, threads {r['setting']}): "
-            f"package {pkg_train:.2f} + {pkg_eval:.2f} s, reference way {ref_train:.2f} + "
-            f"{ref_eval:.2f} s; train {ref_train / pkg_train:.1f}x, train + eval "
-            f"{(ref_train + ref_eval) / (pkg_train + pkg_eval):.1f}x "
-            f"(max |score difference| {ref['max_score_diff']:.1e})"
+            f"\nMLLMRec at {r['dataset']} size ({r['load']}, {ref['threads']} thread(s), "
+            f"interleaved epochs): package {pkg_train:.2f} + {pkg_eval:.2f} s, reference way "
+            f"{ref_train:.2f} + {ref_eval:.2f} s; train {ref_train / pkg_train:.1f}x, "
+            f"train + eval {(ref_train + ref_eval) / (pkg_train + pkg_eval):.1f}x "
+            f"(max |score difference| {diff:.1e})"
         )
 
 
@@ -297,7 +336,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="epochs per model (first = warm-up)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", action="store_true", help="MLLMRec vs the reference's way")
-    ap.add_argument("--reference-setting", default="auto", help="thread setting of that run")
+    ap.add_argument("--reference-threads", type=int, default=1, help="threads for that comparison")
     ap.add_argument("--json", help="also write every timing here")
     # worker mode (internal)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -319,9 +358,12 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
         f"usable {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}"
     )
+    groups = [",".join(s for s in settings if s != "torch")] + (
+        ["torch"] if "torch" in settings else []
+    )
     for dataset in args.datasets.split(","):
         for load in loads:
-            for setting in settings:
+            for setting in (g for g in groups if g):
                 t0 = time.perf_counter()
                 new = run_worker(args, dataset, setting, load)
                 rows += new

@@ -222,6 +222,12 @@ def active_tuner() -> ThreadTuner | None:
     return _tuner
 
 
+def use_tuner(tuner: ThreadTuner | None) -> None:
+    """Install ``tuner`` as the active one (``None``: a fixed count, no tuning)."""
+    global _tuner
+    _tuner = tuner
+
+
 def tuned(batches: Iterable[T]) -> Iterable[T]:
     """``batches`` run under the active :class:`ThreadTuner`, or unchanged if there is none."""
     return batches if _tuner is None else _tuner.batches(batches)
@@ -279,4 +285,5 @@ __all__ = [
     "default_threads",
     "tuned",
     "usable_cores",
+    "use_tuner",
 ]

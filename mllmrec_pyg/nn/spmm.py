@@ -4,8 +4,9 @@
 backward pass rebuilds :math:`A^\\top` (a sort of all edges and a COO/CSR
 round trip) every time it runs. Graph recommenders multiply by the same
 fixed adjacency at every training step, so :func:`fixed_matmul` takes
-:math:`A` and a :math:`A^\\top` built once (:func:`csr_transpose`), both CSR, and the backward pass is one more
-product, :math:`\\partial L / \\partial X = A^\\top G`. For a symmetric
+:math:`A` and an :math:`A^\\top` built once (:func:`csr_transpose`), both
+CSR, and the backward pass is one more product,
+:math:`\\partial L / \\partial X = A^\\top G`. For a symmetric
 adjacency (the normalised user-item graph) :math:`A^\\top` is :math:`A` itself.
 
 Only the dense operand receives a gradient; the adjacency is a constant.
