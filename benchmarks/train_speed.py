@@ -258,7 +258,9 @@ def run_worker(args: argparse.Namespace, dataset: str, setting: str, load: str) 
         env.pop(key, None)
     busy = None
     if load == "busy":
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        # a session of its own, like a job started from another terminal (with the
+        # scheduler's autogroups, a child in the worker's session would share its slice)
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
         time.sleep(0.5)
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
