@@ -30,7 +30,7 @@ benchmark": compare settings within one table.
 With ``--reference``, the quiet Baby-size worker also times MLLMRec trained
 and evaluated the reference implementation's way (item convolution and both
 towers over all users and items at every batch; evaluation from the full
-representations with plain ``torch.topk``), epoch for epoch interleaved with
+representations with plain ``torch.topk``, the same metric code), epoch for epoch interleaved with
 the package's way, at ``--reference-threads`` threads, after checking that
 both ways give the same scores; it prints the ratios for training and for
 training + evaluation.
@@ -100,7 +100,7 @@ def reference_way(data, model, trainer, seed: int) -> dict:
 
     from mllmrec_pyg._sparse import quiet_sparse
     from mllmrec_pyg.data.schema import INTERACTS
-    from mllmrec_pyg.metrics import mask_scores_
+    from mllmrec_pyg.metrics import mask_scores_, ranking_metrics
     from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 
     num_items = data["item"].num_nodes
@@ -137,14 +137,18 @@ def reference_way(data, model, trainer, seed: int) -> dict:
         loss.backward()
         opt.step()
     t1 = time.perf_counter()
-    with torch.no_grad():  # full_sort_predict: all representations, blocks, mask, topk
+    top = []
+    with torch.no_grad():  # full_sort_predict: all representations, blocks, mask, topk, metrics
         h_u = model.user_tower(model.user_x)
         h_i = model.item_tower(conv(item_x, adj_t))
         for start in range(0, eval_users.numel(), cfg.eval_block_size):
             block = eval_users[start : start + cfg.eval_block_size]
             scores = h_u[block] @ h_i.t()
             mask_scores_(scores, block, evaluator.masks_for("valid"))
-            scores.topk(max(cfg.ks), dim=1)
+            top.append(scores.topk(max(cfg.ks), dim=1).indices)
+        full = torch.zeros(trainer.num_users, max(cfg.ks), dtype=torch.long)
+        full[eval_users] = torch.cat(top)
+        ranking_metrics(full, evaluator.held_out["valid"], cfg.ks)
     return {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1, "max_score_diff": max_diff}
 
 
