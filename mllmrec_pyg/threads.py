@@ -125,7 +125,7 @@ class ThreadTuner:
 
     A probe runs ``probe_batches`` batches with each candidate count,
     alternating (1, n, 1, n, ...), and keeps the count with the smaller mean
-    batch time. A probe runs in the first epoch, every ``reprobe_every``
+    batch time; the larger count must be ``margin`` times faster to be chosen. A probe runs in the first epoch, every ``reprobe_every``
     epochs, and in the epoch after one whose median batch time was
     ``slowdown`` times the chosen count's probe time (another job started).
 
@@ -134,19 +134,22 @@ class ThreadTuner:
         probe_batches: batches timed per candidate in a probe.
         reprobe_every: epochs between probes while nothing changes.
         slowdown: a median batch time this many times the probe's triggers a new probe.
+        margin: how much faster (ratio of mean batch times) more threads must be.
     """
 
     def __init__(
         self,
         max_threads: int | None = None,
-        probe_batches: int = 2,
+        probe_batches: int = 3,
         reprobe_every: int = 10,
         slowdown: float = 1.5,
+        margin: float = 1.1,
     ) -> None:
         self.candidates = sorted({1, max(1, int(max_threads or usable_cores()))})
         self.probe_batches = int(probe_batches)
         self.reprobe_every = int(reprobe_every)
         self.slowdown = float(slowdown)
+        self.margin = float(margin)
         import torch
 
         self.chosen = min(torch.get_num_threads(), self.candidates[-1])
@@ -206,7 +209,11 @@ class ThreadTuner:
 
     def _decide(self) -> None:
         means = {c: sum(t) / len(t) for c, t in self._trials.items() if t}
-        best = min(means, key=means.get)
+        # more threads must win by a margin: one thread is the robust choice on a busy machine
+        best = min(means)
+        for c in sorted(means):
+            if means[c] * self.margin < means[best]:
+                best = c
         if best != self.chosen:
             log.debug("threads: %d -> %d (s per batch: %s)", self.chosen, best, means)
         self.chosen = best
