@@ -22,6 +22,7 @@ each averaged over users with :math:`|T_u| > 0`.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -108,12 +109,30 @@ def ranking_metrics(
     return {name: float(value) for name, value in metrics.compute().items()}
 
 
+def _topk_items_exact(scores: Tensor, k: int) -> Tensor:
+    """:func:`topk_items` for rows whose ``k``-th score is tied with unselected items."""
+    kth = scores.topk(k, dim=1).values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    need = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(dim=1) <= need))
+    idx = chosen.nonzero()[:, 1].view(-1, k)  # row-major: ascending item id
+    order = scores.gather(1, idx).argsort(dim=1, descending=True, stable=True)
+    return idx.gather(1, order)
+
+
 def topk_items(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` highest scores per row, ties broken by lower item id.
 
     :func:`torch.topk` leaves the order of equal scores unspecified; here a row
     is ranked by score (descending) and, among equal scores, by item id
     (ascending), so rankings do not depend on the backend.
+
+    :func:`torch.topk` already picks the right set of items unless the
+    ``k``-th score is shared with an item it left out (the ``k+1``-th score
+    equals the ``k``-th); only those rows (rare with learned float scores)
+    take the slower exact path that breaks the tie by item id. The selected
+    ids are then ordered by score, ties by id.
 
     Args:
         scores: ``[B, I]`` float scores (masked entries at ``-inf``).
@@ -125,17 +144,27 @@ def topk_items(scores: Tensor, k: int) -> Tensor:
     num_items = scores.size(1)
     if not 1 <= k <= num_items:
         raise ValueError(f"k={k} must be between 1 and the number of items ({num_items})")
-    if torch.isnan(scores).any():
-        rows = torch.isnan(scores).any(dim=1).nonzero().flatten()[:10].tolist()
-        raise ValueError(f"scores contain NaN (in block row(s) {rows})")
-    kth = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
-    need = k - above.sum(dim=1, keepdim=True)
-    chosen = above | (tied & (tied.cumsum(dim=1) <= need))
-    idx = chosen.nonzero()[:, 1].view(-1, k)  # row-major: ascending item id
+    # a row sum is NaN whenever the row holds a NaN (and also for +inf + -inf: re-checked)
+    suspect = torch.isnan(scores.sum(dim=1))
+    if suspect.any():
+        nan_rows = suspect.nonzero().flatten()
+        nan_rows = nan_rows[torch.isnan(scores[nan_rows]).any(dim=1)]
+        if nan_rows.numel():
+            raise ValueError(f"scores contain NaN (in block row(s) {nan_rows[:10].tolist()})")
+    if k == num_items:
+        idx = torch.arange(num_items).expand(scores.size(0), -1)
+    else:
+        # the k-th score ties with an item left out iff the (k+1)-th score equals it
+        values, idx = scores.topk(k + 1, dim=1)
+        ambiguous = values[:, k] == values[:, k - 1]
+        idx = idx[:, :k]
+    idx = idx.sort(dim=1).values  # ascending item id: the stable sort breaks ties by id
     order = scores.gather(1, idx).argsort(dim=1, descending=True, stable=True)
-    return idx.gather(1, order)
+    out = idx.gather(1, order)
+    if k < num_items and ambiguous.any():
+        rows = ambiguous.nonzero().flatten()
+        out[rows] = _topk_items_exact(scores[rows], k)
+    return out
 
 
 class CSRIndex:
@@ -175,6 +204,15 @@ def mask_scores_(scores: Tensor, users: Tensor, masks: Iterable[CSRIndex]) -> Te
         row, col = index.gather(users)
         scores[row, col] = float("-inf")
     return scores
+
+
+def _owned(t: Tensor) -> bool:
+    """``t`` is a fresh, contiguous tensor that nothing else refers to (safe to modify).
+
+    Two references: the caller's variable and :func:`sys.getrefcount`'s argument.
+    A view, an expanded tensor or a tensor a model keeps (a cache) is not owned.
+    """
+    return t._base is None and t.is_contiguous() and sys.getrefcount(t) <= 3
 
 
 class FullRankEvaluator:
@@ -262,7 +300,9 @@ class FullRankEvaluator:
                     f"score function returned shape {tuple(scores.shape)} for "
                     f"{block.numel()} users and {self.num_items} items"
                 )
-            scores = mask_scores_(scores.clone(), block, self.masks_for(split))
+            if not _owned(scores):
+                scores = scores.clone()  # masking writes in place
+            scores = mask_scores_(scores, block, self.masks_for(split))
             out.append(topk_items(scores, k))
         return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 

@@ -55,6 +55,7 @@ from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, va
 from mllmrec_pyg.metrics import DEFAULT_KS, FullRankEvaluator
 from mllmrec_pyg.nn.base import RankingModel, Recommender
 from mllmrec_pyg.sampling import UniformNegativeSampler, seed_everything
+from mllmrec_pyg.threads import tuned
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ class Trainer:
             leave=False,
             disable=not self.config.show_progress or len(batches) < 50,
         )
-        for idx in bar:
+        for idx in tuned(bar):  # the thread policy times the steps (mllmrec_pyg.threads)
             users, pos = self.train_pairs[:, idx]
             if num_neg == 1:
                 neg = self.sampler(users, self.generator)

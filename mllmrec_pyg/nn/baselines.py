@@ -16,6 +16,7 @@ from torch_geometric.nn.models import LightGCN
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
+from mllmrec_pyg.nn.spmm import fixed_matmul
 
 
 def _sizes(data: HeteroData) -> tuple[int, int, Tensor]:
@@ -149,8 +150,12 @@ class LightGCNConfig:
 class LightGCNRecommender(RankingModel):
     """LightGCN (He et al., 2020) through :class:`torch_geometric.nn.models.LightGCN`.
 
-    The normalised adjacency is built once; PyG's model propagates the ID
-    embeddings over it and averages the layers.
+    The normalised adjacency is built once; PyG's model holds the ID
+    embeddings and the layer weights :math:`\\alpha_l`, and the propagation
+    :math:`\\sum_l \\alpha_l \\hat A^l E` is its ``get_embedding`` written with
+    :func:`~mllmrec_pyg.nn.spmm.fixed_matmul`: :math:`\\hat A` is symmetric, so
+    the backward pass multiplies by :math:`\\hat A` again instead of rebuilding
+    its transpose at every step.
 
     Args:
         num_users: number of users.
@@ -190,7 +195,12 @@ class LightGCNRecommender(RankingModel):
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Final user and item representations."""
-        out = self.lightgcn.get_embedding(self.adj_t)
+        gcn = self.lightgcn
+        x = gcn.embedding.weight
+        out = x * gcn.alpha[0]
+        for i in range(gcn.num_layers):
+            x = fixed_matmul(self.adj_t, x)  # adj_t is symmetric
+            out = out + x * gcn.alpha[i + 1]
         return out[: self.num_users], out[self.num_users :]
 
     def pair_scores(self, users: Tensor, pos_items: Tensor, neg_items: Tensor):

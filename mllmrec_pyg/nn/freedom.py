@@ -70,6 +70,7 @@ from mllmrec_pyg.data.schema import (
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,8 @@ class FREEDOM(RankingModel):
         else:
             item_adj, _ = item_graph_norm(to_adj_t(item_edge_index, item_edge_weight, num_items))
         self.register_buffer("item_adj", item_adj, persistent=False)
+        # the backward pass of item_adj @ g multiplies by the transpose, built once here
+        self.register_buffer("item_adj_transposed", csr_transpose(item_adj), persistent=False)
         self.item_graph_edges = int(item_edge_index.size(1))
 
         self.user_emb = nn.Embedding(num_users, d)
@@ -386,14 +389,13 @@ class FREEDOM(RankingModel):
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         acc = ego
         h = ego
-        with quiet_sparse():
-            for _ in range(self.config.num_ui_layers):
-                h = adj @ h
-                acc = acc + h
-            out = acc / (self.config.num_ui_layers + 1)
-            g = self.item_emb.weight
-            for _ in range(self.config.num_item_layers):
-                g = self.item_adj @ g
+        for _ in range(self.config.num_ui_layers):
+            h = fixed_matmul(adj, h)  # the normalised user-item graph is symmetric
+            acc = acc + h
+        out = acc / (self.config.num_ui_layers + 1)
+        g = self.item_emb.weight
+        for _ in range(self.config.num_item_layers):
+            g = fixed_matmul(self.item_adj, g, self.item_adj_transposed)
         users, items = out[: self.num_users], out[self.num_users :]
         return users, items + g
 

@@ -23,6 +23,7 @@ from mllmrec_pyg.data.schema import (
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 
 
 @dataclass
@@ -153,10 +154,16 @@ class MLLMRec(RankingModel):
         if cfg.trainable_items:
             self.item_input = nn.Parameter(item_x.clone())
             self.register_buffer("item_adj_t", adj_t, persistent=False)
+            self.register_buffer(
+                "item_adj_transposed",
+                csr_transpose(adj_t) if adj_t is not None else None,
+                persistent=False,
+            )
             self.register_buffer("item_repr", None, persistent=False)
         else:
             self.item_input = None
             self.register_buffer("item_adj_t", None, persistent=False)
+            self.register_buffer("item_adj_transposed", None, persistent=False)
             with torch.no_grad():
                 e_star = self.item_conv(item_x, adj_t) if adj_t is not None else item_x
             self.register_buffer("item_repr", e_star.contiguous(), persistent=False)
@@ -228,7 +235,13 @@ class MLLMRec(RankingModel):
             return self.item_repr
         if self.item_adj_t is None:
             return self.item_input
-        return self.item_conv(self.item_input, self.item_adj_t)
+        # self.item_conv(self.item_input, self.item_adj_t), with a backward pass
+        # through the transpose built once
+        out = h = self.item_input
+        for _ in range(self.item_conv.num_layers):
+            h = fixed_matmul(self.item_adj_t, h, self.item_adj_transposed)
+            out = out + h
+        return out
 
     def user_inputs(self, users: Tensor | None = None) -> Tensor:
         """:math:`e_u` for ``users`` (all users if ``None``)."""
@@ -245,7 +258,7 @@ class MLLMRec(RankingModel):
             g = F.normalize(h, dim=-1)
             acc = g
             for _ in range(self.config.ui_layers):
-                g = self.ui_adj_t @ g
+                g = fixed_matmul(self.ui_adj_t, g)  # symmetric
                 acc = acc + g
             h = h + acc
             h_u, h_i = h[: self.num_users], h[self.num_users :]

@@ -1,0 +1,268 @@
+"""The fast paths compute what the straightforward ones compute.
+
+Each test keeps the straightforward implementation (the way the package
+computed it before the fast path existed) as a reference here and compares:
+top-k with id tie-breaking, the evaluator's block loop, the sparse products
+with a prepared transpose (forward and gradients), and whole training runs
+of every registered model (losses and validation metrics per epoch).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mllmrec_pyg.metrics as metrics
+from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg.commands.train import build_item_graph
+from mllmrec_pyg.data.synthetic import make_scale_data
+from mllmrec_pyg.metrics import FullRankEvaluator, topk_items
+from mllmrec_pyg.nn import FREEDOM, MLLMRec, MLLMRecConfig
+from mllmrec_pyg.nn.baselines import LightGCNRecommender
+from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.train import TrainConfig, Trainer, seed_everything
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Bitwise comparisons need a fixed thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_item_graph(make_scale_data((120, 90, 1500), dim=24, seed=3))
+
+
+# -- reference implementations ---------------------------------------------------------------
+def reference_topk_items(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k with ties broken by item id: the full tie pass over every row."""
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    kth = scores.topk(k, dim=1).values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    need = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(dim=1) <= need))
+    idx = chosen.nonzero()[:, 1].view(-1, k)
+    order = scores.gather(1, idx).argsort(dim=1, descending=True, stable=True)
+    return idx.gather(1, order)
+
+
+def reference_rank(evaluator: FullRankEvaluator, score_fn, users, k, split="valid"):
+    out = []
+    for start in range(0, users.numel(), evaluator.block_size):
+        block = users[start : start + evaluator.block_size]
+        scores = score_fn(block).float().clone()
+        metrics.mask_scores_(scores, block, evaluator.masks_for(split))
+        out.append(reference_topk_items(scores, k))
+    return torch.cat(out)
+
+
+def reference_lightgcn_embeddings(model: LightGCNRecommender):
+    out = model.lightgcn.get_embedding(model.adj_t)  # PyG's propagation
+    return out[: model.num_users], out[model.num_users :]
+
+
+def reference_freedom_propagate(model: FREEDOM, adj):
+    ego = torch.cat([model.user_emb.weight, model.item_emb.weight])
+    acc = h = ego
+    with quiet_sparse():
+        for _ in range(model.config.num_ui_layers):
+            h = adj @ h
+            acc = acc + h
+        out = acc / (model.config.num_ui_layers + 1)
+        g = model.item_emb.weight
+        for _ in range(model.config.num_item_layers):
+            g = model.item_adj @ g
+    return out[: model.num_users], out[model.num_users :] + g
+
+
+# -- top-k and the evaluator -----------------------------------------------------------------
+def _score_matrices(gen: torch.Generator):
+    for trial in range(120):
+        rows, items = 17, int(torch.randint(20, 200, (1,), generator=gen))
+        k = int(torch.randint(1, min(items, 60) + 1, (1,), generator=gen))
+        kind = trial % 5
+        if kind == 0:  # distinct floats
+            x = torch.randn(rows, items, generator=gen)
+        elif kind == 1:  # many ties (popularity counts)
+            x = torch.randint(0, 4, (rows, items), generator=gen).float()
+        elif kind == 2:  # most items masked: the k-th score is often -inf
+            x = torch.randn(rows, items, generator=gen)
+            x[torch.rand(rows, items, generator=gen) < 0.9] = float("-inf")
+        elif kind == 3:  # signed zeros and infinities
+            x = torch.randint(-1, 2, (rows, items), generator=gen).float()
+            x[:, ::3] = -0.0
+            x[:, 1::5] = float("-inf")
+            x[:, 2::7] = float("inf")
+        else:  # every item
+            x = torch.randn(rows, items, generator=gen).round(decimals=1)
+            k = items
+        yield x, k
+
+
+def test_topk_items_matches_the_full_tie_pass():
+    gen = torch.Generator().manual_seed(0)
+    for x, k in _score_matrices(gen):
+        assert torch.equal(topk_items(x, k), reference_topk_items(x, k)), (x, k)
+
+
+def test_topk_items_still_rejects_nan():
+    x = torch.randn(4, 30)
+    x[2, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        topk_items(x, 5)
+    y = torch.randn(3, 30)
+    y[1, 0], y[1, 1] = float("inf"), float("-inf")  # row sum is NaN, no NaN score
+    assert torch.equal(topk_items(y, 5), reference_topk_items(y, 5))
+
+
+def test_evaluator_ranks_like_the_reference_and_leaves_kept_scores_alone(data):
+    store = data["user", "interacts", "item"]
+    num_users, num_items = data["user"].num_nodes, data["item"].num_nodes
+    ev = FullRankEvaluator(
+        store.edge_index,
+        num_users,
+        num_items,
+        {"valid": store.val_edge_index, "test": store.test_edge_index},
+        ks=(5, 10),
+        block_size=32,
+    )
+    gen = torch.Generator().manual_seed(1)
+    full = torch.randint(0, 5, (num_users, num_items), generator=gen).float()  # ties
+    kept = full.clone()
+    users = ev.users("valid")
+
+    def fresh(block):
+        return full[block] * 1.0
+
+    def view(block):  # a view of a tensor the caller keeps
+        return kept[block.min() : block.max() + 1][block - block.min()]
+
+    def whole(block):  # the kept tensor itself when the block is every user
+        return kept if block.numel() == num_users else kept[block]
+
+    for fn in (fresh, view):
+        assert torch.equal(ev.rank(fn, users, 10), reference_rank(ev, fn, users, 10))
+    all_users = torch.arange(num_users)
+    ev_all = FullRankEvaluator(
+        store.edge_index, num_users, num_items, {"valid": store.val_edge_index}, ks=(5,)
+    )
+    ev_all.block_size = num_users
+    assert torch.equal(
+        ev_all.rank(whole, all_users, 5), reference_rank(ev_all, whole, all_users, 5)
+    )
+    assert torch.equal(kept, full)  # masking never wrote into the caller's tensor
+
+
+# -- sparse products -------------------------------------------------------------------------
+def test_fixed_matmul_forward_and_gradient():
+    gen = torch.Generator().manual_seed(2)
+    dense = torch.rand(30, 20, generator=gen) * (torch.rand(30, 20, generator=gen) < 0.2)
+    adj = dense.to_sparse_csr()
+    x = torch.randn(20, 5, generator=gen, requires_grad=True)
+    out = fixed_matmul(adj, x, csr_transpose(adj))
+    grad = torch.randn(30, 5, generator=gen)
+    out.backward(grad)
+    assert torch.allclose(out, dense @ x.detach(), atol=1e-6)
+    assert torch.allclose(x.grad, dense.t() @ grad, atol=1e-6)
+    sym = (dense[:20] + dense[:20].t()).to_sparse_csr()
+    y = torch.randn(20, 5, generator=gen, requires_grad=True)
+    fixed_matmul(sym, y).backward(grad[:20])
+    assert torch.allclose(y.grad, sym.to_dense() @ grad[:20], atol=1e-6)
+
+
+def _grads(module, fn):
+    module.zero_grad(set_to_none=True)
+    outs = fn()
+    loss = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+    loss.backward()
+    return [o.detach() for o in outs], {
+        n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None
+    }
+
+
+def _assert_same(a, b, atol=1e-6):
+    (outs_a, grads_a), (outs_b, grads_b) = a, b
+    for x, y in zip(outs_a, outs_b):
+        assert torch.allclose(x, y, atol=atol)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=atol), name
+
+
+def test_lightgcn_propagation_matches_pyg(data):
+    torch.manual_seed(0)
+    model = build_model("lightgcn", data)
+    torch.nn.init.normal_(model.lightgcn.embedding.weight)
+    _assert_same(
+        _grads(model, model.embeddings), _grads(model, lambda: reference_lightgcn_embeddings(model))
+    )
+
+
+def test_freedom_propagation_matches_plain_sparse_products(data):
+    torch.manual_seed(0)
+    model = build_model("freedom", data, item_graph=("item", "related", "item"))
+    model.on_train_epoch_start(1)
+    for adj in (model.full_adj, model._train_adj):
+        _assert_same(
+            _grads(model, lambda adj=adj: model.propagate(adj)),
+            _grads(model, lambda adj=adj: reference_freedom_propagate(model, adj)),
+        )
+
+
+def test_mllmrec_variants_match_the_item_layer(data):
+    torch.manual_seed(0)
+    model = MLLMRec.from_data(data, MLLMRecConfig(trainable_items=True, ui_layers=2))
+    ref_items = model.item_conv(model.item_input, model.item_adj_t)  # PyG message passing
+
+    def reference():
+        h_u = model.user_tower(model.user_inputs())
+        h_i = model.item_tower(model.item_conv(model.item_input, model.item_adj_t))
+        h = torch.cat([h_u, h_i])
+        g = acc = F.normalize(h, dim=-1)
+        with quiet_sparse():
+            for _ in range(model.config.ui_layers):
+                g = model.ui_adj_t @ g
+                acc = acc + g
+        h = h + acc
+        return h[: model.num_users], h[model.num_users :]
+
+    assert torch.allclose(model.item_inputs(), ref_items, atol=1e-6)
+    _assert_same(_grads(model, model.representations), _grads(model, reference), atol=1e-5)
+
+
+# -- whole runs ------------------------------------------------------------------------------
+def _history(name, data, monkeypatch=None):
+    seed_everything(0)
+    model = build_model(name, data)
+    if monkeypatch is not None:
+        if name == "lightgcn":
+            monkeypatch.setattr(model, "embeddings", lambda: reference_lightgcn_embeddings(model))
+        if name == "freedom":
+            monkeypatch.setattr(
+                model, "propagate", lambda adj: reference_freedom_propagate(model, adj)
+            )
+        monkeypatch.setattr(metrics, "topk_items", reference_topk_items)
+    cfg = TrainConfig(epochs=3, patience=10, batch_size=256, show_progress=False, ks=(10, 20))
+    result = Trainer(model, data, cfg).fit()
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_same_seed_same_losses_and_metrics(name, data, monkeypatch):
+    fast = _history(name, data)
+    with monkeypatch.context() as m:
+        slow = _history(name, data, m)
+    assert fast.best_epoch == slow.best_epoch
+    assert len(fast.history) == len(slow.history)
+    for a, b in zip(fast.history, slow.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+        assert a["valid"] == pytest.approx(b["valid"], abs=1e-6)
+    assert fast.test == pytest.approx(slow.test, abs=1e-6)
