@@ -33,6 +33,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from mllmrec_pyg.threads import apply_thread_policy, configure_openmp  # noqa: E402
+
+configure_openmp()  # before torch loads: idle OpenMP threads sleep instead of spinning
+
 from mllmrec_pyg import pipeline  # noqa: E402
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig, default_of  # noqa: E402
 from mllmrec_pyg.io import write_json  # noqa: E402
@@ -67,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--cache-dir", type=Path, help="cache root (default ./.cache/mllmrec)")
     p.add_argument("--json", type=Path, help="also write all results here")
+    p.add_argument("--threads", help="a number or 'auto' (default; see mllmrec_pyg.threads)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args()
 
@@ -76,6 +81,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    apply_thread_policy(args.threads)
     show = not args.no_progress
     start = time.perf_counter()
 

@@ -16,7 +16,11 @@ import logging
 import os
 import sys
 
-from mllmrec_pyg.commands.common import CommandError
+from mllmrec_pyg.threads import apply_thread_policy, configure_openmp
+
+configure_openmp()  # before anything imports torch: idle OpenMP threads sleep, not spin
+
+from mllmrec_pyg.commands.common import CommandError  # noqa: E402
 
 COMMAND_MODULES = (
     "mllmrec_pyg.commands.train",
@@ -52,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for command in sub.choices.values():  # one thread flag for every sub-command
+        command.add_argument(
+            "--threads",
+            metavar="N|auto",
+            help="CPU threads for training, evaluation, encoding and graph builds: a number, or "
+            "'auto' (the default, or $MLLMREC_THREADS): the cores other processes leave free, "
+            "then the faster of 1 and all usable cores, re-measured during training",
+        )
     return parser
 
 
@@ -64,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     debug = args.debug or os.environ.get("MLLMREC_DEBUG", "") not in ("", "0")
     try:
+        apply_thread_policy(args.threads)
         return int(args.func(args) or 0)
     except CommandError as err:
         if debug:

@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one fixed thread: results are bitwise reproducible only with a fixed count (mllmrec_pyg.threads)
+os.environ.setdefault("MLLMREC_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
