@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mllmrec_pyg.commands.common import CommandError
 from mllmrec_pyg.reasoning.backends import (
     Backend,
     BackendInputError,
@@ -578,7 +579,7 @@ def test_cli_flags_reach_the_backend_settings():
     )
     assert backend_kwargs(off)["no_repeat_ngram_size"] == 0  # 0 is a value, not "unset"
     wrong = parser.parse_args(["infer-preferences", "f", "--repetition-penalty", "1.2"])
-    with pytest.raises(SystemExit, match="--repetition-penalty does not apply to --backend none"):
+    with pytest.raises(CommandError, match="--repetition-penalty does not apply to --backend none"):
         backend_kwargs(wrong)
     fetch = parser.parse_args(["fetch-model", "smollm2"])
     assert fetch.name == "smollm2" and fetch.install is False
