@@ -127,8 +127,9 @@ class LangGCNConfig:
 
     A small validation search covers the learning rate (1e-3, 3e-3),
     ``temperature`` (0.1, 0.15, 0.2), ``num_layers`` (1, 2, 3),
-    ``id_embeddings`` (on, off) and ``user_init`` (``"mean"``,
-    ``"mean+preference"``); the other fields rarely need changing.
+    ``id_embeddings`` (on, off), ``user_init`` (``"mean"``,
+    ``"mean+preference"``) and ``item_graph`` (the refined graph, ``None``);
+    the other fields rarely need changing.
     """
 
     embedding_dim: int = 64
