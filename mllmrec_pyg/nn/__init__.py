@@ -11,6 +11,7 @@ from mllmrec_pyg.nn.baselines import (
 )
 from mllmrec_pyg.nn.freedom import FREEDOM, FREEDOMConfig
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN
+from mllmrec_pyg.nn.langgcn import LangGCN, LangGCNConfig
 from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
 from mllmrec_pyg.nn.registry import MODELS, build_model
 
@@ -27,6 +28,8 @@ __all__ = [
     "LightGCNConfig",
     "FREEDOM",
     "FREEDOMConfig",
+    "LangGCN",
+    "LangGCNConfig",
     "RankingModel",
     "Recommender",
     "MODELS",

@@ -10,16 +10,17 @@ from torch_geometric.data import HeteroData
 from mllmrec_pyg.nn.base import RankingModel
 from mllmrec_pyg.nn.baselines import BPRMF, LightGCNRecommender, MostPop
 from mllmrec_pyg.nn.freedom import FREEDOM
+from mllmrec_pyg.nn.langgcn import LangGCN
 from mllmrec_pyg.nn.mllmrec import MLLMRec
 
 MODELS: dict[str, type[RankingModel]] = {
-    cls.name: cls for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM)
+    cls.name: cls for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM, LangGCN)
 }
 
 
 def model_class(name: str) -> type[RankingModel]:
     """The model class registered as ``name`` (``mllmrec``, ``bpr``, ``lightgcn``, ``pop``,
-    ``freedom``)."""
+    ``freedom``, ``langgcn``)."""
     try:
         return MODELS[name]
     except KeyError:
