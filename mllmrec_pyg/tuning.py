@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import random
@@ -60,10 +61,15 @@ class Candidate:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     space: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
-    @property
-    def needs(self) -> frozenset[str]:
-        """What the model reads besides training pairs (:meth:`RankingModel.requires`)."""
-        return model_class(self.model).requires(make_config(self.model, dict(self.fixed)))
+    def needs(self, points: Sequence[Mapping[str, Any]] = ({},)) -> frozenset[str]:
+        """What the model reads besides training pairs at any of ``points``
+        (:meth:`~mllmrec_pyg.nn.base.RankingModel.requires`)."""
+        cls = model_class(self.model)
+        out: set[str] = set()
+        for point in points:
+            values = {**self.fixed, **split_point(point)["model"]}
+            out |= cls.requires(make_config(self.model, values))
+        return frozenset(out)
 
     def grid(self) -> list[dict[str, Any]]:
         """Every point of the search space (the empty point when there is none)."""
@@ -105,6 +111,40 @@ CANDIDATES: dict[str, Candidate] = {
                 "model.dropout": (0.5, 0.8, 0.9),
                 "graph.alpha": (0.4, 0.5, 0.6, 0.7),
                 "graph.k_c": (5, 10, 15, 20),
+            },
+        ),
+        Candidate(
+            "langgcn",
+            "langgcn",
+            space={
+                "train.lr": (1e-3, 3e-3),
+                "model.temperature": (0.1, 0.15, 0.2),
+                "model.num_layers": (1, 2, 3),
+                "model.id_embeddings": (True, False),
+                "model.item_graph": (RELATED, None),
+                "model.user_init": ("mean", "mean+preference"),
+            },
+        ),
+        # where LangGCN's gain comes from: each drops one input, searched the same way
+        Candidate(
+            "langgcn-id-only",
+            "langgcn",
+            fixed={"use_item_text": False, "user_init": "id", "item_graph": None},
+            space={
+                "train.lr": (1e-3, 3e-3),
+                "model.temperature": (0.1, 0.15, 0.2),
+                "model.num_layers": (1, 2, 3),
+            },
+        ),
+        Candidate(
+            "langgcn-bpr",
+            "langgcn",
+            fixed={"loss": "bpr", "num_negatives": 1, "cosine": False},
+            space={
+                "train.lr": (1e-3, 3e-3),
+                "model.num_layers": (1, 2, 3),
+                "model.id_embeddings": (True, False),
+                "model.item_graph": (RELATED, None),
             },
         ),
         Candidate(
@@ -215,10 +255,10 @@ def tune(
         log.info("%s was searched with other settings; searching again", path)
         stored = {}
     done = {json_key(t["point"]): t for t in stored.get("trials", [])}
+    needs = cand.needs(points)
     if data is None:
-        needs_users = "users" in cand.needs
-        if cand.needs:
-            data, _ = prepare(data_cfg, text, cache, users=needs_users, show_progress=False)
+        if needs:
+            data, _ = prepare(data_cfg, text, cache, users="users" in needs, show_progress=False)
         else:
             data = load_data(data_cfg)
     graphs: dict[GraphConfig, HeteroData] = {}
@@ -231,7 +271,7 @@ def tune(
         parts = split_point(point)
         g = dataclasses.replace(graph, **parts["graph"])
         trial_data = data
-        if "graph" in cand.needs:
+        if "graph" in needs:
             if g not in graphs:
                 graphs[g] = build_graph(data, g)
             trial_data = graphs[g]
@@ -251,7 +291,7 @@ def tune(
             "settings": {
                 "model": model.config_dict(),
                 "train": {k: getattr(cfg, k) for k in ("lr", "batch_size", "epochs", "patience")},
-                "graph": g.as_dict() if "graph" in cand.needs else None,
+                "graph": g.as_dict() if "graph" in needs else None,
             },
         }
         results.append(trial)
@@ -262,7 +302,8 @@ def tune(
 
 
 def json_key(point: Mapping[str, Any]) -> str:
-    return repr(sorted((k, repr(v)) for k, v in point.items()))
+    """A point's identity as stored in JSON (tuples and lists alike)."""
+    return json.dumps(point, sort_keys=True)
 
 
 def _write(

@@ -39,11 +39,13 @@ DEFAULT_MODEL = "mllmrec"
 #: model-setting flag -> {model: config field}; a flag that names no field of the model is refused
 MODEL_FLAGS: dict[str, dict[str, str]] = {
     "hidden_dim": {"mllmrec": "hidden_dim"},
-    "embedding_dim": {m: "embedding_dim" for m in ("mllmrec", "bpr", "lightgcn", "freedom")},
+    "embedding_dim": {
+        m: "embedding_dim" for m in ("mllmrec", "bpr", "lightgcn", "freedom", "langgcn")
+    },
     "item_layers": {"mllmrec": "num_item_layers", "freedom": "num_item_layers"},
     "ui_layers": {"mllmrec": "ui_layers"},
     "reg_weight": {"bpr": "reg_weight", "lightgcn": "reg_weight"},
-    "num_layers": {"lightgcn": "num_layers", "freedom": "num_ui_layers"},
+    "num_layers": {"lightgcn": "num_layers", "freedom": "num_ui_layers", "langgcn": "num_layers"},
     "edge_dropout": {"freedom": "dropout"},
     "freedom_reg": {"freedom": "reg_weight"},
 }

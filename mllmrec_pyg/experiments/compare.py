@@ -136,7 +136,7 @@ def run_compare(
             "search seconds": sum(t["seconds"] for t in search.trials),
         }
         run_data = data
-        if "graph" in cand.needs:
+        if "graph" in cand.needs([search.best["point"]]):
             g = GraphConfig(**chosen["graph"])
             if g not in graphs:
                 graphs[g] = build_graph(data, g)

@@ -278,6 +278,15 @@ class LangGCN(RankingModel):
         return self.config.num_negatives
 
     @classmethod
+    def requires(cls, config: LangGCNConfig) -> frozenset[str]:
+        needs = {"items"}
+        if config.user_init in ("preference", "mean+preference"):
+            needs.add("users")
+        if config.item_graph is not None and tuple(config.item_graph) == RELATED:
+            needs.add("graph")
+        return frozenset(needs)
+
+    @classmethod
     def from_data(cls, data: HeteroData, config: LangGCNConfig | None = None) -> LangGCN:
         """Build from the HeteroData contract: training pairs, ``data["item"].x``,
         ``data["user"].x`` for preference inputs, ``data[config.item_graph]`` if set."""
