@@ -130,3 +130,37 @@ def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
     assert per_user["ndcg@20"].mean().item() == pytest.approx(test["ndcg@20"], abs=1e-6)
     assert sign_flip_test(torch.full((50,), 0.1)) < 0.01
     assert sign_flip_test(torch.tensor([0.1, -0.1] * 25)) > 0.5
+
+
+def test_tune_and_train_on_another_movielens_folder_without_tags(tmp_path):
+    """A MovieLens-format folder that is not ml-latest-small: other genres, an empty tags.csv."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "other-ml"
+    root.mkdir()
+    genres = ["Space", "Jazz", "Heist", "Cooking", "Sports", "Noir", "Opera"]
+    rows = [
+        f"{u},{m},{rng.integers(1, 6)}.0,{1000 * u + k}\n"
+        for u in range(1, 61)
+        for k, m in enumerate(rng.choice(np.arange(1, 41), 12, replace=False))
+    ]
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(rows))
+    movies = [
+        f"{m},Picture {m} ({1950 + m}),{'|'.join(rng.choice(genres, 2, replace=False))}\n"
+        for m in range(1, 41)
+    ]
+    (root / "movies.csv").write_text("movieId,title,genres\n" + "".join(movies))
+    (root / "tags.csv").write_text("")
+    data_cfg = DataConfig("movielens", root=str(root))
+    assert data_cfg.tag() == "movielens-other-ml"
+    result = tune(
+        "langgcn", data_cfg, train=QUICK, trials=2, out=tmp_path / "tuned", cache=tmp_path / "c"
+    )
+    assert len(result.trials) == 2
+    path = tmp_path / "tuned" / "movielens-other-ml" / "langgcn.json"
+    out = tmp_path / "r.json"
+    argv = ["train", "--tuned", str(path), "--dataset", "movielens", "--root", str(root)]
+    argv += ["--cache-dir", str(tmp_path / "c"), "--json", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["model"] == "langgcn"

@@ -91,9 +91,10 @@ def read_movies(path: Path) -> dict[int, tuple[str, list[str]]]:
 
 
 def read_tags(path: Path) -> list[tuple[int, int, str]]:
-    """``[(userId, movieId, tag), ...]`` from ``tags.csv`` (empty if the file is absent)."""
-    if not path.is_file():
-        log.info("%s not found: item text without tags", path)
+    """``[(userId, movieId, tag), ...]`` from ``tags.csv`` (empty if the file is absent or
+    empty: tags are optional)."""
+    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+        log.info("%s absent or empty: item text without tags", path)
         return []
     out = []
     for line, row in _rows(path, ("userId", "movieId", "tag")):
