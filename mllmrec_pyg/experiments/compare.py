@@ -180,14 +180,22 @@ def run_compare(
     )
 
 
+def best_baseline(rows: list[dict[str, Any]], proposed: str) -> str | None:
+    """The baseline with the best mean test Recall@20. The proposed model's own ablations
+    (``<proposed>-...``) are not baselines: they are reported beside it."""
+    by = {r["variant"]: r for r in rows}
+    baselines = [v for v in by if v != proposed and not v.startswith(f"{proposed}-")]
+    if proposed not in by or not baselines:
+        return None
+    return max(baselines, key=lambda v: by[v]["test recall@20"])
+
+
 def _significance(
     rows: list[dict[str, Any]], users: dict[str, list[dict[str, Tensor]]], proposed: str
 ) -> dict[str, Any]:
-    by = {r["variant"]: r for r in rows}
-    baselines = [v for v in by if v != proposed]
-    if proposed not in users or not baselines:
+    best = best_baseline(rows, proposed)
+    if best is None or proposed not in users:
         return {}
-    best = max(baselines, key=lambda v: by[v]["test recall@20"])
     out: dict[str, Any] = {"against": best, "users": None}
     for metric in HEADLINE:
         a = torch.stack([u[metric] for u in users[proposed]]).mean(0)
@@ -206,11 +214,10 @@ def findings(
     rows: list[dict[str, Any]], proposed: str, significance: dict[str, Any]
 ) -> dict[str, Any]:
     """Whether the proposed model beats the best tuned baseline by at least 3% on R@20 and N@20."""
-    by = {r["variant"]: r for r in rows}
-    baselines = [v for v in by if v != proposed]
-    if proposed not in by or not baselines:
+    best = best_baseline(rows, proposed)
+    if best is None:
         return {}
-    best = max(baselines, key=lambda v: by[v]["test recall@20"])
+    by = {r["variant"]: r for r in rows}
     gain = {
         m: (by[proposed][f"test {m}"] - by[best][f"test {m}"]) / by[best][f"test {m}"]
         for m in HEADLINE
