@@ -137,6 +137,29 @@ CANDIDATES: dict[str, Candidate] = {
             },
         ),
         Candidate(
+            "langgcn-id-users",
+            "langgcn",
+            fixed={"user_init": "id"},
+            space={
+                "train.lr": (1e-3, 3e-3),
+                "model.temperature": (0.1, 0.15, 0.2),
+                "model.num_layers": (1, 2, 3),
+                "model.item_graph": (RELATED, None),
+            },
+        ),
+        Candidate(
+            "langgcn-plain-knn",
+            "langgcn",
+            fixed={"item_graph": RELATED},
+            space={
+                "train.lr": (1e-3, 3e-3),
+                "model.temperature": (0.1, 0.15, 0.2),
+                "model.num_layers": (1, 2, 3),
+                "graph.alpha": (None,),  # plain top-K_s: no threshold, no co-occurrence
+                "graph.cooccurrence": (False,),
+            },
+        ),
+        Candidate(
             "langgcn-bpr",
             "langgcn",
             fixed={"loss": "bpr", "num_negatives": 1, "cosine": False},
