@@ -87,14 +87,14 @@ class FeatureRows:
         """Rows ``start:stop`` as a float32 tensor on :attr:`device`."""
         rows = self.x[start:stop]
         if isinstance(rows, np.ndarray):
-            rows = torch.from_numpy(np.ascontiguousarray(rows))
+            return torch.from_numpy(np.array(rows, dtype=np.float32))
         return rows.float()
 
     def take(self, ids: Tensor) -> Tensor:
         """Rows ``ids`` as a float32 tensor on :attr:`device`."""
         if isinstance(self.x, Tensor):
             return self.x[ids.to(self.x.device)].float()
-        return torch.from_numpy(np.ascontiguousarray(self.x[ids.cpu().numpy()])).float()
+        return torch.from_numpy(np.array(self.x[ids.cpu().numpy()], dtype=np.float32))
 
     def check_finite(self, block: int) -> None:
         """Raise :class:`SchemaError` naming the rows that hold NaN or inf."""

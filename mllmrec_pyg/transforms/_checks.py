@@ -44,10 +44,9 @@ def check_cosine(value: Any, name: str) -> float | None:
     """``None`` or a real number in ``[-1, 1]`` (a cosine similarity)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        # numpy / torch scalars expose __float__ but are not str or bool
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
-            raise TypeError(f"{name} must be a number in [-1, 1] or None, got {value!r}")
+    # numpy / torch scalars expose __float__; strings and bools are refused
+    if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a number in [-1, 1] or None, got {value!r}")
     value = float(value)
     if math.isnan(value) or not -1.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a cosine in [-1, 1] or None, got {value!r}")

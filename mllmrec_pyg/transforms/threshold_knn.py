@@ -138,7 +138,7 @@ def threshold_knn_graph(
             rows, k_eff, threshold, loop, backend, index_params or IndexParams(), block_size
         )
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.asarray(x))
+        x = torch.from_numpy(np.array(x, dtype=np.float32))
     x = x.float()
     norms = x.norm(dim=1)
     zero = norms < ZERO_NORM_EPS
