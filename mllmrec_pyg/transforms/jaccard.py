@@ -18,7 +18,7 @@ from mllmrec_pyg.transforms.threshold_knn import _check_k
 
 #: Default bound on the co-occurring (owner, neighbour, user) triples expanded
 #: at once; each costs about 48 bytes at the peak of a block (~400 MB).
-DEFAULT_MAX_PAIRS = 2**23
+DEFAULT_MAX_PAIRS = 2**22
 
 
 def rowwise_topk(rows: Tensor, cols: Tensor, vals: Tensor, k: int) -> Tensor:
@@ -43,6 +43,76 @@ def _topk_sorted(rows: Tensor, vals: Tensor, k: int) -> Tensor:
     start = torch.searchsorted(sorted_rows, sorted_rows, right=False)
     rank = torch.arange(rows.numel(), device=rows.device) - start
     return order[rank < k]
+
+
+#: float32 bit patterns of values in (0, 1] are below this (the bits of 1.0)
+_ONE_BITS = 0x3F800000
+_JAC_BITS = 30
+
+
+def _sort_int64(t: Tensor) -> Tensor:
+    """Ascending sort of an int64 tensor; in place with NumPy's vectorised sort on the CPU."""
+    if t.device.type == "cpu":
+        t.numpy().sort()
+        return t
+    return torch.sort(t).values
+
+
+def _run_lengths(sorted_keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Distinct values of a sorted tensor and how often each occurs."""
+    n = sorted_keys.numel()
+    first = torch.ones(n, dtype=torch.bool, device=sorted_keys.device)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    starts = first.nonzero().flatten()
+    ends = torch.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1:] = n
+    return sorted_keys[starts], ends - starts
+
+
+def _block_topk(
+    owner: Tensor, nbr: Tensor, jac: Tensor, k: int, num_items: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per owner, the ``k`` largest ``jac`` (ties to the lower ``nbr``) of entries
+    sorted by (owner, nbr); the same selection as :func:`_topk_sorted`.
+
+    One integer sort on (owner, float32 rank of the value, neighbour) finds, per
+    owner, the entries whose float32-rounded value reaches the ``k``-th one;
+    rounding is monotone, so they contain the exact top-``k``, which an exact
+    float64 selection then picks from that short list.
+    """
+    nbits = max(1, (num_items - 1).bit_length())
+    lo = int(owner[0])
+    obits = max(1, (int(owner[-1]) - lo).bit_length())
+    if obits + _JAC_BITS + nbits > 63:
+        keep = _topk_sorted(owner, jac, k)
+        return owner[keep], nbr[keep], jac[keep]
+    rank = _ONE_BITS - jac.to(torch.float32).view(torch.int32).long()  # small = large
+    key = (owner - lo) << (_JAC_BITS + nbits)
+    key |= rank << nbits
+    key |= nbr
+    del rank
+    key = _sort_int64(key)
+    grp = key >> (_JAC_BITS + nbits)
+    n = key.numel()
+    idx = torch.arange(n, device=key.device)
+    first = torch.ones(n, dtype=torch.bool, device=key.device)
+    first[1:] = grp[1:] != grp[:-1]
+    kpos = torch.cummax(torch.where(first, idx, 0), 0).values + (k - 1)
+    del first, idx
+    kpos_c = kpos.clamp(max=n - 1)
+    rank = (key >> nbits) & ((1 << _JAC_BITS) - 1)
+    kth = torch.where((kpos < n) & (grp[kpos_c] == grp), rank[kpos_c], 1 << _JAC_BITS)
+    cand = rank <= kth
+    del kpos, kpos_c, rank, kth
+    c_owner = grp[cand] + lo
+    c_nbr = key[cand] & ((1 << nbits) - 1)
+    del key, grp
+    # exact float64 values of the candidates, looked up among the sorted inputs
+    at = torch.searchsorted(owner * num_items + nbr, c_owner * num_items + c_nbr)
+    c_jac = jac[at]
+    keep = rowwise_topk(c_owner, c_nbr, c_jac, k)
+    return c_owner[keep], c_nbr[keep], c_jac[keep]
 
 
 class _Interactions:
@@ -85,13 +155,17 @@ class _Interactions:
         """All (owner, neighbour, count) co-occurrences of owners ``a:b``, sorted."""
         p0, p1 = int(self.owner_ptr[a]), int(self.owner_ptr[b])
         costs = self.cost[p0:p1]
-        users = self.user[p0:p1]
         total = int(self.owner_cum[b] - self.owner_cum[a])
-        owner = torch.repeat_interleave(self.owner[p0:p1] - a, costs, output_size=total)
-        key = owner * self.num_items
-        del owner
-        key += self.expand(users, costs, 0, total)
-        key, count = torch.unique(key, return_counts=True)
+        key = torch.repeat_interleave(
+            (self.owner[p0:p1] - a) * self.num_items, costs, output_size=total
+        )
+        # position of each triple's neighbour in items_by_user
+        shift = self.user_ptr[self.user[p0:p1]] - (costs.cumsum(0) - costs)
+        pos = torch.repeat_interleave(shift, costs, output_size=total)
+        pos += torch.arange(total, device=pos.device)
+        key += self.items_by_user[pos]
+        del pos, shift
+        key, count = _run_lengths(_sort_int64(key))
         return key // self.num_items + a, key % self.num_items, count
 
     def heavy_owner(self, a: int, max_pairs: int, acc: Tensor) -> tuple[Tensor, Tensor]:
@@ -181,11 +255,14 @@ def jaccard_topk_graph(
             owner, nbr, count = data.block(a, b)
         ok = owner != nbr
         owner, nbr, count = owner[ok], nbr[ok], count[ok].to(torch.float64)
+        if owner.numel() == 0:
+            a = b
+            continue
         jac = count / (data.deg_item[owner] + data.deg_item[nbr] - count)
-        keep = _topk_sorted(owner, jac, k)
-        srcs.append(nbr[keep])
-        dsts.append(owner[keep])
-        weights.append(jac[keep])
+        owner, nbr, jac = _block_topk(owner, nbr, jac, k, num_items)
+        srcs.append(nbr)
+        dsts.append(owner)
+        weights.append(jac)
         a = b
     if not srcs:
         return torch.empty(2, 0, dtype=torch.long, device=device), torch.empty(0, device=device)
