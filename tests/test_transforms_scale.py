@@ -44,6 +44,8 @@ def _knn(x, **kw):
 EXHAUSTIVE = [
     pytest.param(dict(backend="faiss"), id="flat"),
     pytest.param(dict(backend="ivf", nlist=4, nprobe=4, train_size=300), id="ivf-nprobe=nlist"),
+    pytest.param(dict(backend="ivfjoin", nlist=4, nprobe=4), id="ivfjoin-nprobe=nlist"),
+    pytest.param(dict(backend="ivfjoin", nlist=7, nprobe=7, block_size=16), id="ivfjoin-blocks"),
     pytest.param(
         dict(backend="ivfpq", nlist=4, nprobe=4, pq_m=4, pq_bits=4, candidates=400),
         id="ivfpq-rescored-all",
@@ -67,10 +69,11 @@ def test_exhaustive_index_equals_exact(params, loop, alpha, k):
 
 
 @needs_faiss
-def test_approximate_ivf_keeps_semantics_and_high_recall():
+@pytest.mark.parametrize("backend", ["ivf", "ivfjoin", "hnsw"])
+def test_approximate_index_keeps_semantics_and_high_recall(backend):
     x = _clustered(n=2000, d=32, clusters=40, zero=(3, 17))
     exact = _knn(x, k=10, threshold=0.5)
-    approx = _knn(x, k=10, threshold=0.5, backend="ivf", nlist=40, nprobe=4)
+    approx = _knn(x, k=10, threshold=0.5, backend=backend, nlist=40, nprobe=4)
     xn = torch.nn.functional.normalize(x, dim=1)
     src, dst = approx.edge_index
     # every returned edge is genuine: exact similarity >= alpha, self-loops on
@@ -87,7 +90,12 @@ def test_approximate_ivf_keeps_semantics_and_high_recall():
 
 @needs_faiss
 @pytest.mark.parametrize(
-    "params", [dict(backend="faiss"), dict(backend="ivf", nlist=2, nprobe=2, train_size=6)]
+    "params",
+    [
+        dict(backend="faiss"),
+        dict(backend="ivf", nlist=2, nprobe=2, train_size=6),
+        dict(backend="ivfjoin", nlist=2, nprobe=2),
+    ],
 )
 def test_index_ties_go_to_lower_id(params):
     # owner 0's three best neighbours are exact duplicates: k=2 keeps ids 2 and 4
@@ -134,13 +142,13 @@ def test_auto_backend_by_size(monkeypatch):
     assert tknn.resolve_backend("hnsw", 10, cpu) == "hnsw"
     monkeypatch.setattr(tknn, "AUTO_EXACT_MAX_CPU", 100)
     if HAS_FAISS:
-        assert tknn.resolve_backend("auto", 1000, cpu) == "ivf"
+        assert tknn.resolve_backend("auto", 1000, cpu) == "ivfjoin"
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.warns(UserWarning, match="faiss is not installed"):
         assert tknn.resolve_backend("auto", 1000, cpu) == "torch"
 
 
-@pytest.mark.parametrize("backend", ["faiss", "ivf", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("backend", ["faiss", "ivf", "ivfpq", "hnsw", "ivfjoin"])
 def test_missing_faiss_names_the_extra(monkeypatch, backend):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r'pip install "mllmrec-pyg\[faiss\]"'):

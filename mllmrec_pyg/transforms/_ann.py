@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 ZERO_NORM_EPS = 1e-12
 
 #: Backends served by faiss: ``"faiss"`` is exact (flat), the others approximate.
-FAISS_BACKENDS = ("faiss", "ivf", "ivfpq", "hnsw")
+FAISS_BACKENDS = ("faiss", "ivf", "ivfpq", "hnsw", "ivfjoin")
 BACKENDS = ("auto", "torch", *FAISS_BACKENDS)
 
 #: ``backend="auto"`` runs the exact blocked product up to this many rows on the
@@ -158,7 +158,7 @@ class IndexParams:
     """
 
     nlist: int | None = None
-    nprobe: int = 16
+    nprobe: int = 8
     pq_m: int = 48
     pq_bits: int = 8
     hnsw_m: int = 32
@@ -177,6 +177,13 @@ class IndexParams:
             raise TypeError(f"seed must be an integer, got {self.seed!r}")
         if self.pq_bits > 16:
             raise ValueError(f"pq_bits must be at most 16, got {self.pq_bits}")
+
+    def nlist_for_join(self, m: int) -> int:
+        r"""Cells for the self-join: balances assignment (``m * nlist``) against
+        the join (``m * nprobe * m / nlist``) at :math:`\sqrt{\text{nprobe}\, m}`."""
+        if self.nlist is not None:
+            return min(self.nlist, m)
+        return int(max(1, min(round((self.nprobe * m) ** 0.5), m // 8)))
 
     def nlist_for(self, m: int) -> int:
         if self.nlist is not None:
@@ -261,3 +268,80 @@ def faiss_candidates(
         idx_t = torch.from_numpy(idx)
         nbrs = torch.where(idx_t >= 0, nonzero[idx_t.clamp_min(0)], torch.full_like(idx_t, -1))
         yield owners, nbrs, torch.from_numpy(sims)
+
+
+def kmeans_centroids(
+    rows: FeatureRows, norms: Tensor, nonzero: Tensor, nlist: int, params: IndexParams
+) -> Tensor:
+    """Unit centroids of spherical k-means (faiss) on a seeded sample of the non-zero rows."""
+    faiss = import_faiss("ThresholdKNN(backend='ivfjoin')")
+    m = nonzero.numel()
+    size = min(m, params.train_size or 16 * nlist)
+    gen = torch.Generator().manual_seed(params.seed)
+    sample = nonzero[torch.randperm(m, generator=gen)[:size].sort().values]
+    km = faiss.Kmeans(rows.dim, nlist, niter=8, seed=params.seed, spherical=True, verbose=False)
+    km.cp.min_points_per_centroid = 1  # a small sample per cell is enough for coarse cells
+    km.train(unit_rows(rows, norms, sample).cpu().numpy())
+    return torch.from_numpy(km.centroids).to(rows.device)
+
+
+def join_candidates(
+    rows: FeatureRows,
+    norms: Tensor,
+    num_candidates: int,
+    params: IndexParams,
+    block: int,
+):
+    r"""IVF self-join: the owners' own cells, searched by one matrix product per cell.
+
+    Every non-zero row is assigned to its nearest centroid (its cell) and
+    probes its ``nprobe`` nearest cells, as an IVF query would. Because the
+    queries are the indexed rows themselves, all owners probing a cell are
+    scored against the cell's members by a single dense product, instead of
+    one scan per owner; candidates are merged into a running top list per
+    owner. Works on the device of the features (CPU or CUDA). Yields
+    ``(owners, neighbours, sims)`` like :func:`faiss_candidates`.
+    """
+    device = rows.device
+    nonzero = (norms >= ZERO_NORM_EPS).nonzero().flatten()
+    m = nonzero.numel()
+    nlist = params.nlist_for_join(m)
+    nprobe = min(params.nprobe, nlist)
+    centroids = kmeans_centroids(rows, norms, nonzero.cpu(), nlist, params)
+    unit = torch.empty(m, rows.dim, dtype=torch.float32, device=device)
+    probes = torch.empty(m, nprobe, dtype=torch.long, device=device)
+    for s in range(0, m, block):
+        u = unit_rows(rows, norms, nonzero[s : s + block])
+        unit[s : s + u.size(0)] = u
+        probes[s : s + u.size(0)] = (u @ centroids.t()).topk(nprobe, dim=1).indices
+    # members of each cell, in cell order; queries probing each cell, in cell order
+    member = torch.argsort(probes[:, 0], stable=True)
+    member_ptr = torch.searchsorted(probes[:, 0][member], torch.arange(nlist + 1, device=device))
+    flat = probes.flatten()
+    del probes
+    query = torch.argsort(flat, stable=True)
+    query_ptr = torch.searchsorted(flat[query], torch.arange(nlist + 1, device=device))
+    query //= nprobe
+    del flat
+    k = min(num_candidates, m)
+    best_v = torch.full((m, k), float("-inf"), device=device)
+    best_i = torch.full((m, k), -1, dtype=torch.long, device=device)
+    member_ptr_l, query_ptr_l = member_ptr.tolist(), query_ptr.tolist()
+    for c in range(nlist):
+        mem = member[member_ptr_l[c] : member_ptr_l[c + 1]]
+        if mem.numel() == 0:
+            continue
+        qs = query[query_ptr_l[c] : query_ptr_l[c + 1]]
+        for s in range(0, qs.numel(), block):
+            q = qs[s : s + block]
+            sims = unit[q] @ unit[mem].t()
+            v, j = sims.topk(min(k, mem.numel()), dim=1)
+            v = torch.cat([best_v[q], v], dim=1)
+            i = torch.cat([best_i[q], mem[j]], dim=1)
+            v, pos = v.topk(k, dim=1)
+            best_v[q], best_i[q] = v, i.gather(1, pos)
+    del unit
+    for s in range(0, m, block):
+        ids = best_i[s : s + block]
+        nbrs = torch.where(ids >= 0, nonzero[ids.clamp_min(0)], torch.full_like(ids, -1))
+        yield nonzero[s : s + block].cpu(), nbrs.cpu(), best_v[s : s + block].cpu()

@@ -22,6 +22,7 @@ from mllmrec_pyg.transforms._ann import (
     IndexParams,
     faiss_available,
     faiss_candidates,
+    join_candidates,
     unit_rows,
 )
 from mllmrec_pyg.transforms._checks import (
@@ -66,7 +67,7 @@ def resolve_backend(backend: str, n: int, device: torch.device) -> str:
             stacklevel=3,
         )
         return "torch"
-    return "ivf"
+    return "ivfjoin"
 
 
 def _empty(device: torch.device) -> tuple[Tensor, Tensor]:
@@ -199,9 +200,11 @@ def _index_graph(
     if k_others > 0 and int((~zero).sum()) > 1:
         default = 4 * (k_others + 1) if backend == "ivfpq" else k_others + 4
         num_candidates = max(params.candidates or default, k_others + 1)
-        for owners, nbrs, sims in faiss_candidates(
-            rows, norms, backend, num_candidates, params, block
-        ):
+        if backend == "ivfjoin":
+            blocks = join_candidates(rows, norms, num_candidates, params, block)
+        else:
+            blocks = faiss_candidates(rows, norms, backend, num_candidates, params, block)
+        for owners, nbrs, sims in blocks:
             if backend == "ivfpq":
                 sims = _rescore(rows, norms, owners, nbrs)
             valid = (nbrs >= 0) & (nbrs != owners.unsqueeze(1))
@@ -309,7 +312,7 @@ class ThresholdKNN(BaseTransform):
         backend: str = "torch",
         *,
         nlist: int | None = None,
-        nprobe: int = 16,
+        nprobe: int = 8,
         pq_m: int = 48,
         pq_bits: int = 8,
         hnsw_m: int = 32,
