@@ -239,10 +239,10 @@ def worker(folder: Path, args) -> dict:
     base = _rss_bytes()
     for name, transform in transforms.items():
         with PeakRSS() as peak:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             data = transform(data)
-            seconds = time.perf_counter() - t0
-        out[name] = {"seconds": seconds, "peak_gb": peak.peak / 2**30}
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        out[name] = {"seconds": seconds, "cpu_seconds": cpu, "peak_gb": peak.peak / 2**30}
     out["edges"] = {
         rel: int(data["item", rel, "item"].edge_index.size(1))
         for rel in ("semantic", "cooccurs", "related")
@@ -365,9 +365,10 @@ def main() -> None:
             row["generate_seconds"] = time.perf_counter() - t0
             row.update(_subprocess("worker", folder, passthrough))
             row["total"] = sum(row[s]["seconds"] for s in STAGES)
+            row["total_cpu"] = sum(row[s]["cpu_seconds"] for s in STAGES)
             rows.append(row)
             print(
-                f"  {size}: {row['total']:.1f} s, peak {row['process_peak_gb']:.2f} GB, "
+                f"  {size}: {row['total']:.1f} s ({row['total_cpu']:.1f} s CPU), peak {row['process_peak_gb']:.2f} GB, "
                 f"semantic recall {row['semantic_recall']['recall']:.4f}, co-occurrence "
                 f"recall {row['cooccurs_recall']['recall']:.4f}",
                 flush=True,
@@ -397,6 +398,14 @@ def main() -> None:
     for stage in (*STAGES, "total"):
         secs = [r["total"] if stage == "total" else r[stage]["seconds"] for r in rows]
         print(f"  {stage:9} {fit_exponent(items, secs):.2f}")
+    print()
+    print("CPU seconds (process time; on a shared machine wall time includes waiting):")
+    for r in rows:
+        print(
+            f"  {r['size']:5} knn {r['semantic']['cpu_seconds']:.1f}, jaccard "
+            f"{r['cooccurs']['cpu_seconds']:.1f}, merge {r['merge']['cpu_seconds']:.1f}, "
+            f"total {r['total_cpu']:.1f}"
+        )
     print()
     print("semantic edges per sampled owner with exact similarity >= alpha (excl. self):")
     for r in rows:
