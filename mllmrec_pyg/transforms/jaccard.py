@@ -17,7 +17,7 @@ from mllmrec_pyg.transforms._checks import check_edge_type, check_name, check_po
 from mllmrec_pyg.transforms.threshold_knn import _check_k
 
 #: Default bound on the co-occurring (owner, neighbour, user) triples expanded
-#: at once; each costs about 48 bytes at the peak of a block (~400 MB).
+#: at once; each costs up to about 100 bytes at the peak of a block (~400 MB).
 DEFAULT_MAX_PAIRS = 2**22
 
 
@@ -212,7 +212,7 @@ def jaccard_topk_graph(
     ``max_pairs`` entries. An owner whose users alone expand past
     ``max_pairs`` is counted ``max_pairs`` entries at a time into a dense
     counter of length :math:`I`. Peak working memory is therefore about
-    :math:`48 \cdot \text{max\_pairs} + 4I` bytes on top of the
+    :math:`100 \cdot \text{max\_pairs} + 4I` bytes on top of the
     :math:`O(|\mathcal{E}|)` interaction arrays, whatever the degrees.
 
     Args:
@@ -295,7 +295,7 @@ class JaccardCoOccurrence(BaseTransform):
         relation (str): relation name of the output item-item edge type.
         block_size (int): most owner items per block.
         max_pairs (int, optional): most co-occurrence triples expanded at once
-            (about 48 bytes each); ``None`` for no bound.
+            (up to about 100 bytes each); ``None`` for no bound.
     """
 
     def __init__(
