@@ -397,7 +397,11 @@ def main() -> None:
     print("growth exponent of time in items (log-log least squares):")
     for stage in (*STAGES, "total"):
         secs = [r["total"] if stage == "total" else r[stage]["seconds"] for r in rows]
-        print(f"  {stage:9} {fit_exponent(items, secs):.2f}")
+        steps = ", ".join(
+            f"{a['size']}->{b['size']} {fit_exponent([a['items'], b['items']], [sa, sb]):.2f}"
+            for a, b, sa, sb in zip(rows, rows[1:], secs, secs[1:])
+        )
+        print(f"  {stage:9} {fit_exponent(items, secs):.2f}  (between sizes: {steps})")
     print()
     print("CPU seconds (process time; on a shared machine wall time includes waiting):")
     for r in rows:
