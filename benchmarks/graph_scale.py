@@ -259,6 +259,52 @@ def worker(folder: Path, args) -> dict:
     return out
 
 
+SWEEP = [("ivfjoin", {"nprobe": p}) for p in (2, 4, 8, 16)]
+SWEEP += [("ivf", {"nprobe": p}) for p in (4, 8, 16)]
+SWEEP += [("hnsw", {"ef_search": e}) for e in (32, 64)] + [("ivfpq", {"nprobe": 8})]
+
+
+def sweep(folder: Path, args) -> list[dict]:
+    """Recall of the plain top-K_s (no threshold) and time of each backend setting."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    from mllmrec_pyg.transforms._ann import IndexParams
+    from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
+
+    x = np.load(folder / "x.npy", mmap_mode="r")
+    owners = np.sort(
+        np.random.default_rng(1).choice(x.shape[0], min(args.sample, x.shape[0]), replace=False)
+    )
+    vals, _, q = exact_semantic(x, owners, args.k_s - 1)
+    kth = vals[:, -1]
+    rows = []
+    for backend, params in SWEEP:
+        t0, c0 = time.perf_counter(), time.process_time()
+        ei, _ = threshold_knn_graph(x, args.k_s, None, True, None, backend, IndexParams(**params))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        hits = 0
+        for r, (a, g) in enumerate(zip(owners, neighbours_of(ei, owners))):
+            g = g[g != a]
+            keys = torch.from_numpy(np.array(x[g], dtype=np.float32))
+            sims = q[r] @ (keys / keys.norm(dim=1, keepdim=True)).t()
+            hits += int((sims >= kth[r] - 1e-6).sum())
+        rows.append(
+            {
+                "backend": backend,
+                **params,
+                "recall": hits / (owners.size * (args.k_s - 1)),
+                "seconds": wall,
+                "cpu_seconds": cpu,
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 def _subprocess(mode: str, folder: Path, argv: list[str]) -> dict:
     res = subprocess.run(
         [sys.executable, __file__, f"--{mode}", str(folder), *argv],
@@ -319,6 +365,12 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/graph_scale.png"))
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
     parser.add_argument("--data-dir", type=Path, help="keep generated data here (default: temp)")
+    parser.add_argument(
+        "--sweep",
+        choices=SIZES,
+        help="instead: recall and time of each ThresholdKNN index setting at this size",
+    )
+    parser.add_argument("--sweep-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
@@ -328,6 +380,26 @@ def main() -> None:
         return
     if args.worker:
         print(json.dumps(worker(args.worker, args)))
+        return
+    if args.sweep_worker:
+        print(json.dumps(sweep(args.sweep_worker, args)))
+        return
+    if args.sweep:
+        with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+            folder = Path(tmp)
+            _subprocess("generate", folder, [f"--items={SIZES[args.sweep]}"])
+            rows = _subprocess(
+                "sweep-worker", folder, [f"--threads={args.threads}", f"--sample={args.sample}"]
+            )
+        print(f"{args.sweep} items, K_s={args.k_s}, {args.threads} thread(s), no threshold")
+        print("| backend | setting | recall@K_s | wall s | CPU s |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            setting = ", ".join(f"{k}={v}" for k, v in r.items() if k in ("nprobe", "ef_search"))
+            print(
+                f"| {r['backend']} | {setting} | {r['recall']:.4f} | {r['seconds']:.1f} | "
+                f"{r['cpu_seconds']:.1f} |"
+            )
         return
 
     import torch
