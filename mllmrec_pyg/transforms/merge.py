@@ -15,6 +15,7 @@ from mllmrec_pyg.data.schema import (
     require_edge_type,
     require_node_type,
 )
+from mllmrec_pyg.transforms._checks import check_name
 
 
 class MergeGraphs(BaseTransform):
@@ -40,11 +41,17 @@ class MergeGraphs(BaseTransform):
         out: str = "related",
         node_type: str = "item",
     ) -> None:
+        if isinstance(relations, str) or not isinstance(relations, Sequence):
+            raise TypeError(f"relations must be a sequence of relation names, got {relations!r}")
         if len(relations) == 0:
             raise ValueError("MergeGraphs needs at least one relation")
+        for rel in relations:
+            check_name(rel, "relations")
+        if len(set(relations)) != len(relations):
+            raise ValueError(f"relations must be distinct, got {tuple(relations)}")
         self.relations = tuple(relations)
-        self.out = out
-        self.node_type = node_type
+        self.out = check_name(out, "out")
+        self.node_type = check_name(node_type, "node_type")
 
     def forward(self, data: HeteroData) -> HeteroData:
         n = require_node_type(data, self.node_type)

@@ -1,65 +1,88 @@
-"""Semantic item-item graph: exact cosine top-K with a similarity threshold."""
+"""Semantic item-item graph: cosine top-K with a similarity threshold, exact or approximate."""
 
 from __future__ import annotations
 
+import logging
+import warnings
+
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce
 
-from mllmrec_pyg.data.schema import check_features, item_edge_type, require_node_type
+from mllmrec_pyg.data.schema import item_edge_type, require_node_type
+from mllmrec_pyg.transforms._ann import (
+    AUTO_EXACT_MAX_CPU,
+    AUTO_EXACT_MAX_CUDA,
+    BACKENDS,
+    ZERO_NORM_EPS,
+    FeatureRows,
+    IndexParams,
+    faiss_available,
+    faiss_candidates,
+    join_candidates,
+    unit_rows,
+)
+from mllmrec_pyg.transforms._checks import (
+    check_bool,
+    check_choice,
+    check_cosine,
+    check_name,
+    check_positive_int,
+)
 
-#: Rows whose L2 norm is below this are "zero-norm": they get no semantic edges.
-ZERO_NORM_EPS = 1e-12
+__all__ = ["ThresholdKNN", "threshold_knn_graph", "IndexParams", "ZERO_NORM_EPS"]
+
+log = logging.getLogger(__name__)
+
+#: Query rows per faiss search call (bounds the per-block candidate arrays).
+INDEX_BLOCK = 16384
 
 
 def _check_k(k: int, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {k!r}")
-    return k
+    try:
+        return check_positive_int(k, name)  # type: ignore[return-value]
+    except TypeError as err:  # keep one exception type for the common mistake
+        raise ValueError(str(err)) from None
 
 
 def _default_block(n: int, budget_bytes: int = 64 * 2**20) -> int:
     return max(1, min(n, budget_bytes // (4 * max(n, 1))))
 
 
-def _faiss_neighbours(xn: Tensor, zero: Tensor, k_others: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact inner-product top-``k_others`` non-self neighbours via faiss.
+def resolve_backend(backend: str, n: int, device: torch.device) -> str:
+    """The backend ``"auto"`` stands for at ``n`` rows on ``device``."""
+    if backend != "auto":
+        return backend
+    limit = AUTO_EXACT_MAX_CUDA if device.type == "cuda" else AUTO_EXACT_MAX_CPU
+    if n <= limit:
+        return "torch"
+    if not faiss_available():
+        warnings.warn(
+            f"ThresholdKNN(backend='auto'): {n} rows, but faiss is not installed "
+            '(pip install "mllmrec-pyg[faiss]"); running the exact search, which is '
+            "quadratic in the number of rows",
+            stacklevel=3,
+        )
+        return "torch"
+    return "ivfjoin"
 
-    Returns ``(owners, neighbours [m, k_others], similarities [m, k_others])``
-    for the non-zero rows; missing slots have similarity ``-inf``.
-    """
-    try:
-        import faiss
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "ThresholdKNN(backend='faiss') needs faiss: pip install 'mllmrec-pyg[faiss]'"
-        ) from err
-    owners = (~zero).nonzero().flatten()
-    m = owners.numel()
-    sub = xn[owners].detach().cpu().float().contiguous().numpy()
-    index = faiss.IndexFlatIP(sub.shape[1])
-    index.add(sub)
-    sims, idx = index.search(sub, min(k_others + 1, m))
-    sims = torch.from_numpy(sims).to(xn.device)
-    cols = owners[torch.from_numpy(idx).to(xn.device).clamp_min(0)]
-    sims = torch.where(torch.from_numpy(idx).to(xn.device) < 0, float("-inf"), sims)
-    not_self = cols != owners.unsqueeze(1)
-    order = torch.argsort((~not_self).to(torch.int8), dim=1, stable=True)[:, :k_others]
-    cols, sims = cols.gather(1, order), sims.gather(1, order)
-    sims = torch.where(not_self.gather(1, order), sims, float("-inf"))
-    return owners, cols, sims
+
+def _empty(device: torch.device) -> tuple[Tensor, Tensor]:
+    return torch.empty(2, 0, dtype=torch.long, device=device), torch.empty(0, device=device)
 
 
 @torch.no_grad()
 def threshold_knn_graph(
-    x: Tensor,
+    x: Tensor | np.ndarray,
     k: int = 10,
     threshold: float | None = 0.7,
     loop: bool = True,
     block_size: int | None = None,
     backend: str = "torch",
+    index_params: IndexParams | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Edges of the thresholded cosine top-:math:`K` graph of the rows of ``x``.
 
@@ -76,10 +99,25 @@ def threshold_knn_graph(
     to :math:`K` others are kept. Rows with zero norm have no direction: they
     get no edges, neither as owner nor as neighbour.
 
-    The similarity matrix is built ``block_size`` owner rows at a time, so
-    memory is :math:`O(\text{block} \cdot N)`, never :math:`O(N^2)`. With
-    ``backend="faiss"`` an exact ``IndexFlatIP`` search on the CPU replaces
-    the blocked product (same result up to ties at the :math:`K`-th value).
+    ``backend="torch"`` builds the similarity matrix ``block_size`` owner rows
+    at a time, so memory is :math:`O(\text{block} \cdot N)`, never
+    :math:`O(N^2)`, but time is :math:`O(N^2 d)`. The index backends
+    (``"faiss"`` exact flat; ``"ivfjoin"``, ``"ivf"``, ``"ivfpq"``, ``"hnsw"``
+    approximate) fetch candidates from an index, order them by (similarity descending, id
+    ascending) and apply the same ``loop``, threshold and zero-norm rules;
+    IVF-PQ candidates are re-scored exactly from ``x`` first. An approximate
+    index can only miss neighbours: every edge it returns has the exact
+    similarity it was kept for. ``backend="auto"`` is ``"torch"`` up to
+    50,000 rows on the CPU (1,000,000 on CUDA) and ``"ivfjoin"`` beyond.
+
+    Args:
+        x: features ``[N, d]``: a tensor of any float dtype, or a NumPy array
+            (memory-mapped ``.npy`` included), read in float32 blocks.
+        k, threshold, loop: as in :class:`ThresholdKNN`.
+        block_size: owner rows per block (default: 64 MB of similarities for
+            ``"torch"``, 16,384 queries for the faiss backends).
+        backend: see above.
+        index_params: faiss build and search parameters.
 
     Returns:
         ``edge_index`` ``[2, E]`` with ``edge_index[1]`` the owner and
@@ -87,31 +125,36 @@ def threshold_knn_graph(
         ``edge_weight`` (all ones) ``[E]``.
     """
     _check_k(k)
-    n = x.size(0)
-    device = x.device
+    threshold = check_cosine(threshold, "threshold")
+    check_choice(backend, "backend", BACKENDS)
+    check_positive_int(block_size, "block_size", allow_none=True)
+    rows = FeatureRows(x, "x")
+    n, device = rows.n, rows.device
+    k_eff = min(k, n if loop else n - 1)
+    if n == 0 or k_eff <= 0:
+        return _empty(device)
+    backend = resolve_backend(backend, n, device)
+    if backend != "torch":
+        return _index_graph(
+            rows, k_eff, threshold, loop, backend, index_params or IndexParams(), block_size
+        )
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.array(x, dtype=np.float32))
     x = x.float()
     norms = x.norm(dim=1)
     zero = norms < ZERO_NORM_EPS
     xn = x / norms.clamp_min(ZERO_NORM_EPS).unsqueeze(1)
     xn[zero] = 0.0
-    k_eff = min(k, n if loop else n - 1)
-    if n == 0 or k_eff <= 0:
-        empty = torch.empty(2, 0, dtype=torch.long, device=device)
-        return empty, torch.empty(0, device=device)
-    if backend == "faiss":
-        return _faiss_graph(xn, zero, k_eff, threshold, loop)
-    if backend != "torch":
-        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
     block = block_size or _default_block(n)
     any_zero = bool(zero.any())
     srcs, dsts = [], []
     for start in range(0, n, block):
         stop = min(start + block, n)
-        rows = torch.arange(start, stop, device=device)
+        rows_ = torch.arange(start, stop, device=device)
         sim = xn[start:stop] @ xn.t()
         if any_zero:
             sim[:, zero] = float("-inf")
-        sim[rows - start, rows] = float("inf") if loop else float("-inf")
+        sim[rows_ - start, rows_] = float("inf") if loop else float("-inf")
         vals, cols = sim.topk(k_eff, dim=1)
         if loop:
             vals = torch.where(torch.isposinf(vals), torch.ones_like(vals), vals)
@@ -121,41 +164,76 @@ def threshold_knn_graph(
         if any_zero:
             keep &= ~zero[start:stop].unsqueeze(1)
         srcs.append(cols[keep])
-        dsts.append(rows.unsqueeze(1).expand_as(cols)[keep])
+        dsts.append(rows_.unsqueeze(1).expand_as(cols)[keep])
     edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
     edge_index = coalesce(edge_index, num_nodes=n, sort_by_row=False)
     return edge_index, torch.ones(edge_index.size(1), device=device)
 
 
-def _faiss_graph(
-    xn: Tensor, zero: Tensor, k_eff: int, threshold: float | None, loop: bool
+def _rescore(rows: FeatureRows, norms: Tensor, owners: Tensor, nbrs: Tensor) -> Tensor:
+    """Exact float32 cosine of each owner with its candidates (``-inf`` where missing)."""
+    out = torch.empty(nbrs.shape, dtype=torch.float32)
+    step = max(1, 2**22 // max(1, nbrs.size(1) * rows.dim))  # ~16 MB of gathered rows
+    for s in range(0, owners.numel(), step):
+        q = unit_rows(rows, norms, owners[s : s + step]).cpu()
+        c = nbrs[s : s + step]
+        cand = unit_rows(rows, norms, c.clamp_min(0).flatten()).cpu().view(*c.shape, -1)
+        out[s : s + step] = torch.einsum("bd,bcd->bc", q, cand)
+    return torch.where(nbrs >= 0, out, float("-inf"))
+
+
+def _index_graph(
+    rows: FeatureRows,
+    k_eff: int,
+    threshold: float | None,
+    loop: bool,
+    backend: str,
+    params: IndexParams,
+    block_size: int | None,
 ) -> tuple[Tensor, Tensor]:
-    n, device = xn.size(0), xn.device
+    n, device = rows.n, rows.device
+    block = block_size or INDEX_BLOCK
+    norms = rows.norms(block)
+    zero = (norms < ZERO_NORM_EPS).cpu()
     k_others = min(k_eff - 1 if loop else k_eff, n - 1)
     srcs, dsts = [], []
     if k_others > 0 and int((~zero).sum()) > 1:
-        owners, cols, sims = _faiss_neighbours(xn, zero, k_others)
-        keep = torch.isfinite(sims)
-        if threshold is not None:
-            keep &= sims >= threshold
-        srcs.append(cols[keep])
-        dsts.append(owners.unsqueeze(1).expand_as(cols)[keep])
+        default = 4 * (k_others + 1) if backend == "ivfpq" else k_others + 4
+        num_candidates = max(params.candidates or default, k_others + 1)
+        if backend == "ivfjoin":
+            blocks = join_candidates(rows, norms, num_candidates, params, block)
+        else:
+            blocks = faiss_candidates(rows, norms, backend, num_candidates, params, block)
+        for owners, nbrs, sims in blocks:
+            if backend == "ivfpq":
+                sims = _rescore(rows, norms, owners, nbrs)
+            valid = (nbrs >= 0) & (nbrs != owners.unsqueeze(1))
+            sims = torch.where(valid, sims, float("-inf"))
+            # order by similarity descending, ties to the lower id
+            order = torch.argsort(torch.where(valid, nbrs, n), dim=1, stable=True)
+            nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
+            order = torch.argsort(-sims, dim=1, stable=True)[:, :k_others]
+            nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
+            keep = torch.isfinite(sims)
+            if threshold is not None:
+                keep &= sims >= threshold
+            srcs.append(nbrs[keep])
+            dsts.append(owners.unsqueeze(1).expand_as(nbrs)[keep])
     if loop and (threshold is None or threshold <= 1.0):
         selfs = (~zero).nonzero().flatten()
         srcs.append(selfs)
         dsts.append(selfs)
     if not srcs:
-        empty = torch.empty(2, 0, dtype=torch.long, device=device)
-        return empty, torch.empty(0, device=device)
+        return _empty(device)
     edge_index = coalesce(
         torch.stack([torch.cat(srcs), torch.cat(dsts)]), num_nodes=n, sort_by_row=False
-    )
+    ).to(device)
     return edge_index, torch.ones(edge_index.size(1), device=device)
 
 
 class ThresholdKNN(BaseTransform):
     r"""Builds ``data[node_type, relation, node_type]`` from ``data[node_type].x``:
-    exact cosine top-:math:`K_s` neighbours whose similarity is at least
+    cosine top-:math:`K_s` neighbours whose similarity is at least
     :math:`\alpha` (Eq. 6-7 of MLLMRec), edges of weight 1.
 
     .. math::
@@ -164,6 +242,38 @@ class ThresholdKNN(BaseTransform):
 
     Edges point from neighbour to owner (``edge_index[1]`` is the item whose
     top-:math:`K_s` list produced the edge). Works on the device of ``x``.
+
+    The exact search costs :math:`O(N^2 d)`: about 5 s for 23k items on two
+    CPU cores, days for :math:`10^6`. The approximate backends search a faiss
+    index instead (``pip install "mllmrec-pyg[faiss]"``):
+
+    * ``"ivfjoin"`` (IVF self-join, the large-catalogue default): spherical
+      k-means (faiss) into ``nlist`` cells, every item probes its ``nprobe``
+      nearest cells as an IVF query would, but because the queries are the
+      items themselves all owners probing a cell are scored against its
+      members by one dense product (torch, on the device of ``x``). Same
+      recall as ``"ivf"`` at equal ``nlist``/``nprobe``, several times
+      faster on the CPU; exact at ``nprobe >= nlist``. Holds one float32 copy
+      of the unit features. Cost :math:`\approx 2N\sqrt{\text{nprobe}\,N}\,d`.
+    * ``"ivf"`` (IVF-Flat): k-means into ``nlist`` cells, each query scans the
+      ``nprobe`` nearest cells. Cost per query :math:`\approx
+      (\text{nlist} + \text{nprobe} \cdot N/\text{nlist})\, d`; recall rises
+      with ``nprobe`` and is exact at ``nprobe >= nlist``. The index holds a
+      float32 copy of the unit features (:math:`4Nd` bytes).
+    * ``"ivfpq"`` (IVF-PQ): the same cells, vectors compressed to ``pq_m``
+      bytes; candidates (``4K`` by default) are re-scored exactly from ``x``.
+      The least memory, the most recall lost to compression.
+    * ``"hnsw"``: a proximity graph of degree ``hnsw_m``; high recall at
+      small ``ef_search`` but a slow, single-pass build (CPU only).
+    * ``"faiss"``: exact flat search, the reference for the others.
+
+    Whatever the backend, the rules stay those of the exact search: the
+    threshold is applied to exact similarities, ``loop`` adds the self-loop,
+    zero-norm rows get no edges, and ties at the :math:`K`-th value go to the
+    lower item id among the candidates (the ``"torch"`` backend breaks such
+    ties as ``torch.topk`` does). With a CUDA ``x`` and a faiss built with GPU
+    support the IVF and flat indexes run on the GPU (the GPU caps ``nprobe``
+    and :math:`K` at 2048); otherwise on the CPU.
 
     Args:
         k (int): :math:`K_s`, neighbours per item; clamped to the number of
@@ -175,11 +285,29 @@ class ThresholdKNN(BaseTransform):
             a self-loop and at most :math:`K_s-1` other neighbours.
         node_type (str): node type holding the features.
         relation (str): relation name of the output edge type.
-        block_size (int, optional): owner rows per similarity block.
-        x_key (str): attribute holding the features.
-        backend (str): ``"torch"`` (blocked exact product, CPU or CUDA) or
-            ``"faiss"`` (exact ``IndexFlatIP`` search on the CPU; needs the
-            ``[faiss]`` extra).
+        block_size (int, optional): owner rows per similarity block (exact)
+            or per index query block (faiss).
+        x_key (str): attribute holding the features: a float tensor (float16
+            is read in float32 blocks) or a NumPy array such as
+            ``np.load("x.npy", mmap_mode="r")`` (faiss backends read it in
+            blocks; ``"torch"`` converts it to one float32 tensor).
+        backend (str): ``"torch"`` (default, blocked exact product on the
+            device of ``x``), ``"auto"`` (``"torch"`` up to 50,000 items on the
+            CPU or 1,000,000 on CUDA, ``"ivfjoin"`` beyond), ``"faiss"``,
+            ``"ivfjoin"``, ``"ivf"``, ``"ivfpq"`` or ``"hnsw"``.
+        nlist (int, optional): IVF cells (default :math:`\sqrt{\text{nprobe}\,N}`
+            for ``"ivfjoin"``, :math:`4\sqrt{N}` for ``"ivf"``/``"ivfpq"``).
+        nprobe (int): IVF cells scanned per query (default 8).
+        pq_m (int): IVF-PQ bytes per vector; must divide the dimension.
+        pq_bits (int): bits per IVF-PQ sub-code.
+        hnsw_m (int): HNSW degree.
+        ef_construction (int): HNSW build beam.
+        ef_search (int): HNSW search beam.
+        train_size (int, optional): k-means sample (default ``64 * nlist``,
+            ``16 * nlist`` for ``"ivfjoin"``).
+        candidates (int, optional): neighbours fetched per owner before the
+            threshold (default :math:`K_s + 4`, IVF-PQ :math:`4K_s`).
+        seed (int): seeds the k-means sample.
     """
 
     def __init__(
@@ -192,31 +320,54 @@ class ThresholdKNN(BaseTransform):
         block_size: int | None = None,
         x_key: str = "x",
         backend: str = "torch",
+        *,
+        nlist: int | None = None,
+        nprobe: int = 8,
+        pq_m: int = 48,
+        pq_bits: int = 8,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+        train_size: int | None = None,
+        candidates: int | None = None,
+        seed: int = 0,
     ) -> None:
         self.k = _check_k(k)
-        if backend not in ("torch", "faiss"):
-            raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
-        self.backend = backend
-        if threshold is not None and not (-1.0 <= float(threshold) <= 1.0):
-            raise ValueError(f"threshold must be a cosine in [-1, 1] or None, got {threshold!r}")
-        self.threshold = threshold
-        self.loop = loop
-        self.node_type = node_type
-        self.relation = relation
-        self.block_size = block_size
-        self.x_key = x_key
+        self.threshold = check_cosine(threshold, "threshold")
+        self.loop = check_bool(loop, "loop")
+        self.node_type = check_name(node_type, "node_type")
+        self.relation = check_name(relation, "relation")
+        self.block_size = check_positive_int(block_size, "block_size", allow_none=True)
+        self.x_key = check_name(x_key, "x_key")
+        self.backend = check_choice(backend, "backend", BACKENDS)
+        self.index_params = IndexParams(
+            nlist=nlist,
+            nprobe=nprobe,
+            pq_m=pq_m,
+            pq_bits=pq_bits,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            train_size=train_size,
+            candidates=candidates,
+            seed=seed,
+        )
 
     def forward(self, data: HeteroData) -> HeteroData:
         n = require_node_type(data, self.node_type)
-        x = check_features(
-            data[self.node_type].get(self.x_key), f"data[{self.node_type!r}].{self.x_key}"
-        )
-        if x.size(0) != n:
-            raise ValueError(
-                f"data[{self.node_type!r}].{self.x_key} has {x.size(0)} rows for {n} nodes"
-            )
+        what = f"data[{self.node_type!r}].{self.x_key}"
+        rows = FeatureRows(data[self.node_type].get(self.x_key), what)
+        rows.check_finite(self.block_size or INDEX_BLOCK)
+        if rows.n != n:
+            raise ValueError(f"{what} has {rows.n} rows for {n} nodes")
         edge_index, edge_weight = threshold_knn_graph(
-            x, self.k, self.threshold, self.loop, self.block_size, self.backend
+            rows.x,
+            self.k,
+            self.threshold,
+            self.loop,
+            self.block_size,
+            self.backend,
+            self.index_params,
         )
         store = data[item_edge_type(self.node_type, self.relation)]
         store.edge_index = edge_index
@@ -224,7 +375,8 @@ class ThresholdKNN(BaseTransform):
         return data
 
     def __repr__(self) -> str:
+        extra = "" if self.backend == "torch" else f", backend={self.backend!r}"
         return (
             f"{self.__class__.__name__}(k={self.k}, threshold={self.threshold}, "
-            f"loop={self.loop}, relation={self.relation!r})"
+            f"loop={self.loop}, relation={self.relation!r}{extra})"
         )
