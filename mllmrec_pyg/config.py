@@ -166,6 +166,9 @@ class GraphConfig:
         k_c: co-occurrence top-K.
         cooccurrence: merge the co-occurrence graph (``False``: *w/o TE*).
         loop: the item counts as one of its own top-K (a self-loop).
+        knn_backend: :class:`~mllmrec_pyg.transforms.ThresholdKNN`'s search:
+            ``"auto"`` is the exact search up to 50,000 items (1M on CUDA) and
+            faiss-clustered IVF self-join beyond; ``"torch"`` is always exact.
     """
 
     k_s: int = 10
@@ -173,6 +176,7 @@ class GraphConfig:
     k_c: int = 10
     cooccurrence: bool = True
     loop: bool = True
+    knn_backend: str = "auto"
 
     def __post_init__(self) -> None:
         _positive(self, "k_s", "k_c")
@@ -182,6 +186,7 @@ class GraphConfig:
             or not -1.0 <= float(self.alpha) <= 1.0
         ):
             raise ValueError(f"alpha must be a number in [-1, 1] or None, got {self.alpha!r}")
+        self.transform()  # the transforms check the rest (e.g. an unknown knn_backend) now
 
     def transform(self) -> RefineItemGraph:
         """The transform that writes ``data["item", "related", "item"]``."""
@@ -191,6 +196,7 @@ class GraphConfig:
             k_c=self.k_c,
             cooccurrence=self.cooccurrence,
             loop=self.loop,
+            knn_options={"backend": self.knn_backend},
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -147,6 +147,7 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     option(g, GraphConfig, "k_s", "semantic top-K", type=int)
     option(g, GraphConfig, "alpha", "similarity threshold", type=float)
     option(g, GraphConfig, "k_c", "co-occurrence top-K", type=int)
+    option(g, GraphConfig, "knn_backend", "semantic top-K search: auto, torch, ivfjoin, ivf, hnsw")
     g.add_argument("--no-threshold", action="store_true", help="w/o GD: plain top-K")
     g.add_argument("--no-cooccurrence", action="store_true", help="w/o TE: no co-occurrence graph")
     g.add_argument(
