@@ -240,16 +240,16 @@ def test_user_side_inputs_ignore_held_out_pairs():
 
 @pytest.mark.slow
 def test_beats_mostpop_on_synthetic():
-    from mllmrec_pyg.commands.train import build_item_graph
     from mllmrec_pyg.data import make_synthetic
     from mllmrec_pyg.encode import encode_texts
+    from mllmrec_pyg.transforms import RefineItemGraph
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         data = make_synthetic(seed=0, num_users=600, num_items=300)
         data["item"].x = encode_texts(list(data["item"].text), show_progress=False)
-        data = build_item_graph(data)
+        data = RefineItemGraph()(data)
         cfg = TrainConfig(epochs=30, patience=5, show_progress=False)
         torch.manual_seed(0)
         pop = Trainer(build_model("pop", data), data, cfg).fit().test

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 import mllmrec_pyg.metrics as metrics
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.commands.train import build_item_graph
 from mllmrec_pyg.data.synthetic import make_scale_data
 from mllmrec_pyg.metrics import FullRankEvaluator, topk_items
 from mllmrec_pyg.nn import FREEDOM, MLLMRec, MLLMRecConfig
