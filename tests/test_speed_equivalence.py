@@ -22,6 +22,7 @@ from mllmrec_pyg.nn.baselines import LightGCNRecommender
 from mllmrec_pyg.nn.registry import MODELS, build_model
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 from mllmrec_pyg.train import TrainConfig, Trainer, seed_everything
+from mllmrec_pyg.transforms import RefineItemGraph
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,7 +36,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def data():
-    return build_item_graph(make_scale_data((120, 90, 1500), dim=24, seed=3))
+    return RefineItemGraph()(make_scale_data((120, 90, 1500), dim=24, seed=3))
 
 
 # -- reference implementations ---------------------------------------------------------------
