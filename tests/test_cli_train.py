@@ -92,6 +92,7 @@ def test_mllmrec_on_an_mmrec_folder_and_checkpoint(tmp_path, mmrec_folder, capsy
     res = json.loads(out.read_text())
     assert res["dataset"] == "baby" and res["epochs"] == 3
     graph = {"k_s": 10, "alpha": 0.1, "k_c": 5, "cooccurrence": True, "loop": True}
+    graph["knn_backend"] = "auto"
     assert res["config"]["item_graph"] == graph
     meta = read_checkpoint_meta(ck)
     assert meta["model"] == "mllmrec" and meta["test"] == res["test"]
@@ -121,6 +122,7 @@ def test_freedom_on_its_own_and_on_the_refined_graph(tmp_path, mmrec_folder):
     assert refined["model"]["item_graph"] == ["item", "related", "item"]
     assert refined["model"]["dropout"] == 0.5 and refined["model"]["knn_k"] == 10
     graph = {"k_s": 10, "alpha": 0.1, "k_c": 5, "cooccurrence": True, "loop": True}
+    graph["knn_backend"] = "auto"
     assert refined["item_graph"] == graph
     data = build_graph(load_mmrec(mmrec_folder), GraphConfig(k_s=10, alpha=0.1, k_c=5))
     model = load_checkpoint(tmp_path / "refined.pt", data)

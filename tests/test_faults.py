@@ -182,7 +182,7 @@ def test_help_shows_every_default(capsys):
     for expected in (
         "--lr LR Adam learning rate (default: 0.001)",
         "(default: 2048)",
-        "the model (default: mllmrec)",
+        "the model (default: mllmrec",
         "(default: 20)",
     ):
         assert expected in text, expected

@@ -197,9 +197,3 @@ def test_evaluator_empty_split_raises():
         ev.evaluate(lambda u: torch.zeros(u.numel(), 3), "valid")
     with pytest.raises(ValueError, match="no held-out pairs for split 'test'"):
         ev.evaluate(lambda u: torch.zeros(u.numel(), 3), "test")
-
-
-def test_evaluator_logs_users_without_training(caplog):
-    with caplog.at_level("WARNING"):
-        _evaluator()
-    assert "1 user(s) have no training interaction" in caplog.text

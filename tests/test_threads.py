@@ -30,7 +30,8 @@ def restore():
     apply_thread_policy(before)  # a fixed count again, no tuner
 
 
-def test_fixed_count_and_auto():
+def test_fixed_count_and_auto(monkeypatch):
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
     assert apply_thread_policy(1) == 1 == torch.get_num_threads()
     assert active_tuner() is None
     n = apply_thread_policy(None)
