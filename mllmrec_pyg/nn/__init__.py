@@ -13,6 +13,7 @@ from mllmrec_pyg.nn.freedom import FREEDOM, FREEDOMConfig
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN
 from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
 from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.nn.vbpr import VBPR, VBPRConfig
 
 __all__ = [
     "ItemLightGCN",
@@ -31,4 +32,6 @@ __all__ = [
     "Recommender",
     "MODELS",
     "build_model",
+    "VBPR",
+    "VBPRConfig",
 ]
