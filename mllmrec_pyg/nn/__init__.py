@@ -12,6 +12,7 @@ from mllmrec_pyg.nn.baselines import (
 from mllmrec_pyg.nn.freedom import FREEDOM, FREEDOMConfig
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN
 from mllmrec_pyg.nn.lattice import LATTICE, LATTICEConfig
+from mllmrec_pyg.nn.lgmrec import LGMRec, LGMRecConfig
 from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
 from mllmrec_pyg.nn.registry import MODELS, build_model
 from mllmrec_pyg.nn.vbpr import VBPR, VBPRConfig
@@ -37,4 +38,6 @@ __all__ = [
     "VBPRConfig",
     "LATTICE",
     "LATTICEConfig",
+    "LGMRec",
+    "LGMRecConfig",
 ]
