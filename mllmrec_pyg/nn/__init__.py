@@ -15,6 +15,7 @@ from mllmrec_pyg.nn.lattice import LATTICE, LATTICEConfig
 from mllmrec_pyg.nn.lgmrec import LGMRec, LGMRecConfig
 from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
 from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.nn.slmrec import SLMRec, SLMRecConfig
 from mllmrec_pyg.nn.smore import SMORE, SMOREConfig
 from mllmrec_pyg.nn.vbpr import VBPR, VBPRConfig
 
@@ -43,4 +44,6 @@ __all__ = [
     "LGMRecConfig",
     "SMORE",
     "SMOREConfig",
+    "SLMRec",
+    "SLMRecConfig",
 ]

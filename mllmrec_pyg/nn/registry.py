@@ -13,13 +13,14 @@ from mllmrec_pyg.nn.freedom import FREEDOM
 from mllmrec_pyg.nn.lattice import LATTICE
 from mllmrec_pyg.nn.lgmrec import LGMRec
 from mllmrec_pyg.nn.mllmrec import MLLMRec
+from mllmrec_pyg.nn.slmrec import SLMRec
 from mllmrec_pyg.nn.smore import SMORE
 from mllmrec_pyg.nn.vbpr import VBPR
 
 MODELS: dict[str, type[RankingModel]] = {
     cls.name: cls for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM)
 }
-MODELS.update({cls.name: cls for cls in (VBPR, LATTICE, LGMRec, SMORE)})
+MODELS.update({cls.name: cls for cls in (VBPR, LATTICE, LGMRec, SMORE, SLMRec)})
 
 
 def model_class(name: str) -> type[RankingModel]:
