@@ -178,3 +178,18 @@ def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tm
     with torch.no_grad():
         assert torch.allclose(again.scorer()(users), model.scorer()(users), atol=1e-6)
     assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
+
+
+def test_tuning_candidates_build_valid_configs():
+    from mllmrec_pyg.nn.registry import make_config
+    from mllmrec_pyg.tuning import CANDIDATES, split_point
+
+    for key in ("lattice", "lattice-refined"):
+        cand = CANDIDATES[key]
+        assert cand.model == "lattice"
+        assert "train.lr" in cand.space
+        for point in cand.grid():
+            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})
+    assert CANDIDATES["lattice"].needs == frozenset({"items"})
+    assert CANDIDATES["lattice-refined"].needs == frozenset({"items", "graph"})
+    assert {"graph.alpha", "graph.k_c"} <= set(CANDIDATES["lattice-refined"].space)
