@@ -111,12 +111,6 @@ def propagate(edge_index: Tensor, edge_weight: Tensor, h: Tensor) -> Tensor:
     return out.index_add(0, edge_index[1], edge_weight.unsqueeze(-1) * h[edge_index[0]])
 
 
-def dense_item_graph(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tensor:
-    """``S[owner, neighbour]`` as a dense matrix (duplicate edges summed); for tests and docs."""
-    s = torch.zeros(num_nodes, num_nodes, dtype=edge_weight.dtype, device=edge_weight.device)
-    return s.index_put((edge_index[1], edge_index[0]), edge_weight, accumulate=True)
-
-
 # -- user-item graph ------------------------------------------------------------------------
 def user_item_edges(pairs: Tensor, num_users: int, num_items: int) -> tuple[Tensor, Tensor]:
     """The symmetric user-item graph on ``U + I`` nodes (items offset by ``U``) and the
@@ -156,7 +150,6 @@ def info_nce(
 __all__ = [
     "check_modalities",
     "cosine_knn_graph",
-    "dense_item_graph",
     "info_nce",
     "modality_features",
     "propagate",
