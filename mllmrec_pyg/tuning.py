@@ -183,6 +183,76 @@ CANDIDATES: dict[str, Candidate] = {
     )
 }
 
+#: the multimodal baselines; every model that reads an item-item graph also has a
+#: ``<model>-refined`` candidate that reads the refined graph S* instead of its own
+CANDIDATES.update(
+    {
+        c.key: c
+        for c in (
+            Candidate(
+                "vbpr",
+                "vbpr",
+                space={"train.lr": LR, "model.reg_weight": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)},
+            ),
+            Candidate("lattice", "lattice", space={"train.lr": LR, "model.reg_weight": REG}),
+            Candidate(
+                "lattice-refined",
+                "lattice",
+                fixed={"item_graph": RELATED},
+                space={
+                    "train.lr": LR,
+                    "model.reg_weight": REG,
+                    "graph.alpha": (0.4, 0.5, 0.6, 0.7),
+                    "graph.k_c": (5, 10, 15, 20),
+                },
+            ),
+            Candidate(
+                "lgmrec",
+                "lgmrec",
+                space={
+                    "train.lr": LR,
+                    "model.hyper_num": (4, 64),
+                    "model.keep_rate": (0.2, 0.4, 0.5),
+                    "model.alpha": (0.2, 0.3, 0.6),
+                },
+            ),
+            Candidate(
+                "smore",
+                "smore",
+                space={
+                    "train.lr": LR,
+                    "model.reg_weight": (1e-5, 1e-4),
+                    "model.dropout": (0.0, 0.1),
+                    "model.num_ui_layers": (3, 4),
+                    "model.knn_k": (10, 15, 20, 40),
+                },
+            ),
+            Candidate(
+                "smore-refined",
+                "smore",
+                fixed={"item_graph": RELATED},
+                space={
+                    "train.lr": LR,
+                    "model.reg_weight": (1e-5, 1e-4),
+                    "model.dropout": (0.0, 0.1),
+                    "model.num_ui_layers": (3, 4),
+                    "graph.alpha": (0.4, 0.5, 0.6, 0.7),
+                    "graph.k_c": (5, 10, 15, 20),
+                },
+            ),
+            Candidate(
+                "slmrec",
+                "slmrec",
+                space={
+                    "train.lr": LR,
+                    "model.ssl_weight": (0.01, 0.05, 0.1, 0.5, 1.0),
+                    "model.ssl_temperature": (0.1, 0.2, 0.5, 1.0),
+                },
+            ),
+        )
+    }
+)
+
 
 def register_candidate(candidate: Candidate) -> Candidate:
     """Add (or replace) a candidate of the comparison, e.g. a new model with its search space."""

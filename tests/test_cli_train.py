@@ -136,7 +136,7 @@ def test_freedom_on_its_own_and_on_the_refined_graph(tmp_path, mmrec_folder):
 
 def test_refined_graph_flag_is_for_freedom_only(mmrec_folder, capsys):
     argv = ["train", "--model", "bpr", "--data-dir", str(mmrec_folder), "--refined-graph"]
-    assert "--model freedom" in cli_error(capsys, argv, code=2)
+    assert "--model freedom, lattice, smore" in cli_error(capsys, argv, code=2)
 
 
 def test_variant_flags_reach_the_model(tmp_path, mmrec_folder):

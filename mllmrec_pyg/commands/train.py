@@ -40,7 +40,9 @@ DEFAULT_MODEL = "mllmrec"
 MODEL_FLAGS: dict[str, dict[str, str]] = {
     "hidden_dim": {"mllmrec": "hidden_dim"},
     "embedding_dim": {
-        m: "embedding_dim" for m in ("mllmrec", "bpr", "lightgcn", "freedom", "langgcn")
+        m: "embedding_dim"
+        for m in ("mllmrec", "bpr", "lightgcn", "freedom", "langgcn", "vbpr", "lattice", "lgmrec")
+        + ("smore", "slmrec")
     },
     "item_layers": {"mllmrec": "num_item_layers", "freedom": "num_item_layers"},
     "ui_layers": {"mllmrec": "ui_layers"},
@@ -49,11 +51,11 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
     "edge_dropout": {"freedom": "dropout"},
     "freedom_reg": {"freedom": "reg_weight"},
 }
-#: model-setting switch -> (model, field, value when given)
-MODEL_SWITCHES: dict[str, tuple[str, str, Any]] = {
-    "no_item_conv": ("mllmrec", "item_conv", False),
-    "no_user_features": ("mllmrec", "use_user_features", False),
-    "refined_graph": ("freedom", "item_graph", RELATED),
+#: model-setting switch -> {model: (field, value when given)}
+MODEL_SWITCHES: dict[str, dict[str, tuple[str, Any]]] = {
+    "no_item_conv": {"mllmrec": ("item_conv", False)},
+    "no_user_features": {"mllmrec": ("use_user_features", False)},
+    "refined_graph": {m: ("item_graph", RELATED) for m in ("freedom", "lattice", "smore")},
 }
 
 
@@ -114,8 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--refined-graph",
         action="store_true",
-        help="FREEDOM reads the refined graph S* (built with the graph flags) instead of "
-        "its own kNN graph",
+        help="FREEDOM, LATTICE or SMORE reads the refined graph S* (built with the graph "
+        "flags) instead of its own kNN graph",
     )
     g.add_argument(
         "--edge-dropout",
@@ -166,11 +168,12 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
         if args.model not in fields:
             raise CommandError(f"--{flag.replace('_', '-')} does not apply to --model {args.model}")
         values[fields[args.model]] = value
-    for flag, (model, name, value) in MODEL_SWITCHES.items():
+    for flag, models in MODEL_SWITCHES.items():
         if getattr(args, flag):
-            if args.model != model:
-                raise CommandError(f"--{flag.replace('_', '-')} applies to --model {model} only")
-            values[name] = value
+            if args.model not in models:
+                names = ", ".join(models)
+                raise CommandError(f"--{flag.replace('_', '-')} applies to --model {names} only")
+            values[models[args.model][0]] = models[args.model][1]
     if args.model == "freedom":
         values.setdefault("seed", args.seed)
         if args.k_s is not None:

@@ -12,8 +12,13 @@ from mllmrec_pyg.nn.baselines import (
 from mllmrec_pyg.nn.freedom import FREEDOM, FREEDOMConfig
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN
 from mllmrec_pyg.nn.langgcn import LangGCN, LangGCNConfig
+from mllmrec_pyg.nn.lattice import LATTICE, LATTICEConfig
+from mllmrec_pyg.nn.lgmrec import LGMRec, LGMRecConfig
 from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
 from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.nn.slmrec import SLMRec, SLMRecConfig
+from mllmrec_pyg.nn.smore import SMORE, SMOREConfig
+from mllmrec_pyg.nn.vbpr import VBPR, VBPRConfig
 
 __all__ = [
     "ItemLightGCN",
@@ -34,4 +39,14 @@ __all__ = [
     "Recommender",
     "MODELS",
     "build_model",
+    "VBPR",
+    "VBPRConfig",
+    "LATTICE",
+    "LATTICEConfig",
+    "LGMRec",
+    "LGMRecConfig",
+    "SMORE",
+    "SMOREConfig",
+    "SLMRec",
+    "SLMRecConfig",
 ]

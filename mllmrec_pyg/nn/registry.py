@@ -11,16 +11,22 @@ from mllmrec_pyg.nn.base import RankingModel
 from mllmrec_pyg.nn.baselines import BPRMF, LightGCNRecommender, MostPop
 from mllmrec_pyg.nn.freedom import FREEDOM
 from mllmrec_pyg.nn.langgcn import LangGCN
+from mllmrec_pyg.nn.lattice import LATTICE
+from mllmrec_pyg.nn.lgmrec import LGMRec
 from mllmrec_pyg.nn.mllmrec import MLLMRec
+from mllmrec_pyg.nn.slmrec import SLMRec
+from mllmrec_pyg.nn.smore import SMORE
+from mllmrec_pyg.nn.vbpr import VBPR
 
 MODELS: dict[str, type[RankingModel]] = {
-    cls.name: cls for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM, LangGCN)
+    cls.name: cls
+    for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM, LangGCN)
+    + (VBPR, LATTICE, LGMRec, SMORE, SLMRec)
 }
 
 
 def model_class(name: str) -> type[RankingModel]:
-    """The model class registered as ``name`` (``mllmrec``, ``bpr``, ``lightgcn``, ``pop``,
-    ``freedom``, ``langgcn``)."""
+    """The model class registered as ``name`` (see :data:`MODELS`)."""
     try:
         return MODELS[name]
     except KeyError:

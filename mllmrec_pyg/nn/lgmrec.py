@@ -1,0 +1,301 @@
+"""LGMRec (Guo et al., AAAI 2024): local graph embeddings plus global hypergraph embeddings.
+
+Notation: :math:`R \\in \\{0,1\\}^{U \\times I}` the training interactions,
+:math:`\\hat A = D^{-1/2} A D^{-1/2}` the normalised user-item graph on
+:math:`U + I` nodes (no self-loops), :math:`X^m` the frozen features of
+modality :math:`m`.
+
+**Local embeddings.** The collaborative graph embedding is LightGCN on ID
+embeddings, :math:`E^{c} = \\frac{1}{L_c+1}\\sum_{l=0}^{L_c} \\hat A^l E^{(0)}`
+(:math:`L_c = 2`). Each modality gets a modality graph embedding from its
+projected features :math:`F^m_I = X^m W_m` (no bias) and the users' means
+:math:`F^m_U = \\mathrm{diag}(R\\mathbf 1)^{-1} R F^m_I`, propagated and
+taking the last layer, :math:`E^m = \\hat A^{L_m} [F^m_U; F^m_I]`
+(:math:`L_m = 2`). The local embedding is
+:math:`E^{l} = E^{c} + \\sum_m \\mathrm{norm}(E^m)` (row-wise L2 normalisation).
+
+**Global embeddings.** Each modality has :math:`H` hyperedges: item
+memberships :math:`\\Lambda^m_I = \\mathrm{GumbelSoftmax}_\\tau(X^m V_m)` and
+user memberships :math:`\\Lambda^m_U = \\mathrm{GumbelSoftmax}_\\tau(R X^m V_m)`
+(:math:`\\tau = 0.2`, softmax over the hyperedges), both passed through
+dropout with keep rate :math:`\\rho`. With :math:`E^c_I` the items' rows of
+:math:`E^c` and :math:`L_h` hypergraph layers
+(:math:`G^{(0)}_I = E^c_I`, :math:`G^{(l)}_I = \\Lambda^m_I \\Lambda^{m\\top}_I
+G^{(l-1)}_I`):
+
+.. math::
+    G^m_I = G^{(L_h)}_I, \\qquad
+    G^m_U = \\Lambda^m_U \\Lambda^{m\\top}_I G^{(L_h-1)}_I, \\qquad
+    E^{g} = \\sum_m [G^m_U; G^m_I].
+
+**Score and loss.** :math:`E = E^{l} + \\alpha\\, \\mathrm{norm}(E^{g})`,
+:math:`\\hat y_{ui} = e_u^\\top e_i`, and
+
+.. math::
+    \\mathcal L = \\mathcal L_{BPR}
+    + \\lambda_c \\sum_{m < n} \\Big[\\sum_{u \\in B} \\ell(G^m_u, G^n_u; G^n_U)
+    + \\sum_{i \\in B} \\ell(G^m_i, G^n_i; G^n_I)\\Big]
+    + \\lambda_r \\frac{\\lVert P_u\\rVert_F + \\lVert Q_i\\rVert_F + \\lVert Q_j\\rVert_F}{B},
+
+:math:`\\ell(z, p; C) = -\\log \\frac{\\exp(\\cos(z, p)/\\tau)}
+{\\sum_{c \\in C} \\exp(\\cos(z, c)/\\tau)}` (the hypergraph contrastive loss
+between modalities; all users or items are the negatives), :math:`B` the
+batch's users and positive items.
+
+At evaluation the memberships are the plain softmax :math:`\\mathrm{softmax}(X^m V_m / \\tau)`
+(no Gumbel noise, no dropout), so scores are deterministic. LGMRec reads no
+item-item graph, so it has no plug-and-play variant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.mm_common import check_modalities, info_nce, modality_features, user_item_edges
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LGMRecConfig:
+    """Hyper-parameters of :class:`LGMRec` (defaults of the authors' Baby configuration).
+
+    Args:
+        embedding_dim: :math:`d` of ID embeddings and modality projections.
+        num_ui_layers: :math:`L_c`, LightGCN layers of the collaborative embedding (2).
+        num_mm_layers: :math:`L_m`, propagation steps of the modality embeddings (2).
+        num_hyper_layers: :math:`L_h`, hypergraph layers (1).
+        hyper_num: :math:`H`, hyperedges per modality (4).
+        keep_rate: :math:`\\rho`, dropout keep rate of the memberships (0.5).
+        alpha: :math:`\\alpha`, weight of the global embedding (0.3).
+        cl_weight: :math:`\\lambda_c`, weight of the hypergraph contrastive loss (1e-4).
+        reg_weight: :math:`\\lambda_r`, weight of the (unsquared) norm penalty (1e-6).
+        tau: :math:`\\tau`, Gumbel-softmax and contrastive temperature (0.2).
+        modalities: attributes of ``data["item"]`` holding the (frozen) modality features.
+    """
+
+    embedding_dim: int = 64
+    num_ui_layers: int = 2
+    num_mm_layers: int = 2
+    num_hyper_layers: int = 1
+    hyper_num: int = 4
+    keep_rate: float = 0.5
+    alpha: float = 0.3
+    cl_weight: float = 1e-4
+    reg_weight: float = 1e-6
+    tau: float = 0.2
+    modalities: tuple[str, ...] = ("x",)
+
+    def __post_init__(self) -> None:
+        self.modalities, _ = check_modalities(self.modalities, None)
+        for key in ("embedding_dim", "hyper_num", "num_hyper_layers", "tau"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in ("num_ui_layers", "num_mm_layers", "cl_weight", "reg_weight", "alpha"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 < self.keep_rate <= 1.0:
+            raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
+
+
+class LGMRec(RankingModel):
+    """LGMRec on the package's trainer; see the module docstring for the equations.
+
+    Args:
+        num_users: number of users.
+        num_items: number of items.
+        train_edge_index: training ``(user, item)`` pairs.
+        modality_features: frozen features per modality, ``[I, d_m]`` each.
+        config: :class:`LGMRecConfig`.
+    """
+
+    name = "lgmrec"
+    config_class = LGMRecConfig
+
+    @classmethod
+    def requires(cls, config: LGMRecConfig) -> frozenset[str]:
+        return frozenset({"items"})
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        train_edge_index: Tensor,
+        modality_features: Sequence[Tensor],
+        config: LGMRecConfig | None = None,
+    ) -> None:
+        super().__init__(num_users, num_items)
+        cfg = self.config = config or LGMRecConfig()
+        d = cfg.embedding_dim
+        pairs = torch.unique(train_edge_index.cpu(), dim=1)
+        n = num_users + num_items
+        ei, ew = user_item_edges(pairs, num_users, num_items)
+        deg_u = torch.bincount(pairs[0], minlength=num_users).float()
+        inv_deg = torch.where(deg_u > 0, 1.0 / deg_u.clamp_min(1), torch.zeros_like(deg_u))
+        with quiet_sparse():
+            norm_adj = torch.sparse_coo_tensor(ei.flip(0), ew, (n, n)).coalesce().to_sparse_csr()
+            r = torch.sparse_coo_tensor(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
+            r = r.coalesce().to_sparse_csr()
+        self.register_buffer("norm_adj", norm_adj, persistent=False)
+        self.register_buffer("inter", r, persistent=False)
+        self.register_buffer("inv_user_degree", inv_deg, persistent=False)
+        for m, x in enumerate(modality_features):
+            self.register_buffer(f"feat_{m}", x.detach().float(), persistent=False)
+        self.num_modalities = len(modality_features)
+
+        self.user_emb = nn.Embedding(num_users, d)
+        self.item_emb = nn.Embedding(num_items, d)
+        self.projections = nn.ParameterList(
+            nn.Parameter(torch.empty(x.size(1), d)) for x in modality_features
+        )
+        self.hyperedges = nn.ParameterList(
+            nn.Parameter(torch.empty(x.size(1), cfg.hyper_num)) for x in modality_features
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        for p in (*self.projections, *self.hyperedges):
+            nn.init.xavier_uniform_(p)
+
+    @classmethod
+    def from_data(cls, data: HeteroData, config: LGMRecConfig | None = None) -> LGMRec:
+        """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
+        cfg = config or LGMRecConfig()
+        validate(data)
+        num_users = require_node_type(data, USER)
+        num_items = require_node_type(data, ITEM)
+        feats = modality_features(data, cfg.modalities, num_items)
+        train = data[INTERACTS].edge_index
+        model = cls(num_users, num_items, train, feats, cfg)
+        log.info("LGMRec: %d users, %d items, modalities %s", num_users, num_items, cfg.modalities)
+        return model.set_seen(train)
+
+    def features(self, m: int) -> Tensor:
+        return getattr(self, f"feat_{m}")
+
+    # -- the three embeddings -------------------------------------------------------------
+    def collaborative(self) -> Tensor:
+        """:math:`E^c`, LightGCN mean over layers ``0..L_c`` (``[U + I, d]``)."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        acc = ego
+        with quiet_sparse():
+            for _ in range(self.config.num_ui_layers):
+                ego = self.norm_adj @ ego
+                acc = acc + ego
+        return acc / (self.config.num_ui_layers + 1)
+
+    def modality_embedding(self, m: int) -> Tensor:
+        """:math:`E^m = \\hat A^{L_m} [F^m_U; F^m_I]` (``[U + I, d]``)."""
+        items = self.features(m) @ self.projections[m]
+        with quiet_sparse():
+            users = (self.inter @ items) * self.inv_user_degree.unsqueeze(1)
+            h = torch.cat([users, items])
+            for _ in range(self.config.num_mm_layers):
+                h = self.norm_adj @ h
+        return h
+
+    def memberships(self, m: int) -> tuple[Tensor, Tensor]:
+        """:math:`(\\Lambda^m_U, \\Lambda^m_I)`: Gumbel-softmax + dropout when training,
+        softmax at :math:`\\tau` otherwise."""
+        cfg = self.config
+        logits_i = self.features(m) @ self.hyperedges[m]
+        with quiet_sparse():
+            logits_u = self.inter @ logits_i
+        if self.training:
+            lam_i = F.gumbel_softmax(logits_i, tau=cfg.tau, hard=False, dim=1)
+            lam_u = F.gumbel_softmax(logits_u, tau=cfg.tau, hard=False, dim=1)
+            p = 1.0 - cfg.keep_rate
+            return F.dropout(lam_u, p, True), F.dropout(lam_i, p, True)
+        return torch.softmax(logits_u / cfg.tau, 1), torch.softmax(logits_i / cfg.tau, 1)
+
+    def hypergraph(self, items: Tensor, m: int) -> tuple[Tensor, Tensor]:
+        """:math:`(G^m_U, G^m_I)` from the collaborative item embeddings ``items``."""
+        lam_u, lam_i = self.memberships(m)
+        g = items
+        for _ in range(self.config.num_hyper_layers):
+            lat = lam_i.t() @ g
+            g = lam_i @ lat
+            g_u = lam_u @ lat
+        return g_u, g
+
+    def forward_all(self) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """Users ``[U, d]``, items ``[I, d]`` and each modality's hypergraph ``(G_U, G_I)``."""
+        nu = self.num_users
+        cge = self.collaborative()
+        local = cge + sum(
+            F.normalize(self.modality_embedding(m), dim=1) for m in range(self.num_modalities)
+        )
+        hyper = [self.hypergraph(cge[nu:], m) for m in range(self.num_modalities)]
+        ghe = sum(torch.cat([g_u, g_i]) for g_u, g_i in hyper)
+        out = local + self.config.alpha * F.normalize(ghe, dim=1)
+        return out[:nu], out[nu:], hyper
+
+    def representations(self) -> tuple[Tensor, Tensor]:
+        """Final user and item representations."""
+        users, items, _ = self.forward_all()
+        return users, items
+
+    # -- the trainer's interface ----------------------------------------------------------
+    def pair_scores(
+        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        u_all, i_all = self.representations()
+        u = u_all[users]
+        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
+
+    def contrastive_loss(
+        self, hyper: list[tuple[Tensor, Tensor]], users: Tensor, pos_items: Tensor
+    ) -> Tensor:
+        """The hypergraph contrastive loss between every pair of modalities (0 with one)."""
+        tau = self.config.tau
+        total = hyper[0][0].new_zeros(())
+        for a in range(len(hyper)):
+            for b in range(a + 1, len(hyper)):
+                (ua, ia), (ub, ib) = hyper[a], hyper[b]
+                total = total + info_nce(ua[users], ub[users], tau, candidates=ub, reduce="sum")
+                total = total + info_nce(
+                    ia[pos_items], ib[pos_items], tau, candidates=ib, reduce="sum"
+                )
+        return total
+
+    def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        cfg = self.config
+        u_all, i_all, hyper = self.forward_all()
+        u, p, n = u_all[users], i_all[pos_items], i_all[neg_items]
+        loss = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
+        if cfg.cl_weight > 0 and len(hyper) > 1:
+            loss = loss + cfg.cl_weight * self.contrastive_loss(hyper, users, pos_items)
+        if cfg.reg_weight > 0:
+            loss = loss + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / users.numel()
+        return loss
+
+    def scorer(self) -> ScoreFn:
+        user_out, item_out = self.representations()
+
+        def score(users: Tensor) -> Tensor:
+            return user_out[users] @ item_out.t()
+
+        return score
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
+            f"mm_layers={c.num_mm_layers}, hyper_num={c.hyper_num}, alpha={c.alpha}, "
+            f"modalities={c.modalities}"
+        )
+
+
+__all__ = ["LGMRec", "LGMRecConfig"]

@@ -1,0 +1,159 @@
+"""Pieces shared by the multimodal baselines (VBPR, LATTICE, LGMRec, SMORE).
+
+* reading the modality feature matrices and an optional item-item edge type
+  from the :class:`~torch_geometric.data.HeteroData` contract;
+* the *weighted* cosine top-:math:`k` item graph (edge weight = cosine
+  similarity, the item counted among its own neighbours) that LATTICE and
+  SMORE build per modality, with its symmetric normalisation;
+* sparse propagation over an item graph given as ``(edge_index, edge_weight)``
+  that is differentiable in both the weights and the features (LATTICE learns
+  its graph's weights);
+* the user-item adjacency of LightGCN and a two-view InfoNCE.
+
+Item-item edges follow the package orientation: ``edge_index[1]`` is the item
+whose neighbour list produced the edge, ``edge_index[0]`` the neighbour, so
+propagation computes :math:`h'_a = \\sum_b S_{ab} h_b` over edges ``b -> a``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.data.schema import (
+    ITEM,
+    SchemaError,
+    check_edge_index,
+    check_features,
+    require_edge_type,
+)
+from mllmrec_pyg.nn.item_lightgcn import check_edge_weight
+from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
+
+EdgeType = tuple[str, str, str]
+
+
+def check_modalities(modalities: Sequence[str], item_graph: Sequence[str] | None) -> tuple:
+    """Normalise the ``modalities`` / ``item_graph`` config fields (JSON turns tuples into lists)."""
+    mods = tuple(modalities)
+    if not mods:
+        raise ValueError("at least one modality is needed")
+    if len(set(mods)) != len(mods):
+        raise ValueError(f"modalities are repeated: {mods}")
+    graph = None
+    if item_graph is not None:
+        graph = tuple(item_graph)
+        if len(graph) != 3:
+            raise ValueError(f"item_graph must be an edge type triple, got {graph}")
+    return mods, graph
+
+
+def modality_features(data: HeteroData, modalities: Sequence[str], num_items: int) -> list[Tensor]:
+    """``data["item"].<m>`` for every modality ``m``, checked (finite, ``[num_items, d_m]``)."""
+    feats = []
+    for key in modalities:
+        x = check_features(data[ITEM].get(key), f"data['item'].{key}")
+        if x.size(0) != num_items:
+            raise SchemaError(f"data['item'].{key} has {x.size(0)} rows for {num_items} items")
+        feats.append(x.float())
+    return feats
+
+
+def read_item_graph(data: HeteroData, edge_type: EdgeType, num_items: int) -> tuple[Tensor, Tensor]:
+    """``edge_index`` and ``edge_weight`` (ones when absent) of the item-item ``edge_type``."""
+    require_edge_type(data, edge_type)
+    store = data[edge_type]
+    if "edge_index" not in store:
+        raise SchemaError(f"data[{edge_type}].edge_index is missing")
+    ei = check_edge_index(store.edge_index, num_items, num_items, f"data[{edge_type}].edge_index")
+    ew = store.get("edge_weight")
+    if ew is None:
+        ew = torch.ones(ei.size(1))
+    return ei, check_edge_weight(ew.float(), f"data[{edge_type}].edge_weight")
+
+
+# -- item graphs ----------------------------------------------------------------------------
+def cosine_knn_graph(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` cosine neighbours of every row of ``x``, weighted by their cosine similarity.
+
+    The item is one of its own ``k`` (weight 1). ``x`` may require grad: the
+    neighbours are chosen without gradient, the weights
+    :math:`\\cos(x_a, x_b)` are differentiable in ``x`` (the top-:math:`k`
+    values of a dense similarity matrix have the same gradient).
+
+    Returns:
+        ``edge_index`` (``[1]`` = owner) and ``edge_weight`` ``[E]``.
+    """
+    ei, _ = threshold_knn_graph(x.detach(), k=k, threshold=None, loop=True)
+    xn = F.normalize(x, dim=1)
+    w = (xn[ei[0]] * xn[ei[1]]).sum(-1)
+    return ei, w
+
+
+def sym_norm_weights(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tensor:
+    """Weights of :math:`D^{-1/2} S D^{-1/2}`, :math:`D_{aa} = \\sum_b S_{ab}` (owner row sums).
+
+    Differentiable in ``edge_weight``; nodes with a non-positive row sum get 0.
+    """
+    deg = torch.zeros(num_nodes, dtype=edge_weight.dtype, device=edge_weight.device)
+    deg = deg.index_add(0, edge_index[1], edge_weight)
+    inv = torch.where(deg > 0, deg.clamp_min(1e-30).rsqrt(), torch.zeros_like(deg))
+    return inv[edge_index[0]] * edge_weight * inv[edge_index[1]]
+
+
+def propagate(edge_index: Tensor, edge_weight: Tensor, h: Tensor) -> Tensor:
+    """:math:`h'_a = \\sum_{b \\to a} w_{ba} h_b`, differentiable in ``edge_weight`` and ``h``."""
+    out = torch.zeros_like(h)
+    return out.index_add(0, edge_index[1], edge_weight.unsqueeze(-1) * h[edge_index[0]])
+
+
+# -- user-item graph ------------------------------------------------------------------------
+def user_item_edges(pairs: Tensor, num_users: int, num_items: int) -> tuple[Tensor, Tensor]:
+    """The symmetric user-item graph on ``U + I`` nodes (items offset by ``U``) and the
+    weights :math:`1/\\sqrt{d_a d_b}` of :math:`D^{-1/2} A D^{-1/2}` (LightGCN's adjacency)."""
+    pairs = torch.unique(pairs, dim=1)
+    src = torch.cat([pairs[0], pairs[1] + num_users])
+    dst = torch.cat([pairs[1] + num_users, pairs[0]])
+    n = num_users + num_items
+    deg = torch.bincount(dst, minlength=n).float()
+    inv = torch.where(deg > 0, deg.clamp_min(1).rsqrt(), torch.zeros_like(deg))
+    return torch.stack([src, dst]), inv[src] * inv[dst]
+
+
+def info_nce(
+    anchor: Tensor,
+    positive: Tensor,
+    temperature: float,
+    candidates: Tensor | None = None,
+    reduce: str = "mean",
+) -> Tensor:
+    """InfoNCE on cosine similarities: row ``a`` of ``anchor`` against its ``positive`` row,
+    contrasted with every row of ``candidates`` (default: the rows of ``positive``, i.e.
+    in-batch negatives):
+
+    .. math::
+        \\ell_a = -\\log \\frac{\\exp(\\cos(z_a, p_a)/\\tau)}
+        {\\sum_c \\exp(\\cos(z_a, c)/\\tau)};
+
+    ``reduce`` is ``"mean"`` or ``"sum"`` over rows."""
+    z = F.normalize(anchor, dim=1)
+    p = F.normalize(positive, dim=1)
+    c = p if candidates is None else F.normalize(candidates, dim=1)
+    loss = torch.logsumexp(z @ c.t() / temperature, dim=1) - (z * p).sum(-1) / temperature
+    return loss.mean() if reduce == "mean" else loss.sum()
+
+
+__all__ = [
+    "check_modalities",
+    "cosine_knn_graph",
+    "info_nce",
+    "modality_features",
+    "propagate",
+    "read_item_graph",
+    "sym_norm_weights",
+    "user_item_edges",
+]

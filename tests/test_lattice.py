@@ -1,0 +1,195 @@
+"""LATTICE: its graphs and forward pass against a dense reference of its equations, the
+per-epoch graph rebuild, the plug-and-play graph, training and checkpoints."""
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
+from mllmrec_pyg.data import INTERACTS, RELATED, SchemaError
+from mllmrec_pyg.nn import LATTICE, LATTICEConfig
+from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.train import TrainConfig, Trainer
+from mllmrec_pyg.transforms import RefineItemGraph
+
+
+def clustered_data(num_users=48, num_items=32, clusters=4, per_user=6, dim=8, seed=0):
+    """Users and items in clusters; users interact inside their cluster; features = cluster
+    centre + noise, so content carries the signal and popularity does not."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=g) * 3
+    item_c = torch.arange(num_items) % clusters
+    user_c = torch.arange(num_users) % clusters
+    pairs = []
+    for u in range(num_users):
+        pool = (item_c == user_c[u]).nonzero().flatten()
+        pick = pool[torch.randperm(pool.numel(), generator=g)[:per_user]]
+        pairs += [(u, int(i)) for i in pick]
+    ei = torch.tensor(pairs).t()
+    held = torch.zeros(ei.size(1), dtype=torch.bool)
+    held[torch.arange(0, ei.size(1), per_user)] = True  # one valid item per user
+    test = torch.zeros_like(held)
+    test[torch.arange(1, ei.size(1), per_user)] = True  # one test item per user
+    data = HeteroData()
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    data[INTERACTS].edge_index = ei[:, ~(held | test)]
+    data[INTERACTS].val_edge_index = ei[:, held]
+    data[INTERACTS].test_edge_index = ei[:, test]
+    data["item"].x = centres[item_c] + 0.3 * torch.randn(num_items, dim, generator=g)
+    data["item"].image = torch.randn(num_items, dim + 3, generator=g) + centres[item_c, :1]
+    return data
+
+
+def dense_knn(x, k):
+    """Weighted cosine top-k graph, dense [owner, neighbour], written from the equations."""
+    xn = x / x.norm(dim=1, keepdim=True)
+    sim = xn @ xn.t()
+    vals, idx = sim.topk(k, dim=1)
+    return torch.zeros_like(sim).scatter_(1, idx, vals)
+
+
+def dense_norm(s):
+    d = s.sum(1)
+    inv = torch.where(d > 0, d.pow(-0.5), torch.zeros_like(d))
+    return inv[:, None] * s * inv[None, :]
+
+
+def dense_reference(model, data, graph=None):
+    """Users and items of LATTICE from dense matrices (graph: dense S* for plug-and-play)."""
+    cfg = model.config
+    lam, k = cfg.lambda_coeff, cfg.knn_k
+    alpha = torch.softmax(model.modal_weight.detach(), 0)
+    feats = [data["item"][m] for m in cfg.modalities]
+    learned = sum(
+        a * dense_knn(lin(x).detach(), k) for a, x, lin in zip(alpha, feats, model.projections)
+    )
+    if graph is None:
+        init = sum(a * dense_norm(dense_knn(x, k)) for a, x in zip(alpha, feats))
+    else:
+        init = dense_norm(graph)
+    a = (1 - lam) * dense_norm(learned) + lam * init
+    h = model.item_emb.weight.detach()
+    for _ in range(cfg.num_item_layers):
+        h = a @ h
+    nu, ni = model.num_users, model.num_items
+    adj = torch.eye(nu + ni)
+    tr = data[INTERACTS].edge_index
+    adj[tr[0], tr[1] + nu] = 1.0
+    adj[tr[1] + nu, tr[0]] = 1.0
+    p = adj / adj.sum(1, keepdim=True)
+    e = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach()
+    layers = [e]
+    for _ in range(cfg.num_ui_layers):
+        layers.append(p @ layers[-1])
+    mean = torch.stack(layers).mean(0)
+    return mean[:nu], mean[nu:] + h / h.norm(dim=1, keepdim=True)
+
+
+def test_registered_and_requires():
+    assert MODELS["lattice"] is LATTICE
+    assert LATTICE.requires(LATTICEConfig()) == frozenset({"items"})
+    assert LATTICE.requires(LATTICEConfig(item_graph=RELATED)) == frozenset({"items", "graph"})
+
+
+@pytest.mark.parametrize("modalities", [("x",), ("x", "image")])
+def test_forward_matches_dense_reference(modalities):
+    data = clustered_data()
+    cfg = LATTICEConfig(embedding_dim=8, feat_embed_dim=5, knn_k=4, modalities=modalities)
+    model = LATTICE.from_data(data, cfg).eval()
+    with torch.no_grad():
+        model.modal_weight.copy_(torch.linspace(-0.5, 0.5, len(modalities)))
+        users, items = model.representations()
+    want_u, want_i = dense_reference(model, data)
+    assert torch.allclose(users, want_u, atol=1e-5)
+    assert torch.allclose(items, want_i, atol=1e-5)
+    with torch.no_grad():
+        scores = model.scorer()(torch.tensor([0, 7]))
+    assert torch.allclose(scores, want_u[[0, 7]] @ want_i.t(), atol=1e-5)
+
+
+def test_refined_graph_replaces_the_initial_graph():
+    data = RefineItemGraph(k_s=5, alpha=0.0, k_c=4)(clustered_data())
+    g = data[RELATED]
+    s = torch.zeros(32, 32).index_put((g.edge_index[1], g.edge_index[0]), g.edge_weight, True)
+    model = LATTICE.from_data(data, LATTICEConfig(knn_k=4, item_graph=RELATED)).eval()
+    ei, ew = model.initial_graph()
+    got = torch.zeros(32, 32).index_put((ei[1], ei[0]), ew, True)
+    assert torch.allclose(got, dense_norm(s), atol=1e-6)
+    with torch.no_grad():
+        users, items = model.representations()
+    want_u, want_i = dense_reference(model, data, graph=s)
+    assert torch.allclose(items, want_i, atol=1e-5)
+    own = LATTICE.from_data(data, LATTICEConfig(knn_k=4)).eval()
+    oe, ow = own.initial_graph()
+    assert not torch.equal(torch.zeros(32, 32).index_put((oe[1], oe[0]), ow, True) != 0, s != 0)
+    with pytest.raises(SchemaError, match="related"):
+        LATTICE.from_data(clustered_data(), LATTICEConfig(item_graph=RELATED))
+
+
+def test_learned_graph_gets_gradient_on_the_first_batch_of_each_epoch_only():
+    data = clustered_data()
+    model = LATTICE.from_data(data, LATTICEConfig(modalities=("x", "image"))).train()
+    batch = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([9, 10, 11])
+    model.on_train_epoch_start(1)
+    model.batch_loss(*batch).backward()
+    assert model.projections[0].weight.grad.abs().sum() > 0
+    assert model.modal_weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+    model.batch_loss(*batch).backward()
+    assert model.projections[0].weight.grad is None  # reused, detached
+    assert model.item_emb.weight.grad is not None
+
+
+def test_batch_loss_is_bpr_plus_half_squared_norms():
+    data = clustered_data()
+    model = LATTICE.from_data(data, LATTICEConfig(reg_weight=0.3)).eval()
+    users, pos, neg = torch.tensor([0, 3, 5]), torch.tensor([0, 3, 5]), torch.tensor([1, 2, 9])
+    u_all, i_all = dense_reference(model, data)
+    u, p, n = u_all[users], i_all[pos], i_all[neg]
+    bpr = -torch.log(torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
+    reg = (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / (2 * 3)
+    with torch.no_grad():
+        got = model.batch_loss(users, pos, neg)
+    assert torch.allclose(got, bpr + 0.3 * reg, atol=1e-5)
+
+
+def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
+    data = clustered_data()
+    torch.manual_seed(0)
+    model = build_model("lattice", data, embedding_dim=16, feat_embed_dim=8, knn_k=4)
+    cfg = TrainConfig(
+        epochs=30,
+        patience=30,
+        lr=0.01,
+        batch_size=64,
+        ks=(5, 10),
+        monitor="recall@10",
+        show_progress=False,
+    )
+    result = Trainer(model, data, cfg).fit()
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    pop = Trainer(build_model("pop", data), data, cfg).fit()
+    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
+    path = save_checkpoint(model, tmp_path / "lattice.pt", data)
+    again = load_checkpoint(path, data)
+    users = torch.arange(20)
+    with torch.no_grad():
+        assert torch.allclose(again.scorer()(users), model.scorer()(users), atol=1e-6)
+    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
+
+
+def test_tuning_candidates_build_valid_configs():
+    from mllmrec_pyg.nn.registry import make_config
+    from mllmrec_pyg.tuning import CANDIDATES, split_point
+
+    for key in ("lattice", "lattice-refined"):
+        cand = CANDIDATES[key]
+        assert cand.model == "lattice"
+        assert "train.lr" in cand.space
+        for point in cand.grid():
+            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})
+    assert CANDIDATES["lattice"].needs == frozenset({"items"})
+    assert CANDIDATES["lattice-refined"].needs == frozenset({"items", "graph"})
+    assert {"graph.alpha", "graph.k_c"} <= set(CANDIDATES["lattice-refined"].space)

@@ -1,0 +1,186 @@
+"""LGMRec: local, global (hypergraph) embeddings and the loss against a dense reference of
+its equations, training and checkpoints."""
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
+from mllmrec_pyg.data import INTERACTS
+from mllmrec_pyg.nn import LGMRec, LGMRecConfig
+from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.train import TrainConfig, Trainer
+
+
+def clustered_data(num_users=48, num_items=32, clusters=4, per_user=6, dim=8, seed=0):
+    """Users and items in clusters; users interact inside their cluster; features = cluster
+    centre + noise, so content carries the signal and popularity does not."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=g) * 3
+    item_c = torch.arange(num_items) % clusters
+    user_c = torch.arange(num_users) % clusters
+    pairs = []
+    for u in range(num_users):
+        pool = (item_c == user_c[u]).nonzero().flatten()
+        pick = pool[torch.randperm(pool.numel(), generator=g)[:per_user]]
+        pairs += [(u, int(i)) for i in pick]
+    ei = torch.tensor(pairs).t()
+    held = torch.zeros(ei.size(1), dtype=torch.bool)
+    held[torch.arange(0, ei.size(1), per_user)] = True  # one valid item per user
+    test = torch.zeros_like(held)
+    test[torch.arange(1, ei.size(1), per_user)] = True  # one test item per user
+    data = HeteroData()
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    data[INTERACTS].edge_index = ei[:, ~(held | test)]
+    data[INTERACTS].val_edge_index = ei[:, held]
+    data[INTERACTS].test_edge_index = ei[:, test]
+    data["item"].x = centres[item_c] + 0.3 * torch.randn(num_items, dim, generator=g)
+    data["item"].image = torch.randn(num_items, dim + 3, generator=g) + centres[item_c, :1]
+    return data
+
+
+def rownorm(x):
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def dense_reference(model, data):
+    """Users, items and per-modality hypergraph embeddings (eval mode) from dense matrices."""
+    cfg = model.config
+    nu, ni = model.num_users, model.num_items
+    tr = data[INTERACTS].edge_index
+    r = torch.zeros(nu, ni)
+    r[tr[0], tr[1]] = 1.0
+    a = torch.zeros(nu + ni, nu + ni)
+    a[:nu, nu:] = r
+    a[nu:, :nu] = r.t()
+    d = a.sum(1)
+    dinv = torch.where(d > 0, d.pow(-0.5), torch.zeros_like(d))
+    a_hat = dinv[:, None] * a * dinv[None, :]
+    e0 = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach()
+    layers = [e0]
+    for _ in range(cfg.num_ui_layers):
+        layers.append(a_hat @ layers[-1])
+    cge = torch.stack(layers).mean(0)
+    local = cge.clone()
+    ghe = torch.zeros_like(cge)
+    hyper = []
+    for m, key in enumerate(cfg.modalities):
+        x = data["item"][key]
+        f_i = x @ model.projections[m].detach()
+        f_u = (r @ f_i) / r.sum(1, keepdim=True)
+        h = torch.cat([f_u, f_i])
+        for _ in range(cfg.num_mm_layers):
+            h = a_hat @ h
+        local = local + rownorm(h)
+        logits = x @ model.hyperedges[m].detach()
+        lam_i = torch.softmax(logits / cfg.tau, 1)
+        lam_u = torch.softmax((r @ logits) / cfg.tau, 1)
+        g = cge[nu:]
+        for _ in range(cfg.num_hyper_layers):
+            g_prev = g
+            g = lam_i @ (lam_i.t() @ g_prev)
+        g_u = lam_u @ (lam_i.t() @ g_prev)
+        hyper.append((g_u, g))
+        ghe = ghe + torch.cat([g_u, g])
+    out = local + cfg.alpha * rownorm(ghe)
+    return out[:nu], out[nu:], hyper
+
+
+def test_registered():
+    assert MODELS["lgmrec"] is LGMRec
+    assert LGMRec.requires(LGMRecConfig()) == frozenset({"items"})
+
+
+@pytest.mark.parametrize(
+    "modalities,hyper_layers", [(("x",), 1), (("x", "image"), 1), (("x", "image"), 2)]
+)
+def test_forward_matches_dense_reference(modalities, hyper_layers):
+    data = clustered_data()
+    cfg = LGMRecConfig(
+        embedding_dim=8, hyper_num=3, num_hyper_layers=hyper_layers, modalities=modalities
+    )
+    model = LGMRec.from_data(data, cfg).eval()
+    want_u, want_i, want_h = dense_reference(model, data)
+    with torch.no_grad():
+        users, items, hyper = model.forward_all()
+        scores = model.scorer()(torch.tensor([1, 6]))
+    assert torch.allclose(users, want_u, atol=1e-5)
+    assert torch.allclose(items, want_i, atol=1e-5)
+    for (gu, gi), (wu, wi) in zip(hyper, want_h):
+        assert torch.allclose(gu, wu, atol=1e-5) and torch.allclose(gi, wi, atol=1e-5)
+    assert torch.allclose(scores, want_u[[1, 6]] @ want_i.t(), atol=1e-5)
+
+
+def test_loss_is_bpr_plus_hypergraph_contrast_plus_norm_penalty():
+    data = clustered_data()
+    cfg = LGMRecConfig(embedding_dim=8, modalities=("x", "image"), cl_weight=0.1, reg_weight=0.01)
+    model = LGMRec.from_data(data, cfg).eval()  # eval: deterministic memberships
+    users, pos, neg = torch.tensor([0, 2, 4]), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5])
+    u_all, i_all, hyper = dense_reference(model, data)
+    u, p, n = u_all[users], i_all[pos], i_all[neg]
+    bpr = -torch.log(torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
+
+    def nce(z, pos_rows, cands):
+        z, pos_rows, cands = rownorm(z), rownorm(pos_rows), rownorm(cands)
+        num = torch.exp((z * pos_rows).sum(1) / 0.2)
+        den = torch.exp(z @ cands.t() / 0.2).sum(1)
+        return -torch.log(num / den).sum()
+
+    (uv, iv), (ut, it) = hyper
+    cl = nce(uv[users], ut[users], ut) + nce(iv[pos], it[pos], it)
+    reg = (u.pow(2).sum().sqrt() + p.pow(2).sum().sqrt() + n.pow(2).sum().sqrt()) / 3
+    with torch.no_grad():
+        got = model.batch_loss(users, pos, neg)
+    assert torch.allclose(got, bpr + 0.1 * cl + 0.01 * reg, atol=1e-5)
+
+
+def test_training_mode_samples_memberships_and_eval_is_deterministic():
+    data = clustered_data()
+    model = LGMRec.from_data(data, LGMRecConfig(embedding_dim=8)).train()
+    torch.manual_seed(0)
+    a = model.memberships(0)[1]
+    b = model.memberships(0)[1]
+    assert not torch.equal(a, b)
+    assert (a == 0).float().mean() > 0.2, "dropout keeps about half of the entries"
+    model.eval()
+    assert torch.equal(model.memberships(0)[1], model.memberships(0)[1])
+    assert torch.allclose(model.memberships(0)[1].sum(1), torch.ones(32))
+
+
+def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
+    data = clustered_data()
+    torch.manual_seed(0)
+    model = build_model("lgmrec", data, embedding_dim=16, modalities=["x", "image"])
+    cfg = TrainConfig(
+        epochs=30,
+        patience=30,
+        lr=0.01,
+        batch_size=64,
+        ks=(5, 10),
+        monitor="recall@10",
+        show_progress=False,
+    )
+    result = Trainer(model, data, cfg).fit()
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+    pop = Trainer(build_model("pop", data), data, cfg).fit()
+    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
+    path = save_checkpoint(model, tmp_path / "lgmrec.pt", data)
+    again = load_checkpoint(path, data)
+    users = torch.arange(20)
+    with torch.no_grad():
+        assert torch.allclose(again.scorer()(users), model.scorer()(users), atol=1e-6)
+    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
+
+
+def test_tuning_candidates_build_valid_configs():
+    from mllmrec_pyg.nn.registry import make_config
+    from mllmrec_pyg.tuning import CANDIDATES, split_point
+
+    for key in ("lgmrec",):
+        cand = CANDIDATES[key]
+        assert cand.model == "lgmrec"
+        assert "train.lr" in cand.space
+        for point in cand.grid():
+            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})

@@ -1,0 +1,181 @@
+"""SLMRec: views, fusion and the three loss terms against a dense reference of its equations,
+training and checkpoints."""
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
+from mllmrec_pyg.data import INTERACTS
+from mllmrec_pyg.nn import SLMRec, SLMRecConfig
+from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.train import TrainConfig, Trainer
+
+
+def clustered_data(num_users=48, num_items=32, clusters=4, per_user=6, dim=8, seed=0):
+    """Users and items in clusters; users interact inside their cluster; features = cluster
+    centre + noise, so content carries the signal and popularity does not."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=g) * 3
+    item_c = torch.arange(num_items) % clusters
+    user_c = torch.arange(num_users) % clusters
+    pairs = []
+    for u in range(num_users):
+        pool = (item_c == user_c[u]).nonzero().flatten()
+        pick = pool[torch.randperm(pool.numel(), generator=g)[:per_user]]
+        pairs += [(u, int(i)) for i in pick]
+    ei = torch.tensor(pairs).t()
+    held = torch.zeros(ei.size(1), dtype=torch.bool)
+    held[torch.arange(0, ei.size(1), per_user)] = True  # one valid item per user
+    test = torch.zeros_like(held)
+    test[torch.arange(1, ei.size(1), per_user)] = True  # one test item per user
+    data = HeteroData()
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    data[INTERACTS].edge_index = ei[:, ~(held | test)]
+    data[INTERACTS].val_edge_index = ei[:, held]
+    data[INTERACTS].test_edge_index = ei[:, test]
+    data["item"].x = centres[item_c] + 0.3 * torch.randn(num_items, dim, generator=g)
+    data["item"].image = torch.randn(num_items, dim + 3, generator=g) + centres[item_c, :1]
+    return data
+
+
+def rownorm(x):
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def lin(layer, x):
+    return x @ layer.weight.t() + layer.bias
+
+
+def dense_reference(model, data):
+    cfg = model.config
+    nu, ni = model.num_users, model.num_items
+    tr = data[INTERACTS].edge_index
+    a = torch.zeros(nu + ni, nu + ni)
+    a[tr[0], tr[1] + nu] = 1.0
+    a[tr[1] + nu, tr[0]] = 1.0
+    d = a.sum(1)
+    dinv = torch.where(d > 0, d.pow(-0.5), torch.zeros_like(d))
+    a_hat = dinv[:, None] * a * dinv[None, :]
+
+    def lgn(items):
+        z = torch.cat([model.user_emb.weight, items])
+        layers = [z]
+        for _ in range(cfg.num_layers):
+            layers.append(a_hat @ layers[-1])
+        out = torch.stack(layers).mean(0)
+        return out[:nu], out[nu:]
+
+    views = [lgn(model.item_emb.weight)]
+    for m, key in enumerate(cfg.modalities):
+        views.append(lgn(lin(model.projections[m], rownorm(data["item"][key]))))
+    users = lin(model.user_fusion, torch.cat([v[0] for v in views], 1))
+    items = lin(model.item_fusion, torch.cat([v[1] for v in views], 1))
+    return users, items, views
+
+
+def ce_diag(logits):
+    return (torch.logsumexp(logits, 1) - logits.diagonal()).mean()
+
+
+def test_registered():
+    assert MODELS["slmrec"] is SLMRec
+    assert SLMRec.requires(SLMRecConfig()) == frozenset({"items"})
+
+
+@pytest.mark.parametrize("modalities", [("x",), ("x", "image")])
+def test_forward_matches_dense_reference(modalities):
+    data = clustered_data()
+    model = SLMRec.from_data(data, SLMRecConfig(embedding_dim=8, modalities=modalities)).eval()
+    want_u, want_i, _ = dense_reference(model, data)
+    with torch.no_grad():
+        users, items = model.representations()
+        scores = model.scorer()(torch.tensor([3, 4]))
+    assert torch.allclose(users, want_u, atol=1e-5)
+    assert torch.allclose(items, want_i, atol=1e-5)
+    assert torch.allclose(scores, want_u[[3, 4]] @ want_i.t(), atol=1e-5)
+
+
+@pytest.mark.parametrize("modalities", [("x",), ("x", "image")])
+def test_loss_is_infonce_plus_fac_plus_weight_decay(modalities):
+    data = clustered_data()
+    cfg = SLMRecConfig(
+        embedding_dim=8,
+        modalities=modalities,
+        ssl_weight=0.3,
+        weight_decay=0.01,
+        temperature=0.5,
+        ssl_temperature=0.7,
+    )
+    model = SLMRec.from_data(data, cfg)
+    users, pos, neg = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3]), torch.tensor([9] * 4)
+    u_all, i_all, views = dense_reference(model, data)
+    main = ce_diag(rownorm(u_all[users]) @ rownorm(i_all[pos]).t() / 0.5)
+    z = lin(model.ssl_id, views[0][1][pos])
+    y = lin(model.ssl_modality[0], views[1][1][pos])
+    fac = ce_diag(z @ y.t() / 0.7)
+    if len(modalities) == 2:
+        z2 = lin(model.ssl_chain[0], z)
+        y2 = lin(model.ssl_modality[1], views[2][1][pos])
+        assert z2.shape[1] == y2.shape[1] == 4  # the last space is half width
+        fac = fac + ce_diag(z2 @ y2.t() / 0.7)
+    wd = sum(p.pow(2).sum() for p in model.parameters())
+    got = model.batch_loss(users, pos, neg)
+    assert torch.allclose(got, main + 0.3 * fac + 0.005 * wd, atol=1e-5)
+
+
+def test_weight_decay_term_gives_adam_weight_decay_updates():
+    data = clustered_data()
+    cfg = SLMRecConfig(embedding_dim=8, weight_decay=0.05, ssl_weight=0.2)
+    a = SLMRec.from_data(data, cfg)
+    b = SLMRec.from_data(data, SLMRecConfig(embedding_dim=8, weight_decay=0.0, ssl_weight=0.2))
+    b.load_state_dict(a.state_dict())
+    opt_a = torch.optim.Adam(a.parameters(), lr=0.01)
+    opt_b = torch.optim.Adam(b.parameters(), lr=0.01, weight_decay=0.05)
+    batch = torch.tensor([0, 5, 7]), torch.tensor([0, 5, 7]), torch.tensor([1, 1, 1])
+    for model, opt in ((a, opt_a), (b, opt_b)):
+        for _ in range(3):
+            opt.zero_grad()
+            model.batch_loss(*batch).backward()
+            opt.step()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), name
+
+
+def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
+    data = clustered_data()
+    torch.manual_seed(0)
+    model = build_model("slmrec", data, embedding_dim=16, modalities=["x", "image"])
+    cfg = TrainConfig(
+        epochs=30,
+        patience=30,
+        lr=0.01,
+        batch_size=64,
+        ks=(5, 10),
+        monitor="recall@10",
+        show_progress=False,
+    )
+    result = Trainer(model, data, cfg).fit()
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+    pop = Trainer(build_model("pop", data), data, cfg).fit()
+    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
+    path = save_checkpoint(model, tmp_path / "slmrec.pt", data)
+    again = load_checkpoint(path, data)
+    users = torch.arange(20)
+    with torch.no_grad():
+        assert torch.allclose(again.scorer()(users), model.scorer()(users), atol=1e-6)
+    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
+
+
+def test_tuning_candidates_build_valid_configs():
+    from mllmrec_pyg.nn.registry import make_config
+    from mllmrec_pyg.tuning import CANDIDATES, split_point
+
+    for key in ("slmrec",):
+        cand = CANDIDATES[key]
+        assert cand.model == "slmrec"
+        assert "train.lr" in cand.space
+        for point in cand.grid():
+            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})

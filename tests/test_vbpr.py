@@ -1,0 +1,140 @@
+"""VBPR: scores against a dense reference of its equations, the loss, training, checkpoints."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import HeteroData
+
+from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
+from mllmrec_pyg.data import INTERACTS, SchemaError
+from mllmrec_pyg.nn import VBPR, VBPRConfig
+from mllmrec_pyg.nn.registry import MODELS, build_model
+from mllmrec_pyg.train import TrainConfig, Trainer
+
+
+def clustered_data(num_users=48, num_items=32, clusters=4, per_user=6, dim=8, seed=0):
+    """Users and items in clusters; users interact inside their cluster; features = cluster
+    centre + noise, so content carries the signal and popularity does not."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=g) * 3
+    item_c = torch.arange(num_items) % clusters
+    user_c = torch.arange(num_users) % clusters
+    pairs = []
+    for u in range(num_users):
+        pool = (item_c == user_c[u]).nonzero().flatten()
+        pick = pool[torch.randperm(pool.numel(), generator=g)[:per_user]]
+        pairs += [(u, int(i)) for i in pick]
+    ei = torch.tensor(pairs).t()
+    held = torch.zeros(ei.size(1), dtype=torch.bool)
+    held[torch.arange(0, ei.size(1), per_user)] = True  # one valid item per user
+    test = torch.zeros_like(held)
+    test[torch.arange(1, ei.size(1), per_user)] = True  # one test item per user
+    data = HeteroData()
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    data[INTERACTS].edge_index = ei[:, ~(held | test)]
+    data[INTERACTS].val_edge_index = ei[:, held]
+    data[INTERACTS].test_edge_index = ei[:, test]
+    data["item"].x = centres[item_c] + 0.3 * torch.randn(num_items, dim, generator=g)
+    data["item"].image = torch.randn(num_items, dim + 3, generator=g) + centres[item_c, :1]
+    return data
+
+
+def test_registered():
+    assert MODELS["vbpr"] is VBPR
+    assert VBPR.requires(VBPRConfig()) == frozenset({"items"})
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_scores_match_dense_reference(bias):
+    data = clustered_data()
+    model = VBPR.from_data(data, VBPRConfig(embedding_dim=6, modalities=("x", "image"), bias=bias))
+    if bias:  # give the biases non-zero values
+        with torch.no_grad():
+            model.item_bias.normal_()
+            model.feature_bias.weight.normal_()
+    f = torch.cat([data["item"].x, data["item"].image], 1)
+    assert f.shape == (32, 19)
+    p = model.user_emb.detach()
+    gamma_u, theta_u = p[:, :6], p[:, 6:]
+    gamma_i = model.item_emb.detach()
+    e, c = model.projection.weight.detach(), model.projection.bias.detach()
+    want = gamma_u @ gamma_i.t() + theta_u @ (f @ e.t() + c).t()
+    if bias:
+        want = want + model.item_bias.detach() + (f @ model.feature_bias.weight.detach().t()).t()
+    users = torch.arange(48)
+    with torch.no_grad():
+        got = model.scorer()(users)
+        assert torch.allclose(got, want, atol=1e-5)
+        pos, neg = model.pair_scores(users, torch.arange(48) % 32, (torch.arange(48) + 5) % 32)
+    assert torch.allclose(pos, want[users, users % 32], atol=1e-5)
+    assert torch.allclose(neg, want[users, (users + 5) % 32], atol=1e-5)
+
+
+def test_batch_loss_is_bpr_plus_unsquared_norm_penalty():
+    data = clustered_data()
+    model = VBPR.from_data(data, VBPRConfig(embedding_dim=4, reg_weight=0.5))
+    users, pos, neg = (
+        torch.tensor([0, 1, 2, 0]),
+        torch.tensor([0, 1, 2, 4]),
+        torch.tensor([5, 6, 7, 8]),
+    )
+    f = data["item"].x
+    q = torch.cat([model.item_emb, model.projection(f)], 1)
+    u = model.user_emb[users]
+    bpr = -torch.log(torch.sigmoid((u * q[pos]).sum(1) - (u * q[neg]).sum(1))).mean()
+    penalty = (u.pow(2).sum().sqrt() + q[pos].pow(2).sum().sqrt() + q[neg].pow(2).sum().sqrt()) / 4
+    got = model.batch_loss(users, pos, neg)
+    assert torch.allclose(got, bpr + 0.5 * penalty, atol=1e-6)
+    off = VBPR.from_data(data, VBPRConfig(reg_weight=0.0))
+    s_pos, s_neg = off.pair_scores(users, pos, neg)
+    assert torch.allclose(off.batch_loss(users, pos, neg), -F.logsigmoid(s_pos - s_neg).mean())
+
+
+def test_features_are_frozen_and_missing_modality_is_named():
+    data = clustered_data()
+    model = VBPR.from_data(data)
+    assert all(p.data_ptr() != model.features.data_ptr() for p in model.parameters())
+    assert "features" not in model.state_dict()
+    with pytest.raises(SchemaError, match="audio"):
+        VBPR.from_data(data, VBPRConfig(modalities=("audio",)))
+    with pytest.raises(ValueError, match="modality"):
+        VBPRConfig(modalities=())
+
+
+def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
+    data = clustered_data()
+    torch.manual_seed(0)
+    model = build_model("vbpr", data, embedding_dim=16, reg_weight=1e-4)
+    cfg = TrainConfig(
+        epochs=30,
+        patience=30,
+        lr=0.01,
+        batch_size=64,
+        ks=(5, 10),
+        monitor="recall@10",
+        show_progress=False,
+    )
+    result = Trainer(model, data, cfg).fit()
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    pop = Trainer(build_model("pop", data), data, cfg).fit()
+    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
+    path = save_checkpoint(model, tmp_path / "vbpr.pt", data)
+    again = load_checkpoint(path, data)
+    users = torch.arange(20)
+    with torch.no_grad():
+        assert torch.equal(again.scorer()(users), model.scorer()(users))
+    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
+
+
+def test_tuning_candidates_build_valid_configs():
+    from mllmrec_pyg.nn.registry import make_config
+    from mllmrec_pyg.tuning import CANDIDATES, split_point
+
+    for key in ("vbpr",):
+        cand = CANDIDATES[key]
+        assert cand.model == "vbpr"
+        assert "train.lr" in cand.space
+        for point in cand.grid():
+            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})
