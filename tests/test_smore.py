@@ -238,6 +238,6 @@ def test_tuning_candidates_build_valid_configs():
         assert "train.lr" in cand.space
         for point in cand.grid():
             make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})
-    assert CANDIDATES["smore"].needs == frozenset({"items"})
-    assert CANDIDATES["smore-refined"].needs == frozenset({"items", "graph"})
+    assert CANDIDATES["smore"].needs() == frozenset({"items"})
+    assert CANDIDATES["smore-refined"].needs() == frozenset({"items", "graph"})
     assert {"graph.alpha", "graph.k_c"} <= set(CANDIDATES["smore-refined"].space)
