@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch_geometric.data import HeteroData
+from conftest import clustered_data
 
 from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import INTERACTS, RELATED, SchemaError
@@ -14,34 +14,6 @@ from mllmrec_pyg.nn import SMORE, SMOREConfig
 from mllmrec_pyg.nn.registry import MODELS, build_model
 from mllmrec_pyg.train import TrainConfig, Trainer
 from mllmrec_pyg.transforms import RefineItemGraph
-
-
-def clustered_data(num_users=48, num_items=32, clusters=4, per_user=6, dim=8, seed=0):
-    """Users and items in clusters; users interact inside their cluster; features = cluster
-    centre + noise, so content carries the signal and popularity does not."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(clusters, dim, generator=g) * 3
-    item_c = torch.arange(num_items) % clusters
-    user_c = torch.arange(num_users) % clusters
-    pairs = []
-    for u in range(num_users):
-        pool = (item_c == user_c[u]).nonzero().flatten()
-        pick = pool[torch.randperm(pool.numel(), generator=g)[:per_user]]
-        pairs += [(u, int(i)) for i in pick]
-    ei = torch.tensor(pairs).t()
-    held = torch.zeros(ei.size(1), dtype=torch.bool)
-    held[torch.arange(0, ei.size(1), per_user)] = True  # one valid item per user
-    test = torch.zeros_like(held)
-    test[torch.arange(1, ei.size(1), per_user)] = True  # one test item per user
-    data = HeteroData()
-    data["user"].num_nodes = num_users
-    data["item"].num_nodes = num_items
-    data[INTERACTS].edge_index = ei[:, ~(held | test)]
-    data[INTERACTS].val_edge_index = ei[:, held]
-    data[INTERACTS].test_edge_index = ei[:, test]
-    data["item"].x = centres[item_c] + 0.3 * torch.randn(num_items, dim, generator=g)
-    data["item"].image = torch.randn(num_items, dim + 3, generator=g) + centres[item_c, :1]
-    return data
 
 
 def dense_knn(x, k):
