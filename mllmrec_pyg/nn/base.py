@@ -30,9 +30,16 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.metrics import CSRIndex, mask_scores_, topk_items
 
 ScoreFn = Callable[[Tensor], Tensor]
+
+
+def reads_refined_graph(item_graph: Any) -> bool:
+    """Whether a model's ``item_graph`` setting names the refined graph ``S*`` that the
+    pipeline builds (``("item", "related", "item")``; JSON turns it into a list)."""
+    return item_graph is not None and tuple(item_graph) == RELATED
 
 
 @runtime_checkable

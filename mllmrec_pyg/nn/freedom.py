@@ -58,7 +58,6 @@ from mllmrec_pyg._sparse import quiet_sparse
 from mllmrec_pyg.data.schema import (
     INTERACTS,
     ITEM,
-    RELATED,
     USER,
     SchemaError,
     check_edge_index,
@@ -67,7 +66,7 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
@@ -262,8 +261,9 @@ class FREEDOM(RankingModel):
 
     @classmethod
     def requires(cls, config: FREEDOMConfig) -> frozenset[str]:
-        graph = config.item_graph is not None and tuple(config.item_graph) == RELATED
-        return frozenset({"items", "graph"} if graph else {"items"})
+        return frozenset(
+            {"items", "graph"} if reads_refined_graph(config.item_graph) else {"items"}
+        )
 
     def __init__(
         self,

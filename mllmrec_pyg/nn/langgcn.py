@@ -83,7 +83,7 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mllmrec import Tower
@@ -282,7 +282,7 @@ class LangGCN(RankingModel):
         needs = {"items"}
         if config.user_init in ("preference", "mean+preference"):
             needs.add("users")
-        if config.item_graph is not None and tuple(config.item_graph) == RELATED:
+        if reads_refined_graph(config.item_graph):
             needs.add("graph")
         return frozenset(needs)
 

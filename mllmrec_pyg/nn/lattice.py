@@ -51,8 +51,8 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, RELATED, USER, require_node_type, validate
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     cosine_knn_graph,
@@ -142,8 +142,9 @@ class LATTICE(RankingModel):
 
     @classmethod
     def requires(cls, config: LATTICEConfig) -> frozenset[str]:
-        graph = config.item_graph is not None and tuple(config.item_graph) == RELATED
-        return frozenset({"items", "graph"} if graph else {"items"})
+        return frozenset(
+            {"items", "graph"} if reads_refined_graph(config.item_graph) else {"items"}
+        )
 
     def __init__(
         self,
