@@ -152,7 +152,7 @@ def findings(rows: list[dict[str, Any]], metric: str = "test recall@20") -> dict
         "variants_better_than_full": better,
         "every_removal_hurts": not better,
         "largest_drop": largest,
-        "rs_largest_drop": largest == "w/o RS",
+        "rs_largest_drop": largest == "w/o RS" and drops[largest] > 0,
         "best_anchor": max(anchors, key=lambda a: by[a][metric]) if anchors else None,
         "full_beats_anchors": all(full > by[a][metric] for a in anchors) if anchors else None,
     }
