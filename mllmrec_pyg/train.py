@@ -286,6 +286,8 @@ class Trainer:
             users, pos = self.train_pairs[:, idx]
             if num_neg == 1:
                 neg = self.sampler(users, self.generator)
+            elif num_neg == 0:  # the model's loss takes every item (e.g. a full softmax)
+                neg = users.new_empty((users.numel(), 0))
             else:
                 neg = self.sampler(users.unsqueeze(1).expand(-1, num_neg), self.generator)
             users, pos, neg = (t.to(self.device) for t in (users, pos, neg))

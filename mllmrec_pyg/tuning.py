@@ -123,6 +123,7 @@ CANDIDATES: dict[str, Candidate] = {
                 "model.id_embeddings": (True, False),
                 "model.item_graph": (RELATED, None),
                 "model.user_init": ("mean", "mean+preference"),
+                "model.num_negatives": (0, 256),
             },
         ),
         # where LangGCN's gain comes from: each drops one input, searched the same way

@@ -166,6 +166,31 @@ def test_infonce_and_bpr_by_hand():
     assert model.batch_loss(idx, idx, neg).item() == pytest.approx(bpr, rel=1e-6)
 
 
+def test_full_softmax_against_every_unseen_item_by_hand():
+    """num_negatives=0: the negatives of (u, i) are all items u has no training pair with."""
+    data = _data()
+    model = build_model("langgcn", data, num_negatives=0, temperature=0.3, user_init="mean+preference")
+    ui = data[INTERACTS].edge_index
+    users, pos = ui[:, ::2]
+    user_out, item_out = model.representations()
+    want = 0.0
+    for u, i in zip(users.tolist(), pos.tolist()):
+        seen = set(ui[1, ui[0] == u].tolist())
+        negs = [j for j in range(model.num_items) if j not in seen]
+        s = [float(user_out[u] @ item_out[j]) / 0.3 for j in [i, *negs]]
+        want += -(s[0] - math.log(sum(math.exp(v) for v in s))) / users.numel()
+    got = model.batch_loss(users, pos, users.new_empty((users.numel(), 0)))
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    got.backward()
+    assert model.mlp.lin1.weight.grad.abs().sum() > 0
+    # the trainer draws no negatives for it, and it learns
+    cfg = TrainConfig(epochs=2, patience=5, show_progress=False, batch_size=8)
+    assert model.num_negatives == 0
+    Trainer(model, data, cfg).fit()
+    with pytest.raises(ValueError, match="infonce"):
+        LangGCNConfig(num_negatives=0, loss="bpr")
+
+
 def test_gradients_reach_mlp_and_ids_not_language_vectors():
     data = _data()
     model = build_model("langgcn", data, user_init="mean+preference", reg_weight=1e-3)

@@ -150,11 +150,19 @@ def run_compare(
     cache = RunCache(settings, NAME)
     runs, users = [], {}
     for spec, run_data in jobs:
-        result, model = cache.run(spec, run_data, keep_model=True)
+        keep = spec.variant == proposed
+        result, model = cache.run(spec, run_data, keep_model=keep)
         runs.append(result)
         if model is not None:
             users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
     rows = summarise(runs, order=keys)
+    # the per-user test needs the best baseline's models too (rebuilt from their
+    # checkpoints, or trained again with the same seed where none was kept)
+    best = best_baseline(rows, proposed)
+    for spec, run_data in jobs:
+        if best is not None and spec.variant == best and proposed in users:
+            _, model = cache.run(spec, run_data, keep_model=True)
+            users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
     for row in rows:
         row["tuned"] = " ".join(f"{k}={v}" for k, v in tuned[row["variant"]]["point"].items())
     significance = _significance(rows, users, proposed)

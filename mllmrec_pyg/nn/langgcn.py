@@ -41,8 +41,10 @@ item-item term, :math:`e_i \leftarrow e_i + \big((D^{-1/2} S^* D^{-1/2})^{L_{ii}
 E^{(0)}_{items}\big)_i`.
 
 **Score and loss.** :math:`s(u, i) = \cos(e_u, e_i)` (or the dot product with
-``cosine=False``); for a positive :math:`(u, i)` and sampled negatives
-:math:`j_1..j_K` (items :math:`u` has not interacted with in training):
+``cosine=False``); for a positive :math:`(u, i)` and negatives
+:math:`j_1..j_K` -- ``num_negatives`` sampled items, or with
+``num_negatives=0`` every item :math:`u` has not interacted with in training
+(a full softmax, which costs one ``[B, I]`` product the sampled loss needs too):
 
 .. math::
     \mathcal L_{u,i} = -\log \frac{\exp(s(u,i)/\tau)}
@@ -86,7 +88,9 @@ from mllmrec_pyg.data.schema import (
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
+from mllmrec_pyg.metrics import CSRIndex
 from mllmrec_pyg.nn.mllmrec import Tower
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,8 @@ class LangGCNConfig:
         num_item_layers: :math:`L_{ii}`, item-item propagation depth.
         loss: ``"infonce"`` or ``"bpr"`` (averaged over the negatives).
         temperature: :math:`\\tau` of InfoNCE.
-        num_negatives: :math:`K`, sampled negatives per positive.
+        num_negatives: :math:`K`, sampled negatives per positive; ``0`` takes
+            every item the user has not interacted with in training.
         cosine: score by cosine similarity (else the dot product).
         reg_weight: :math:`\\lambda`, L2 on the batch's ID embeddings.
         negative_slope: the MLP's LeakyReLU slope.
@@ -161,12 +166,14 @@ class LangGCNConfig:
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        for key in ("embedding_dim", "hidden_dim", "num_negatives", "temperature"):
+        for key in ("embedding_dim", "hidden_dim", "temperature"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_layers", "num_item_layers", "reg_weight", "id_init_std"):
+        for key in ("num_layers", "num_item_layers", "num_negatives", "reg_weight", "id_init_std"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.num_negatives == 0 and self.loss != "infonce":
+            raise ValueError("num_negatives=0 (every unseen item) needs loss='infonce'")
         if not self.id_embeddings and (self.user_init == "id" or not self.use_item_text):
             raise ValueError("user_init='id' and use_item_text=False need id_embeddings=True")
 
@@ -232,6 +239,12 @@ class LangGCN(RankingModel):
         with torch.no_grad():
             item_in = self.item_conv(item_x, item_adj) if smooth else item_x
         self.register_buffer("item_emb_adj", item_adj if not smooth else None, persistent=False)
+        self.register_buffer(
+            "item_emb_adj_t",
+            csr_transpose(item_adj) if item_adj is not None and not smooth else None,
+            persistent=False,
+        )
+        self._train_index = CSRIndex(pairs, num_users)  # the full softmax's masks
 
         # Language inputs z (frozen buffers, derived from training data only).
         d_t = item_x.size(1)
@@ -274,7 +287,7 @@ class LangGCN(RankingModel):
 
     @property
     def num_negatives(self) -> int:
-        """Negatives the trainer samples per positive."""
+        """Negatives the trainer samples per positive (0: none, the loss takes every item)."""
         return self.config.num_negatives
 
     @classmethod
@@ -327,14 +340,14 @@ class LangGCN(RankingModel):
         e0 = self.layer0()
         acc, h = e0, e0
         for _ in range(self.config.num_layers):
-            h = self.ui_adj_t @ h
+            h = fixed_matmul(self.ui_adj_t, h)  # symmetric
             acc = acc + h
         out = acc / (self.config.num_layers + 1)
         users, items = out[: self.num_users], out[self.num_users :]
         if self.item_emb_adj is not None:
             g = e0[self.num_users :]
             for _ in range(self.config.num_item_layers):
-                g = self.item_emb_adj @ g
+                g = fixed_matmul(self.item_emb_adj, g, self.item_emb_adj_t)
             items = items + g
         if self.config.cosine:
             users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
@@ -356,8 +369,23 @@ class LangGCN(RankingModel):
             neg = torch.einsum("bd,bkd->bk", u, item_out[neg_items])
         return pos, neg
 
+    def full_softmax_loss(self, users: Tensor, pos_items: Tensor) -> Tensor:
+        """InfoNCE of a batch against every item each user has not interacted with in training."""
+        user_out, item_out = self.representations()
+        u = user_out[users] / self.config.temperature
+        logits = u @ item_out.t()
+        pos = (u * item_out[pos_items]).sum(-1)
+        row, col = self._train_index.gather(users.cpu())
+        mask = torch.zeros(logits.shape, dtype=torch.bool)
+        mask[row, col] = True  # the user's training items, the positive among them
+        neg = logits.masked_fill(mask.to(logits.device), float("-inf"))
+        return (torch.logaddexp(torch.logsumexp(neg, dim=1), pos) - pos).mean()
+
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
-        """InfoNCE (or BPR) of a batch with ``neg_items`` ``[B, K]`` (or ``[B]``)."""
+        """InfoNCE (or BPR) of a batch with ``neg_items`` ``[B, K]`` (or ``[B]``); with
+        ``num_negatives=0`` the negatives are every unseen item and ``neg_items`` is ignored."""
+        if self.config.num_negatives == 0:
+            return self.full_softmax_loss(users, pos_items)
         pos, neg = self.pair_scores(users, pos_items, neg_items)
         if neg.dim() == 1:
             neg = neg.unsqueeze(1)
