@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
 from mllmrec_pyg import train as train_module
 from mllmrec_pyg.cli import main
 from mllmrec_pyg.config import DataConfig
+from mllmrec_pyg.pipeline import load_data
 from mllmrec_pyg.train import TrainConfig
 from mllmrec_pyg.tuning import CANDIDATES, Candidate, draw, read_tuned, split_point, tune
 
@@ -164,3 +167,33 @@ def test_tune_and_train_on_another_movielens_folder_without_tags(tmp_path):
     argv += ["--cache-dir", str(tmp_path / "c"), "--json", str(out), "--no-progress"]
     assert main(argv) == 0
     assert json.loads(out.read_text())["model"] == "langgcn"
+
+
+def test_ablation_changes_one_switch_of_the_chosen_settings():
+    from mllmrec_pyg.config import GraphConfig
+    from mllmrec_pyg.experiments.compare import ABLATIONS, ablation_jobs
+    from mllmrec_pyg.nn.langgcn import LangGCNConfig
+
+    data = load_data(DATA)
+    data["item"].x = torch.randn(data["item"].num_nodes, 8)
+    model = dataclasses.asdict(LangGCNConfig(item_graph=None, num_negatives=0))
+    chosen = {"model": model, "train": {"lr": 0.003, "batch_size": 2048}, "graph": None}
+    graphs: dict = {}
+    jobs = ablation_jobs("langgcn", chosen, data, GraphConfig(), graphs, [0, 1])
+    names = [s.variant.removeprefix("langgcn-ablate-") for s, _ in jobs[::2]]
+    # the chosen point has no item graph and a full softmax: those switches are skipped
+    assert "no-item-graph" not in names and "full-softmax" not in names
+    assert set(names) == set(ABLATIONS) - {"no-item-graph", "full-softmax"}
+    by = {s.variant: s for s, _ in jobs}
+    for name in names:
+        spec = by[f"langgcn-ablate-{name}"]
+        changed = {k for k in model if spec.config.get(k) != model[k] and k != "item_graph"}
+        changed |= {"item_graph"} if spec.config["item_graph"] is not None else set()
+        assert changed == {k for k in ABLATIONS[name][1] if spec.config[k] != model[k]}
+        assert spec.train == {"lr": 0.003, "batch_size": 2048}
+    # the plain kNN variant reads a graph without threshold and co-occurrence
+    plain = [d for s, d in jobs if s.variant.endswith("plain-knn")][0]
+    refined = [d for s, d in jobs if s.variant.endswith("refined-graph")][0]
+    assert plain is not refined
+    assert GraphConfig(alpha=None, cooccurrence=False) in graphs and GraphConfig() in graphs
+    assert {s.seed for s, _ in jobs} == {0, 1}

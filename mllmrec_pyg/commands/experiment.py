@@ -79,6 +79,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--proposed", default="langgcn", help="compare: the model tested for a win")
     g.add_argument("--trials", type=int, default=6, help="compare: search budget per model")
     g.add_argument("--tuned-dir", default="tuned", help="compare: root of the stored searches")
+    g.add_argument(
+        "--ablation-seeds",
+        type=int,
+        nargs="+",
+        help="compare: also train the proposed model's ablation (one switch changed at its "
+        "chosen settings) with these seeds",
+    )
 
     g = p.add_argument_group("output")
     g.add_argument("--out", default="results", help="results root (default: results)")
@@ -136,6 +143,7 @@ def run_experiment(name: str, args: argparse.Namespace, settings: Any, data: Any
             proposed=args.proposed,
             trials=args.trials,
             tuned_dir=args.tuned_dir,
+            ablation_seeds=args.ablation_seeds,
         )
     if name == "plug-and-play":
         return ex.run_plug_and_play(

@@ -9,7 +9,10 @@ For each candidate (:data:`mllmrec_pyg.tuning.CANDIDATES`):
    at the best-valid epoch;
 3. per-user test Recall@20 and NDCG@20 (averaged over the seeds) give a
    paired sign-flip randomisation test of the proposed model against the
-   best baseline.
+   best baseline;
+4. with ``ablation_seeds``, the proposed model's ablation: its chosen
+   settings with one switch changed (:data:`ABLATIONS`), not searched again,
+   rows ``<proposed>-ablate-<name>`` beside it (never a baseline).
 
 Nothing held out reaches an input: features and graphs come from the
 pipeline, which reads training pairs only.
@@ -17,6 +20,7 @@ pipeline, which reads training pairs only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -25,7 +29,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.config import GraphConfig
-from mllmrec_pyg.data.schema import INTERACTS
+from mllmrec_pyg.data.schema import INTERACTS, RELATED
 from mllmrec_pyg.experiments.common import (
     HEADLINE,
     ExperimentSettings,
@@ -46,6 +50,22 @@ log = logging.getLogger(__name__)
 NAME = "compare"
 #: the model this package proposes; the rest are baselines
 PROPOSED = "langgcn"
+#: LangGCN's ablation at its chosen settings: name -> (graph changes, model changes);
+#: a switch that the chosen settings already have is skipped
+ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "id-users": ({}, {"user_init": "id", "id_embeddings": True}),
+    "no-ids": ({}, {"id_embeddings": False}),
+    "id-only": (
+        {},
+        {"use_item_text": False, "user_init": "id", "item_graph": None, "id_embeddings": True},
+    ),  # fmt: skip
+    "no-item-graph": ({}, {"item_graph": None}),
+    "plain-knn": ({"alpha": None, "cooccurrence": False}, {"item_graph": RELATED}),
+    "refined-graph": ({}, {"item_graph": RELATED}),
+    "sampled-256": ({}, {"num_negatives": 256}),
+    "full-softmax": ({}, {"num_negatives": 0}),
+    "bpr": ({}, {"loss": "bpr", "num_negatives": 1, "cosine": False}),
+}
 
 
 def per_user_metrics(model: Any, data: HeteroData, k: int = 20) -> dict[str, Tensor]:
@@ -91,6 +111,7 @@ def run_compare(
     proposed: str = PROPOSED,
     trials: int = 6,
     tuned_dir: str = "tuned",
+    ablation_seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Tune every model with one budget, train the choices over ``settings.seeds``, test once.
 
@@ -102,6 +123,8 @@ def run_compare(
         proposed: the candidate whose win is tested against the best baseline.
         trials: the search budget of every model.
         tuned_dir: root of the stored searches.
+        ablation_seeds: train the proposed model's :data:`ABLATIONS` at its chosen
+            settings with these seeds (``None``: no ablation).
 
     Returns:
         The ``results.json`` object: ``rows`` (mean ± std over seeds, with the
@@ -115,6 +138,7 @@ def run_compare(
     graphs: dict[GraphConfig, HeteroData] = {}
     jobs: list[tuple[RunSpec, HeteroData]] = []
     tuned: dict[str, Any] = {}
+    chosen_of: dict[str, dict[str, Any]] = {}
     for key in keys:
         cand = candidate(key)
         search = tune(
@@ -128,7 +152,7 @@ def run_compare(
             cache=settings.cache,
             data=data,
         )
-        chosen = search.settings()
+        chosen = chosen_of[key] = search.settings()
         tuned[key] = {
             "point": search.best["point"],
             "valid recall@20": search.best["valid"]["recall@20"],
@@ -155,7 +179,14 @@ def run_compare(
         runs.append(result)
         if model is not None:
             users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
-    rows = summarise(runs, order=keys)
+    ablated = []
+    if ablation_seeds and proposed in tuned:
+        for spec, run_data in ablation_jobs(
+            proposed, chosen_of[proposed], data, settings.graph, graphs, ablation_seeds
+        ):
+            ablated.append(spec.variant)
+            runs.append(cache.run(spec, run_data)[0])
+    rows = summarise(runs, order=[*keys, *dict.fromkeys(ablated)])
     # the per-user test needs the best baseline's models too (rebuilt from their
     # checkpoints, or trained again with the same seed where none was kept)
     best = best_baseline(rows, proposed)
@@ -164,7 +195,8 @@ def run_compare(
             _, model = cache.run(spec, run_data, keep_model=True)
             users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
     for row in rows:
-        row["tuned"] = " ".join(f"{k}={v}" for k, v in tuned[row["variant"]]["point"].items())
+        point = tuned.get(row["variant"], {}).get("point", {})
+        row["tuned"] = " ".join(f"{k}={v}" for k, v in point.items()) or "as " + proposed
     significance = _significance(rows, users, proposed)
     folder = settings.experiment_dir(NAME)
     fig = bar_chart(
@@ -186,6 +218,53 @@ def run_compare(
         rows,
         command_extra=["--models", *keys, "--trials", str(trials)],
     )
+
+
+def ablation_jobs(
+    proposed: str,
+    chosen: dict[str, Any],
+    data: HeteroData,
+    base_graph: GraphConfig,
+    graphs: dict[GraphConfig, HeteroData],
+    seeds: list[int],
+) -> list[tuple[RunSpec, HeteroData]]:
+    """The proposed model's chosen settings with one :data:`ABLATIONS` switch changed.
+
+    Args:
+        proposed: the candidate key.
+        chosen: its tuned settings (:meth:`~mllmrec_pyg.tuning.TuneResult.settings`).
+        data: the prepared dataset.
+        base_graph: the experiment's item graph (``chosen["graph"]`` overrides it).
+        graphs: built graphs by recipe, shared with the comparison.
+        seeds: training seeds.
+    """
+
+    def norm(model: dict[str, Any]) -> dict[str, Any]:
+        graph = model.get("item_graph")
+        return {**model, "item_graph": tuple(graph) if graph is not None else None}
+
+    cand = candidate(proposed)
+    base = norm({k: v for k, v in chosen["model"].items() if k != "seed"})
+    graph = GraphConfig(**{**base_graph.as_dict(), **(chosen.get("graph") or {})})
+    train_values = {k: chosen["train"][k] for k in ("lr", "batch_size")}
+    jobs = []
+    for name, (graph_change, model_change) in ABLATIONS.items():
+        model = norm({**base, **model_change})
+        g = dataclasses.replace(graph, **graph_change)
+        if model == base and g == graph:
+            continue  # the chosen settings already are this variant
+        run_data = data
+        if model["item_graph"] is not None:
+            if g not in graphs:
+                graphs[g] = build_graph(data, g)
+            run_data = graphs[g]
+        for seed in seeds:
+            config = {**model, **({"seed": seed} if "seed" in chosen["model"] else {})}
+            spec = RunSpec(
+                f"{proposed}-ablate-{name}", cand.model, config, seed, train=train_values
+            )
+            jobs.append((spec, run_data))
+    return jobs
 
 
 def best_baseline(rows: list[dict[str, Any]], proposed: str) -> str | None:
