@@ -169,7 +169,9 @@ def test_infonce_and_bpr_by_hand():
 def test_full_softmax_against_every_unseen_item_by_hand():
     """num_negatives=0: the negatives of (u, i) are all items u has no training pair with."""
     data = _data()
-    model = build_model("langgcn", data, num_negatives=0, temperature=0.3, user_init="mean+preference")
+    model = build_model(
+        "langgcn", data, num_negatives=0, temperature=0.3, user_init="mean+preference"
+    )
     ui = data[INTERACTS].edge_index
     users, pos = ui[:, ::2]
     user_out, item_out = model.representations()

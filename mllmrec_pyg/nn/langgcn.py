@@ -85,10 +85,10 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
+from mllmrec_pyg.metrics import CSRIndex
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
-from mllmrec_pyg.metrics import CSRIndex
 from mllmrec_pyg.nn.mllmrec import Tower
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 
