@@ -250,7 +250,9 @@ class Trainer:
             self.evaluator.users(split)  # raises now, not after training, if a split is empty
         params = self.parameters()
         self.trainable = bool(params)
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr) if params else None
+        # foreach: one multi-tensor update instead of a Python loop over the parameters;
+        # bit-for-bit the same steps, and faster on CPU, where torch does not pick it itself
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, foreach=True) if params else None
         self.sampler = UniformNegativeSampler(self.train_pairs, self.num_users, self.num_items)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._key: str | None = None

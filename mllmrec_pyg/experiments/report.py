@@ -371,6 +371,22 @@ def compare_section(obj: Mapping[str, Any]) -> list[str]:
                 f"{s['mean difference']:+.4f}, paired sign-flip p = "
                 f"{s['p (paired sign-flip, per user)']:.4f}."
             )
+    by = {r["variant"]: r for r in rows}
+    me = by.get(obj["proposed"])
+    if me and "lightgcn" in by:
+        lines.append(
+            f"- Seconds per run (training + evaluation, same machine): {obj['proposed']} "
+            f"{me['seconds']:.0f}, LightGCN {by['lightgcn']['seconds']:.0f}."
+        )
+    prefix = f"{obj['proposed']}-ablate-"
+    for name, row in by.items():
+        if me and name.startswith(prefix):
+            lines.append(
+                f"- Ablation `{name.removeprefix(prefix)}` ({row['seeds']} seed(s), "
+                f"{obj['proposed']}'s chosen settings with one switch changed): test R@20 "
+                f"{row['test recall@20'] - me['test recall@20']:+.4f}, N@20 "
+                f"{row['test ndcg@20'] - me['test ndcg@20']:+.4f} against {obj['proposed']}."
+            )
     return lines
 
 
