@@ -224,6 +224,24 @@ def test_leakage_switch_changes_the_behaviour_lists_and_the_preferences(settings
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("host", ["lattice", "smore"])
+def test_plug_and_play_takes_other_host_models(settings, data, host, tmp_path):
+    result = run_plug_and_play(settings, data, with_gd=False, model=host)
+    label = plug_and_play.HOSTS[host]
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == [label, f"{label} + GR"]
+    runs = {r["variant"]: r for r in result["runs"]}
+    assert runs[label]["model"] == host and runs[label]["config"]["item_graph"] is None
+    assert runs[f"{label} + GR"]["config"]["item_graph"] == list(RELATED)
+    assert result["host"] == host and "plug-and-play" in result["command"]
+    assert f"--model {host}" in result["command"]
+    folder = settings.experiment_dir(f"plug_and_play_{host}")
+    assert (folder / "results.json").is_file()
+    text = build_report(Path(settings.out), tmp_path / "r.md")
+    assert f"{label} + graph refinement" in text and f"{label} + GR vs {label}" in text
+
+
+@pytest.mark.slow
 def test_plug_and_play_reads_the_transform_graphs(settings, data):
     result = run_plug_and_play(settings, data, freedom={"dropout": 0.5})
     rows = {r["variant"]: r for r in result["rows"]}

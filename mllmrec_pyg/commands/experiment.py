@@ -75,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="plug-and-play: FREEDOM config value (repeatable), e.g. dropout=0.9",
     )
     g.add_argument("--no-gd", action="store_true", help="plug-and-play: skip the GD-only graph")
+    g.add_argument(
+        "--model",
+        default="freedom",
+        choices=("freedom", "lattice", "smore"),
+        help="plug-and-play: the host model whose item-item graph is replaced",
+    )
     g.add_argument("--models", nargs="+", help="compare: candidate names (default: all)")
     g.add_argument("--proposed", default="langgcn", help="compare: the model tested for a win")
     g.add_argument("--trials", type=int, default=6, help="compare: search budget per model")
@@ -147,7 +153,7 @@ def run_experiment(name: str, args: argparse.Namespace, settings: Any, data: Any
         )
     if name == "plug-and-play":
         return ex.run_plug_and_play(
-            settings, data, freedom=dict(args.freedom), with_gd=not args.no_gd
+            settings, data, freedom=dict(args.freedom), with_gd=not args.no_gd, model=args.model
         )
     raise ValueError(f"unknown experiment {name!r}")
 

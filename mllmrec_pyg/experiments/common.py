@@ -440,6 +440,7 @@ def write_results(
     payload: Mapping[str, Any],
     rows: Sequence[Mapping[str, Any]],
     command_extra: Sequence[str] = (),
+    command_name: str | None = None,
 ) -> dict[str, Any]:
     """Write ``results.json`` and ``results.csv`` of an experiment; return the JSON object.
 
@@ -449,13 +450,14 @@ def write_results(
         payload: experiment-specific results (tables, figures, findings).
         rows: the main table (also written as CSV).
         command_extra: runner-specific command-line arguments.
+        command_name: the experiment's CLI name (default ``experiment`` with dashes).
     """
     folder = settings.experiment_dir(experiment)
     obj = {
         "format": RESULTS_FORMAT,
         "experiment": experiment,
         "dataset": settings.dataset_tag(),
-        "command": settings.command(experiment.replace("_", "-"), command_extra),
+        "command": settings.command(command_name or experiment.replace("_", "-"), command_extra),
         "settings": settings.as_dict(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "versions": software_versions(),

@@ -1,16 +1,19 @@
-"""RQ3, plug-and-play: FREEDOM with its own item-item graph vs. the refined one.
+"""RQ3, plug-and-play: a host model with its own item-item graph vs. the refined one.
 
-Three FREEDOM runs that differ only in the item-item graph they read:
+Three runs of one host model (FREEDOM by default; any registered model with
+an ``item_graph`` config field: FREEDOM, LATTICE, SMORE) that differ only in
+the item-item graph they read:
 
-* ``FREEDOM`` -- its frozen kNN graph (:math:`k = 10`) of the raw item features;
-* ``FREEDOM + GD`` -- the output of ``ThresholdKNN`` alone
+* ``<HOST>`` -- its own kNN graph of the raw item features (:math:`k = 10`);
+* ``<HOST> + GD`` -- the output of ``ThresholdKNN`` alone
   (``data["item", "related", "item"]`` built without co-occurrence);
-* ``FREEDOM + GR`` -- the output of ``ThresholdKNN`` + ``JaccardCoOccurrence``
+* ``<HOST> + GR`` -- the output of ``ThresholdKNN`` + ``JaccardCoOccurrence``
   + ``MergeGraphs``, i.e. MLLMRec's refined graph :math:`S^*`.
 
 The graphs come from the public transforms applied to the same
-:class:`~torch_geometric.data.HeteroData`; FREEDOM only gets
-``item_graph=("item", "related", "item")``.
+:class:`~torch_geometric.data.HeteroData`; the host only gets
+``item_graph=("item", "related", "item")``. FREEDOM's results go to
+``plug_and_play/``, another host's to ``plug_and_play_<host>/``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from mllmrec_pyg.experiments.common import (
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
-from mllmrec_pyg.nn.freedom import FREEDOMConfig, knn_item_graph
+from mllmrec_pyg.nn.freedom import knn_item_graph
+from mllmrec_pyg.nn.registry import make_config, model_class
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ NAME = "plug_and_play"
 VANILLA = "FREEDOM"
 GD = "FREEDOM + GD"
 GR = "FREEDOM + GR"
+#: hosts: registry name -> label
+HOSTS = {"freedom": "FREEDOM", "lattice": "LATTICE", "smore": "SMORE"}
 
 
 def run_plug_and_play(
@@ -50,88 +56,100 @@ def run_plug_and_play(
     data: HeteroData | None = None,
     freedom: dict[str, Any] | None = None,
     with_gd: bool = True,
+    model: str = "freedom",
 ) -> dict[str, Any]:
-    """Train FREEDOM on its own graph and on the refined graphs; write the comparison.
+    """Train a host model on its own graph and on the refined graphs; write the comparison.
 
     Args:
         settings: dataset, training caps, seeds, output folder.
         data: a prepared dataset (item features; user features unused);
             default :func:`~mllmrec_pyg.experiments.common.prepare_data`.
-        freedom: FREEDOM config values shared by all variants (e.g.
+        freedom: host config values shared by all variants (e.g. FREEDOM's
             ``{"dropout": 0.9, "reg_weight": 1e-3}``).
         with_gd: also run the threshold-only graph.
+        model: the host, a key of :data:`HOSTS`.
 
     Returns:
         The ``results.json`` object with ``rows``, ``graphs`` (edge statistics)
         and ``findings`` (relative improvements over vanilla FREEDOM).
     """
+    if model not in HOSTS:
+        raise ValueError(f"plug-and-play hosts are {sorted(HOSTS)}, got {model!r}")
+    host = HOSTS[model]
+    vanilla, with_gd_name, with_gr = host, f"{host} + GD", f"{host} + GR"
     data = data if data is not None else prepare_data(settings)
     base = dict(freedom or {})
     gr = build_graph(data, settings.graph)
-    variants: list[tuple[str, HeteroData, dict[str, Any]]] = [(VANILLA, gr, {})]
+    variants: list[tuple[str, HeteroData, dict[str, Any]]] = [(vanilla, gr, {})]
     graphs: dict[str, Any] = {}
-    cfg = FREEDOMConfig(**base)
+    cfg = make_config(model, base)
     feats = [data["item"][m] for m in cfg.modalities]
-    ei, _ = knn_item_graph(feats, cfg.knn_k, cfg.modality_weights)
+    ei, _ = knn_item_graph(feats, cfg.knn_k, getattr(cfg, "modality_weights", None))
     n = int(data["item"].num_nodes)
-    graphs[VANILLA] = {
+    graphs[vanilla] = {
         "edges": int(ei.size(1)),
         "self_loops": int((ei[0] == ei[1]).sum()),
         "mean_neighbours": ei.size(1) / n,
     }
     if with_gd:
         gd = build_graph(data, replace(settings.graph, cooccurrence=False))
-        variants.append((GD, gd, {"item_graph": list(RELATED)}))
-        graphs[GD] = graph_stats(gd, RELATED)
-    variants.append((GR, gr, {"item_graph": list(RELATED)}))
-    graphs[GR] = graph_stats(gr, RELATED)
+        variants.append((with_gd_name, gd, {"item_graph": list(RELATED)}))
+        graphs[with_gd_name] = graph_stats(gd, RELATED)
+    variants.append((with_gr, gr, {"item_graph": list(RELATED)}))
+    graphs[with_gr] = graph_stats(gr, RELATED)
 
+    seeded = "seed" in model_class(model).config_class.__dataclass_fields__
     jobs = [
-        (RunSpec(name, "freedom", {**base, **change, "seed": seed}, seed), g)
+        (RunSpec(name, model, {**base, **change, **({"seed": seed} if seeded else {})}, seed), g)
         for name, g, change in variants
         for seed in settings.seeds
     ]
-    runs = RunCache(settings, NAME).run_all(jobs)
+    name = NAME if model == "freedom" else f"{NAME}_{model}"
+    runs = RunCache(settings, name).run_all(jobs)
     order = [v[0] for v in variants]
     rows = summarise(runs, order=order)
     by = {r["variant"]: r for r in rows}
     improvement = {
         name: {
-            m: (by[name][f"test {m}"] - by[VANILLA][f"test {m}"]) / by[VANILLA][f"test {m}"]
-            if by[VANILLA][f"test {m}"]
+            m: (by[name][f"test {m}"] - by[vanilla][f"test {m}"]) / by[vanilla][f"test {m}"]
+            if by[vanilla][f"test {m}"]
             else None
             for m in HEADLINE
         }
         for name in order[1:]
     }
-    folder = settings.experiment_dir(NAME)
+    folder = settings.experiment_dir(name)
     fig = bar_chart(
         rows,
         HEADLINE,
-        folder / "plug_and_play.png",
-        f"FREEDOM + graph refinement on {settings.dataset_tag()}",
+        folder / f"{name}.png",
+        f"{host} + graph refinement on {settings.dataset_tag()}",
     )
     extra = [] if with_gd else ["--no-gd"]
+    if model != "freedom":
+        extra += ["--model", model]
     for key, value in sorted(base.items()):
         extra += ["--freedom", f"{key}={value!r}"]
     return write_results(
         settings,
-        NAME,
+        name,
         {
             "data": dataset_stats(data),
-            "freedom_config": {**FREEDOMConfig(**base).__dict__},
+            "host": model,
+            "freedom_config": {**cfg.__dict__},
             "graphs": graphs,
             "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
             "figures": [fig.name],
             "findings": {
                 "relative_improvement": improvement,
-                "gr_helps_recall": (improvement.get(GR) or {}).get("recall@20", 0) > 0,
-                "gr_helps_ndcg": (improvement.get(GR) or {}).get("ndcg@20", 0) > 0,
+                "gr_helps_recall": (improvement.get(with_gr) or {}).get("recall@20", 0) > 0,
+                "gr_helps_ndcg": (improvement.get(with_gr) or {}).get("ndcg@20", 0) > 0,
             },
         },
         rows,
         command_extra=extra,
+        command_name="plug-and-play",
     )
 
 
-__all__ = ["GD", "GR", "NAME", "VANILLA", "run_plug_and_play"]
+__all__ = ["GD", "GR", "HOSTS", "NAME", "VANILLA", "run_plug_and_play"]

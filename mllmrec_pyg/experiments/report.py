@@ -28,6 +28,8 @@ SECTIONS: dict[str, str] = {
     "compare": "Every model tuned alike: the honest comparison",
     "ablation": "Ablation (RQ2)",
     "plug_and_play": "Plug-and-play: FREEDOM + graph refinement (RQ3)",
+    "plug_and_play_lattice": "Plug-and-play: LATTICE + graph refinement (RQ3)",
+    "plug_and_play_smore": "Plug-and-play: SMORE + graph refinement (RQ3)",
     "sensitivity": "Sensitivity (RQ4)",
     "tsne": "User representations, t-SNE (RQ5)",
     "leakage": "Leakage audit",
@@ -179,34 +181,39 @@ def ablation_section(obj: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _host(obj: Mapping[str, Any]) -> str:
+    return {"lattice": "LATTICE", "smore": "SMORE"}.get(obj.get("host", "freedom"), "FREEDOM")
+
+
 def plug_and_play_section(obj: Mapping[str, Any]) -> list[str]:
     rows = obj["rows"]
     f = obj.get("findings") or {}
+    host = _host(obj)
     lines = [format_table(rows, MAIN_COLUMNS), ""]
     lines += _graph_table(obj.get("graphs") or {}, "Item-item graph each variant reads:")
     cfg = obj.get("freedom_config") or {}
     if cfg:
         keys = ("embedding_dim", "knn_k", "dropout", "reg_weight", "num_ui_layers")
         lines += [
-            "FREEDOM settings, shared by all variants and not tuned here: "
-            + ", ".join(f"{k}={cfg[k]}" for k in keys)
+            f"{host} settings, shared by all variants and not tuned here: "
+            + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
             + ".",
             "",
         ]
     for name, v in (f.get("relative_improvement") or {}).items():
         lines.append(
-            f"- {name} vs FREEDOM: test Recall@20 {_pct(v.get('recall@20'))}"
-            + _noise(rows, name, "FREEDOM", "test recall@20")
+            f"- {name} vs {host}: test Recall@20 {_pct(v.get('recall@20'))}"
+            + _noise(rows, name, host, "test recall@20")
             + f", NDCG@20 {_pct(v.get('ndcg@20'))}"
-            + _noise(rows, name, "FREEDOM", "test ndcg@20")
+            + _noise(rows, name, host, "test ndcg@20")
             + "."
         )
     if f.get("relative_improvement"):
         both = f.get("gr_helps_recall") and f.get("gr_helps_ndcg")
         lines.append(
             "- The paper reports that the refinement improves every model it was plugged "
-            "into (FREEDOM included) on both metrics; here it "
-            + ("does so for FREEDOM." if both else "does not improve both metrics of FREEDOM.")
+            f"into ({host} included) on both metrics; here it "
+            + (f"does so for {host}." if both else f"does not improve both metrics of {host}.")
         )
     return lines
 
@@ -434,12 +441,13 @@ def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, s
                 f"{obj['proposed']} vs {f['best_baseline']}: R@20 {_pct(gain['recall@20'])}, "
                 f"N@20 {_pct(gain['ndcg@20'])}",
             )
-    if "plug_and_play" in exps:
-        f = exps["plug_and_play"].get("findings") or {}
-        imp = (f.get("relative_improvement") or {}).get("FREEDOM + GR")
+    for exp in (e for e in SECTIONS if e.startswith("plug_and_play") and e in exps):
+        f = exps[exp].get("findings") or {}
+        host = _host(exps[exp])
+        imp = (f.get("relative_improvement") or {}).get(f"{host} + GR")
         if imp:
             add(
-                "RQ3: the refined graph improves FREEDOM (R@20 and N@20)",
+                f"RQ3: the refined graph improves {host} (R@20 and N@20)",
                 bool(f.get("gr_helps_recall") and f.get("gr_helps_ndcg")),
                 f"R@20 {_pct(imp['recall@20'])}, N@20 {_pct(imp['ndcg@20'])}",
             )
@@ -483,6 +491,8 @@ RENDERERS = {
     "compare": compare_section,
     "ablation": ablation_section,
     "plug_and_play": plug_and_play_section,
+    "plug_and_play_lattice": plug_and_play_section,
+    "plug_and_play_smore": plug_and_play_section,
     "sensitivity": sensitivity_section,
     "tsne": tsne_section,
     "leakage": leakage_section,
