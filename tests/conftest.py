@@ -33,6 +33,26 @@ def cli_error(capsys: pytest.CaptureFixture, argv: list[str], code: int = 1) -> 
     return err[-1]
 
 
+def dense_knn(x, k):
+    """Weighted cosine top-k graph (the item among its own k, weight = cosine), dense
+    ``[owner, neighbour]``, written from the equations (LATTICE, SMORE)."""
+    import torch
+
+    xn = x / x.norm(dim=1, keepdim=True)
+    sim = xn @ xn.t()
+    vals, idx = sim.topk(k, dim=1)
+    return torch.zeros_like(sim).scatter_(1, idx, vals)
+
+
+def dense_norm(s):
+    """:math:`D^{-1/2} S D^{-1/2}` of a dense ``s`` (row sums; 0 where a row sums to 0)."""
+    import torch
+
+    d = s.sum(1)
+    inv = torch.where(d > 0, d.pow(-0.5), torch.zeros_like(d))
+    return inv[:, None] * s * inv[None, :]
+
+
 def clustered_data(num_users=48, num_items=32, clusters=4, per_user=6, dim=8, seed=0):
     """Users and items in clusters; users interact inside their cluster; features = cluster
     centre + noise, so content carries the signal and popularity does not."""

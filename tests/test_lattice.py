@@ -1,30 +1,14 @@
 """LATTICE: its graphs and forward pass against a dense reference of its equations, the
-per-epoch graph rebuild, the plug-and-play graph, training and checkpoints."""
+per-epoch graph rebuild and the plug-and-play graph (training and checkpoints:
+test_mm_baselines.py)."""
 
 import pytest
 import torch
-from conftest import clustered_data
+from conftest import clustered_data, dense_knn, dense_norm
 
-from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import INTERACTS, RELATED, SchemaError
 from mllmrec_pyg.nn import LATTICE, LATTICEConfig
-from mllmrec_pyg.nn.registry import MODELS, build_model
-from mllmrec_pyg.train import TrainConfig, Trainer
 from mllmrec_pyg.transforms import RefineItemGraph
-
-
-def dense_knn(x, k):
-    """Weighted cosine top-k graph, dense [owner, neighbour], written from the equations."""
-    xn = x / x.norm(dim=1, keepdim=True)
-    sim = xn @ xn.t()
-    vals, idx = sim.topk(k, dim=1)
-    return torch.zeros_like(sim).scatter_(1, idx, vals)
-
-
-def dense_norm(s):
-    d = s.sum(1)
-    inv = torch.where(d > 0, d.pow(-0.5), torch.zeros_like(d))
-    return inv[:, None] * s * inv[None, :]
 
 
 def dense_reference(model, data, graph=None):
@@ -56,12 +40,6 @@ def dense_reference(model, data, graph=None):
         layers.append(p @ layers[-1])
     mean = torch.stack(layers).mean(0)
     return mean[:nu], mean[nu:] + h / h.norm(dim=1, keepdim=True)
-
-
-def test_registered_and_requires():
-    assert MODELS["lattice"] is LATTICE
-    assert LATTICE.requires(LATTICEConfig()) == frozenset({"items"})
-    assert LATTICE.requires(LATTICEConfig(item_graph=RELATED)) == frozenset({"items", "graph"})
 
 
 @pytest.mark.parametrize("modalities", [("x",), ("x", "image")])
@@ -124,44 +102,3 @@ def test_batch_loss_is_bpr_plus_half_squared_norms():
     with torch.no_grad():
         got = model.batch_loss(users, pos, neg)
     assert torch.allclose(got, bpr + 0.3 * reg, atol=1e-5)
-
-
-def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
-    data = clustered_data()
-    torch.manual_seed(0)
-    model = build_model("lattice", data, embedding_dim=16, feat_embed_dim=8, knn_k=4)
-    cfg = TrainConfig(
-        epochs=30,
-        patience=30,
-        lr=0.01,
-        batch_size=64,
-        ks=(5, 10),
-        monitor="recall@10",
-        show_progress=False,
-    )
-    result = Trainer(model, data, cfg).fit()
-    losses = [h["loss"] for h in result.history]
-    assert losses[-1] < 0.5 * losses[0]
-    pop = Trainer(build_model("pop", data), data, cfg).fit()
-    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
-    path = save_checkpoint(model, tmp_path / "lattice.pt", data)
-    again = load_checkpoint(path, data)
-    users = torch.arange(20)
-    with torch.no_grad():
-        assert torch.allclose(again.scorer()(users), model.scorer()(users), atol=1e-6)
-    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
-
-
-def test_tuning_candidates_build_valid_configs():
-    from mllmrec_pyg.nn.registry import make_config
-    from mllmrec_pyg.tuning import CANDIDATES, split_point
-
-    for key in ("lattice", "lattice-refined"):
-        cand = CANDIDATES[key]
-        assert cand.model == "lattice"
-        assert "train.lr" in cand.space
-        for point in cand.grid():
-            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})
-    assert CANDIDATES["lattice"].needs() == frozenset({"items"})
-    assert CANDIDATES["lattice-refined"].needs() == frozenset({"items", "graph"})
-    assert {"graph.alpha", "graph.k_c"} <= set(CANDIDATES["lattice-refined"].space)

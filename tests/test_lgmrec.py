@@ -1,15 +1,12 @@
 """LGMRec: local, global (hypergraph) embeddings and the loss against a dense reference of
-its equations, training and checkpoints."""
+its equations (training and checkpoints: test_mm_baselines.py)."""
 
 import pytest
 import torch
 from conftest import clustered_data
 
-from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import INTERACTS
 from mllmrec_pyg.nn import LGMRec, LGMRecConfig
-from mllmrec_pyg.nn.registry import MODELS, build_model
-from mllmrec_pyg.train import TrainConfig, Trainer
 
 
 def rownorm(x):
@@ -57,11 +54,6 @@ def dense_reference(model, data):
         ghe = ghe + torch.cat([g_u, g])
     out = local + cfg.alpha * rownorm(ghe)
     return out[:nu], out[nu:], hyper
-
-
-def test_registered():
-    assert MODELS["lgmrec"] is LGMRec
-    assert LGMRec.requires(LGMRecConfig()) == frozenset({"items"})
 
 
 @pytest.mark.parametrize(
@@ -118,41 +110,3 @@ def test_training_mode_samples_memberships_and_eval_is_deterministic():
     model.eval()
     assert torch.equal(model.memberships(0)[1], model.memberships(0)[1])
     assert torch.allclose(model.memberships(0)[1].sum(1), torch.ones(32))
-
-
-def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
-    data = clustered_data()
-    torch.manual_seed(0)
-    model = build_model("lgmrec", data, embedding_dim=16, modalities=["x", "image"])
-    cfg = TrainConfig(
-        epochs=30,
-        patience=30,
-        lr=0.01,
-        batch_size=64,
-        ks=(5, 10),
-        monitor="recall@10",
-        show_progress=False,
-    )
-    result = Trainer(model, data, cfg).fit()
-    losses = [h["loss"] for h in result.history]
-    assert losses[-1] < 0.7 * losses[0]
-    pop = Trainer(build_model("pop", data), data, cfg).fit()
-    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
-    path = save_checkpoint(model, tmp_path / "lgmrec.pt", data)
-    again = load_checkpoint(path, data)
-    users = torch.arange(20)
-    with torch.no_grad():
-        assert torch.allclose(again.scorer()(users), model.scorer()(users), atol=1e-6)
-    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
-
-
-def test_tuning_candidates_build_valid_configs():
-    from mllmrec_pyg.nn.registry import make_config
-    from mllmrec_pyg.tuning import CANDIDATES, split_point
-
-    for key in ("lgmrec",):
-        cand = CANDIDATES[key]
-        assert cand.model == "lgmrec"
-        assert "train.lr" in cand.space
-        for point in cand.grid():
-            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})

@@ -1,15 +1,12 @@
-"""SLMRec: views, fusion and the three loss terms against a dense reference of its equations,
-training and checkpoints."""
+"""SLMRec: views, fusion and the three loss terms against a dense reference of its equations
+(training and checkpoints: test_mm_baselines.py)."""
 
 import pytest
 import torch
 from conftest import clustered_data
 
-from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import INTERACTS
 from mllmrec_pyg.nn import SLMRec, SLMRecConfig
-from mllmrec_pyg.nn.registry import MODELS, build_model
-from mllmrec_pyg.train import TrainConfig, Trainer
 
 
 def rownorm(x):
@@ -49,11 +46,6 @@ def dense_reference(model, data):
 
 def ce_diag(logits):
     return (torch.logsumexp(logits, 1) - logits.diagonal()).mean()
-
-
-def test_registered():
-    assert MODELS["slmrec"] is SLMRec
-    assert SLMRec.requires(SLMRecConfig()) == frozenset({"items"})
 
 
 @pytest.mark.parametrize("modalities", [("x",), ("x", "image")])
@@ -113,41 +105,3 @@ def test_weight_decay_term_gives_adam_weight_decay_updates():
             opt.step()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-5), name
-
-
-def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
-    data = clustered_data()
-    torch.manual_seed(0)
-    model = build_model("slmrec", data, embedding_dim=16, modalities=["x", "image"])
-    cfg = TrainConfig(
-        epochs=30,
-        patience=30,
-        lr=0.01,
-        batch_size=64,
-        ks=(5, 10),
-        monitor="recall@10",
-        show_progress=False,
-    )
-    result = Trainer(model, data, cfg).fit()
-    losses = [h["loss"] for h in result.history]
-    assert losses[-1] < 0.7 * losses[0]
-    pop = Trainer(build_model("pop", data), data, cfg).fit()
-    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
-    path = save_checkpoint(model, tmp_path / "slmrec.pt", data)
-    again = load_checkpoint(path, data)
-    users = torch.arange(20)
-    with torch.no_grad():
-        assert torch.allclose(again.scorer()(users), model.scorer()(users), atol=1e-6)
-    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
-
-
-def test_tuning_candidates_build_valid_configs():
-    from mllmrec_pyg.nn.registry import make_config
-    from mllmrec_pyg.tuning import CANDIDATES, split_point
-
-    for key in ("slmrec",):
-        cand = CANDIDATES[key]
-        assert cand.model == "slmrec"
-        assert "train.lr" in cand.space
-        for point in cand.grid():
-            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})

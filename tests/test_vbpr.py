@@ -1,20 +1,13 @@
-"""VBPR: scores against a dense reference of its equations, the loss, training, checkpoints."""
+"""VBPR: scores against a dense reference of its equations, the loss, frozen features
+(training and checkpoints: test_mm_baselines.py)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import clustered_data
 
-from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import SchemaError
 from mllmrec_pyg.nn import VBPR, VBPRConfig
-from mllmrec_pyg.nn.registry import MODELS, build_model
-from mllmrec_pyg.train import TrainConfig, Trainer
-
-
-def test_registered():
-    assert MODELS["vbpr"] is VBPR
-    assert VBPR.requires(VBPRConfig()) == frozenset({"items"})
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -72,41 +65,3 @@ def test_features_are_frozen_and_missing_modality_is_named():
         VBPR.from_data(data, VBPRConfig(modalities=("audio",)))
     with pytest.raises(ValueError, match="modality"):
         VBPRConfig(modalities=())
-
-
-def test_training_lowers_the_loss_beats_popularity_and_checkpoints_round_trip(tmp_path):
-    data = clustered_data()
-    torch.manual_seed(0)
-    model = build_model("vbpr", data, embedding_dim=16, reg_weight=1e-4)
-    cfg = TrainConfig(
-        epochs=30,
-        patience=30,
-        lr=0.01,
-        batch_size=64,
-        ks=(5, 10),
-        monitor="recall@10",
-        show_progress=False,
-    )
-    result = Trainer(model, data, cfg).fit()
-    losses = [h["loss"] for h in result.history]
-    assert losses[-1] < 0.5 * losses[0]
-    pop = Trainer(build_model("pop", data), data, cfg).fit()
-    assert result.test["recall@5"] > pop.test["recall@5"] + 0.2
-    path = save_checkpoint(model, tmp_path / "vbpr.pt", data)
-    again = load_checkpoint(path, data)
-    users = torch.arange(20)
-    with torch.no_grad():
-        assert torch.equal(again.scorer()(users), model.scorer()(users))
-    assert torch.equal(again.recommend(users, k=5), model.recommend(users, k=5))
-
-
-def test_tuning_candidates_build_valid_configs():
-    from mllmrec_pyg.nn.registry import make_config
-    from mllmrec_pyg.tuning import CANDIDATES, split_point
-
-    for key in ("vbpr",):
-        cand = CANDIDATES[key]
-        assert cand.model == "vbpr"
-        assert "train.lr" in cand.space
-        for point in cand.grid():
-            make_config(cand.model, {**cand.fixed, **split_point(point)["model"]})

@@ -55,20 +55,15 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.data.schema import (
-    INTERACTS,
-    ITEM,
-    USER,
-    SchemaError,
-    check_edge_index,
-    check_features,
-    require_edge_type,
-    require_node_type,
-    validate,
-)
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
+from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
+from mllmrec_pyg.nn.mm_common import (
+    MultimodalModel,
+    feature_parameters,
+    modality_features,
+    read_item_edges,
+)
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
@@ -239,7 +234,7 @@ def degree_sensitive_prune(
 # -- the model -------------------------------------------------------------------------------
 
 
-class FREEDOM(RankingModel):
+class FREEDOM(MultimodalModel):
     """FREEDOM on the package's trainer; see the module docstring for the equations.
 
     Args:
@@ -258,12 +253,6 @@ class FREEDOM(RankingModel):
 
     name = "freedom"
     config_class = FREEDOMConfig
-
-    @classmethod
-    def requires(cls, config: FREEDOMConfig) -> frozenset[str]:
-        return frozenset(
-            {"items", "graph"} if reads_refined_graph(config.item_graph) else {"items"}
-        )
 
     def __init__(
         self,
@@ -295,10 +284,7 @@ class FREEDOM(RankingModel):
 
         self.user_emb = nn.Embedding(num_users, d)
         self.item_emb = nn.Embedding(num_items, d)
-        self.features = nn.ParameterList(
-            nn.Parameter(x.detach().float().clone(), requires_grad=cfg.train_features)
-            for x in modality_features
-        )
+        self.features = feature_parameters(modality_features, cfg.train_features)
         self.projections = nn.ModuleList(nn.Linear(x.size(1), d) for x in modality_features)
         self.reset_parameters()
 
@@ -325,24 +311,12 @@ class FREEDOM(RankingModel):
         num_users = require_node_type(data, USER)
         num_items = require_node_type(data, ITEM)
         train = data[INTERACTS].edge_index
-        feats = []
-        for key in cfg.modalities:
-            x = check_features(data[ITEM].get(key), f"data['item'].{key}")
-            if x.size(0) != num_items:
-                raise SchemaError(f"data['item'].{key} has {x.size(0)} rows for {num_items} items")
-            feats.append(x.float())
+        feats = modality_features(data, cfg.modalities, num_items)
         if cfg.item_graph is None:
             ei, ew = knn_item_graph(feats, cfg.knn_k, cfg.modality_weights)
             normalized = True
         else:
-            require_edge_type(data, cfg.item_graph)
-            store = data[cfg.item_graph]
-            if "edge_index" not in store:
-                raise SchemaError(f"data[{cfg.item_graph}].edge_index is missing")
-            ei = check_edge_index(
-                store.edge_index, num_items, num_items, f"data[{cfg.item_graph}].edge_index"
-            )
-            ew = store.get("edge_weight")
+            ei, ew = read_item_edges(data, cfg.item_graph, num_items)
             normalized = False
         model = cls(num_users, num_items, train, feats, ei, ew, normalized, cfg)
         log.info(
@@ -441,14 +415,6 @@ class FREEDOM(RankingModel):
     def representations(self) -> tuple[Tensor, Tensor]:
         """Final user and item representations on the full training graph."""
         return self.propagate(self.full_adj)
-
-    def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
 
     def extra_repr(self) -> str:
         c = self.config

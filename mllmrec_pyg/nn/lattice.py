@@ -51,14 +51,16 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.mm_common import (
+    MultimodalModel,
+    bpr_loss,
+    check_feature_count,
     check_modalities,
     cosine_knn_graph,
-    modality_features,
+    feature_parameters,
+    layer_mean,
     propagate,
-    read_item_graph,
+    read_inputs,
     sym_norm_weights,
 )
 
@@ -124,7 +126,7 @@ def row_normalized_ui_adjacency(pairs: Tensor, num_users: int, num_items: int) -
         return adj.coalesce().to_sparse_csr()
 
 
-class LATTICE(RankingModel):
+class LATTICE(MultimodalModel):
     """LATTICE on the package's trainer; see the module docstring for the equations.
 
     Args:
@@ -140,12 +142,6 @@ class LATTICE(RankingModel):
     name = "lattice"
     config_class = LATTICEConfig
 
-    @classmethod
-    def requires(cls, config: LATTICEConfig) -> frozenset[str]:
-        return frozenset(
-            {"items", "graph"} if reads_refined_graph(config.item_graph) else {"items"}
-        )
-
     def __init__(
         self,
         num_users: int,
@@ -157,10 +153,7 @@ class LATTICE(RankingModel):
     ) -> None:
         super().__init__(num_users, num_items)
         cfg = self.config = config or LATTICEConfig()
-        if len(modality_features) != len(cfg.modalities):
-            raise ValueError(
-                f"{len(modality_features)} feature matrices for modalities {cfg.modalities}"
-            )
+        check_feature_count(modality_features, cfg.modalities)
         d = cfg.embedding_dim
         self.register_buffer(
             "ui_adj",
@@ -184,10 +177,7 @@ class LATTICE(RankingModel):
 
         self.user_emb = nn.Embedding(num_users, d)
         self.item_emb = nn.Embedding(num_items, d)
-        self.features = nn.ParameterList(
-            nn.Parameter(x.detach().float().clone(), requires_grad=cfg.train_features)
-            for x in modality_features
-        )
+        self.features = feature_parameters(modality_features, cfg.train_features)
         self.projections = nn.ModuleList(
             nn.Linear(x.size(1), cfg.feat_embed_dim) for x in modality_features
         )
@@ -208,12 +198,7 @@ class LATTICE(RankingModel):
         """Build from the training pairs, ``data["item"].<modality>`` and, when
         ``config.item_graph`` is set, that item-item edge type."""
         cfg = config or LATTICEConfig()
-        validate(data)
-        num_users = require_node_type(data, USER)
-        num_items = require_node_type(data, ITEM)
-        feats = modality_features(data, cfg.modalities, num_items)
-        graph = None if cfg.item_graph is None else read_item_graph(data, cfg.item_graph, num_items)
-        train = data[INTERACTS].edge_index
+        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
         model = cls(num_users, num_items, train, feats, graph, cfg)
         log.info(
             "LATTICE: %d users, %d items, initial graph %s",
@@ -275,39 +260,14 @@ class LATTICE(RankingModel):
         for _ in range(cfg.num_item_layers):
             h = propagate(ei, ew, h)
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        acc = ego
-        with quiet_sparse():
-            for _ in range(cfg.num_ui_layers):
-                ego = self.ui_adj @ ego
-                acc = acc + ego
-        out = acc / (cfg.num_ui_layers + 1)
+        out = layer_mean(self.ui_adj, ego, cfg.num_ui_layers)
         users, items = out[: self.num_users], out[self.num_users :]
         return users, items + F.normalize(h, dim=1)
-
-    def pair_scores(
-        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        u_all, i_all = self.representations()
-        u = u_all[users]
-        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """BPR + :math:`\\beta (\\lVert P_u\\rVert^2+\\lVert Q_i\\rVert^2+\\lVert Q_j\\rVert^2)/(2B)`."""
         u_all, i_all = self.representations()
-        u, p, n = u_all[users], i_all[pos_items], i_all[neg_items]
-        loss = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
-        if self.config.reg_weight > 0:
-            sq = u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()
-            loss = loss + self.config.reg_weight * sq / (2 * users.numel())
-        return loss
-
-    def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
+        return bpr_loss(u_all[users], i_all[pos_items], i_all[neg_items], self.config.reg_weight)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -59,9 +59,16 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
-from mllmrec_pyg.nn.mm_common import check_modalities, info_nce, modality_features, user_item_edges
+from mllmrec_pyg.nn.item_lightgcn import to_adj_t
+from mllmrec_pyg.nn.mm_common import (
+    MultimodalModel,
+    bpr_loss,
+    check_modalities,
+    info_nce,
+    layer_mean,
+    read_inputs,
+    user_item_edges,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +115,7 @@ class LGMRecConfig:
             raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
 
 
-class LGMRec(RankingModel):
+class LGMRec(MultimodalModel):
     """LGMRec on the package's trainer; see the module docstring for the equations.
 
     Args:
@@ -122,10 +129,6 @@ class LGMRec(RankingModel):
     name = "lgmrec"
     config_class = LGMRecConfig
 
-    @classmethod
-    def requires(cls, config: LGMRecConfig) -> frozenset[str]:
-        return frozenset({"items"})
-
     def __init__(
         self,
         num_users: int,
@@ -138,12 +141,11 @@ class LGMRec(RankingModel):
         cfg = self.config = config or LGMRecConfig()
         d = cfg.embedding_dim
         pairs = torch.unique(train_edge_index.cpu(), dim=1)
-        n = num_users + num_items
         ei, ew = user_item_edges(pairs, num_users, num_items)
         deg_u = torch.bincount(pairs[0], minlength=num_users).float()
         inv_deg = torch.where(deg_u > 0, 1.0 / deg_u.clamp_min(1), torch.zeros_like(deg_u))
+        norm_adj = to_adj_t(ei, ew, num_users + num_items)
         with quiet_sparse():
-            norm_adj = torch.sparse_coo_tensor(ei.flip(0), ew, (n, n)).coalesce().to_sparse_csr()
             r = torch.sparse_coo_tensor(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
             r = r.coalesce().to_sparse_csr()
         self.register_buffer("norm_adj", norm_adj, persistent=False)
@@ -173,11 +175,7 @@ class LGMRec(RankingModel):
     def from_data(cls, data: HeteroData, config: LGMRecConfig | None = None) -> LGMRec:
         """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
         cfg = config or LGMRecConfig()
-        validate(data)
-        num_users = require_node_type(data, USER)
-        num_items = require_node_type(data, ITEM)
-        feats = modality_features(data, cfg.modalities, num_items)
-        train = data[INTERACTS].edge_index
+        num_users, num_items, train, feats, _ = read_inputs(data, cfg)
         model = cls(num_users, num_items, train, feats, cfg)
         log.info("LGMRec: %d users, %d items, modalities %s", num_users, num_items, cfg.modalities)
         return model.set_seen(train)
@@ -189,12 +187,7 @@ class LGMRec(RankingModel):
     def collaborative(self) -> Tensor:
         """:math:`E^c`, LightGCN mean over layers ``0..L_c`` (``[U + I, d]``)."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        acc = ego
-        with quiet_sparse():
-            for _ in range(self.config.num_ui_layers):
-                ego = self.norm_adj @ ego
-                acc = acc + ego
-        return acc / (self.config.num_ui_layers + 1)
+        return layer_mean(self.norm_adj, ego, self.config.num_ui_layers)
 
     def modality_embedding(self, m: int) -> Tensor:
         """:math:`E^m = \\hat A^{L_m} [F^m_U; F^m_I]` (``[U + I, d]``)."""
@@ -248,13 +241,6 @@ class LGMRec(RankingModel):
         return users, items
 
     # -- the trainer's interface ----------------------------------------------------------
-    def pair_scores(
-        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        u_all, i_all = self.representations()
-        u = u_all[users]
-        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
-
     def contrastive_loss(
         self, hyper: list[tuple[Tensor, Tensor]], users: Tensor, pos_items: Tensor
     ) -> Tensor:
@@ -274,20 +260,12 @@ class LGMRec(RankingModel):
         cfg = self.config
         u_all, i_all, hyper = self.forward_all()
         u, p, n = u_all[users], i_all[pos_items], i_all[neg_items]
-        loss = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
+        loss = bpr_loss(u, p, n)
         if cfg.cl_weight > 0 and len(hyper) > 1:
             loss = loss + cfg.cl_weight * self.contrastive_loss(hyper, users, pos_items)
         if cfg.reg_weight > 0:
             loss = loss + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / users.numel()
         return loss
-
-    def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
 
     def extra_repr(self) -> str:
         c = self.config

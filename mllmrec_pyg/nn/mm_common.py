@@ -1,5 +1,7 @@
-"""Pieces shared by the multimodal baselines (VBPR, LATTICE, LGMRec, SMORE).
+"""Pieces shared by the multimodal baselines (VBPR, FREEDOM, LATTICE, LGMRec, SLMRec, SMORE).
 
+* :class:`MultimodalModel`, their base class: what the pipeline prepares for
+  them and scores as inner products of the final representations;
 * reading the modality feature matrices and an optional item-item edge type
   from the :class:`~torch_geometric.data.HeteroData` contract;
 * the *weighted* cosine top-:math:`k` item graph (edge weight = cosine
@@ -8,7 +10,8 @@
 * sparse propagation over an item graph given as ``(edge_index, edge_weight)``
   that is differentiable in both the weights and the features (LATTICE learns
   its graph's weights);
-* the user-item adjacency of LightGCN and a two-view InfoNCE.
+* the user-item adjacency of LightGCN, its layer mean, BPR with an embedding
+  penalty and a two-view InfoNCE.
 
 Item-item edges follow the package orientation: ``edge_index[1]`` is the item
 whose neighbour list produced the edge, ``edge_index[0]`` the neighbour, so
@@ -18,23 +21,77 @@ propagation computes :math:`h'_a = \\sum_b S_{ab} h_b` over edges ``b -> a``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg._sparse import quiet_sparse
 from mllmrec_pyg.data.schema import (
+    INTERACTS,
     ITEM,
+    USER,
     SchemaError,
     check_edge_index,
     check_features,
     require_edge_type,
+    require_node_type,
+    validate,
 )
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.item_lightgcn import check_edge_weight
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 EdgeType = tuple[str, str, str]
+
+
+class MultimodalModel(RankingModel):
+    """Base class of the multimodal baselines.
+
+    They read ``data["item"].<modality>`` and, when ``config.item_graph``
+    names it, the refined item graph (:meth:`requires`). Unless a subclass
+    overrides them, :meth:`pair_scores` and :meth:`scorer` are inner products
+    of the subclass's ``representations() -> (users [U, d], items [I, d])``
+    (not declared here: :func:`~mllmrec_pyg.experiments.tsne.user_representations`
+    looks for it).
+    """
+
+    @classmethod
+    def requires(cls, config: Any) -> frozenset[str]:
+        """``{"items"}``, plus ``"graph"`` when ``config.item_graph`` names the refined graph."""
+        if reads_refined_graph(getattr(config, "item_graph", None)):
+            return frozenset({"items", "graph"})
+        return frozenset({"items"})
+
+    def pair_scores(
+        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        u_all, i_all = self.representations()
+        u = u_all[users]
+        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
+
+    def scorer(self) -> ScoreFn:
+        user_out, item_out = self.representations()
+
+        def score(users: Tensor) -> Tensor:
+            return user_out[users] @ item_out.t()
+
+        return score
+
+
+def check_feature_count(features: Sequence[Tensor], modalities: Sequence[str]) -> None:
+    """A model's constructor gets one feature matrix per configured modality."""
+    if len(features) != len(modalities):
+        raise ValueError(f"{len(features)} feature matrices for modalities {modalities}")
+
+
+def feature_parameters(features: Sequence[Tensor], trainable: bool) -> nn.ParameterList:
+    """Copies of the raw modality features as parameters (fine-tuned when ``trainable``)."""
+    return nn.ParameterList(
+        nn.Parameter(x.detach().float().clone(), requires_grad=trainable) for x in features
+    )
 
 
 def check_modalities(modalities: Sequence[str], item_graph: Sequence[str] | None) -> tuple:
@@ -63,17 +120,39 @@ def modality_features(data: HeteroData, modalities: Sequence[str], num_items: in
     return feats
 
 
-def read_item_graph(data: HeteroData, edge_type: EdgeType, num_items: int) -> tuple[Tensor, Tensor]:
-    """``edge_index`` and ``edge_weight`` (ones when absent) of the item-item ``edge_type``."""
+def read_item_edges(
+    data: HeteroData, edge_type: EdgeType, num_items: int
+) -> tuple[Tensor, Tensor | None]:
+    """``edge_index`` (checked) and ``edge_weight`` (as stored, maybe ``None``) of ``edge_type``."""
     require_edge_type(data, edge_type)
     store = data[edge_type]
     if "edge_index" not in store:
         raise SchemaError(f"data[{edge_type}].edge_index is missing")
     ei = check_edge_index(store.edge_index, num_items, num_items, f"data[{edge_type}].edge_index")
-    ew = store.get("edge_weight")
+    return ei, store.get("edge_weight")
+
+
+def read_item_graph(data: HeteroData, edge_type: EdgeType, num_items: int) -> tuple[Tensor, Tensor]:
+    """``edge_index`` and ``edge_weight`` (ones when absent) of the item-item ``edge_type``."""
+    ei, ew = read_item_edges(data, edge_type, num_items)
     if ew is None:
         ew = torch.ones(ei.size(1))
     return ei, check_edge_weight(ew.float(), f"data[{edge_type}].edge_weight")
+
+
+def read_inputs(
+    data: HeteroData, config: Any
+) -> tuple[int, int, Tensor, list[Tensor], tuple[Tensor, Tensor] | None]:
+    """Validate ``data`` and read what a multimodal baseline is built from: the numbers of
+    users and items, the training pairs, the features of ``config.modalities`` and, when
+    the config has an ``item_graph`` edge type set, that graph (else ``None``)."""
+    validate(data)
+    num_users = require_node_type(data, USER)
+    num_items = require_node_type(data, ITEM)
+    feats = modality_features(data, config.modalities, num_items)
+    edge_type = getattr(config, "item_graph", None)
+    graph = None if edge_type is None else read_item_graph(data, edge_type, num_items)
+    return num_users, num_items, data[INTERACTS].edge_index, feats, graph
 
 
 # -- item graphs ----------------------------------------------------------------------------
@@ -124,6 +203,27 @@ def user_item_edges(pairs: Tensor, num_users: int, num_items: int) -> tuple[Tens
     return torch.stack([src, dst]), inv[src] * inv[dst]
 
 
+def layer_mean(adj: Tensor, x: Tensor, num_layers: int) -> Tensor:
+    """LightGCN's mean over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (``adj`` sparse)."""
+    acc = x
+    with quiet_sparse():
+        for _ in range(num_layers):
+            x = adj @ x
+            acc = acc + x
+    return acc / (num_layers + 1)
+
+
+def bpr_loss(u: Tensor, p: Tensor, n: Tensor, l2_weight: float = 0.0) -> Tensor:
+    """BPR on the inner products of the batch's final vectors, plus
+    :math:`\\beta \\frac{1}{2B}(\\lVert P_u\\rVert^2 + \\lVert Q_i\\rVert^2 + \\lVert Q_j\\rVert^2)`
+    when ``l2_weight`` :math:`\\beta > 0`."""
+    loss = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
+    if l2_weight > 0:
+        sq = u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()
+        loss = loss + l2_weight * sq / (2 * u.size(0))
+    return loss
+
+
 def info_nce(
     anchor: Tensor,
     positive: Tensor,
@@ -148,11 +248,18 @@ def info_nce(
 
 
 __all__ = [
+    "MultimodalModel",
+    "bpr_loss",
+    "check_feature_count",
     "check_modalities",
     "cosine_knn_graph",
+    "feature_parameters",
     "info_nce",
+    "layer_mean",
     "modality_features",
     "propagate",
+    "read_inputs",
+    "read_item_edges",
     "read_item_graph",
     "sym_norm_weights",
     "user_item_edges",

@@ -53,10 +53,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
-from mllmrec_pyg.nn.mm_common import check_modalities, modality_features, user_item_edges
+from mllmrec_pyg.nn.item_lightgcn import to_adj_t
+from mllmrec_pyg.nn.mm_common import (
+    MultimodalModel,
+    check_modalities,
+    layer_mean,
+    read_inputs,
+    user_item_edges,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +107,7 @@ def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
     return lin
 
 
-class SLMRec(RankingModel):
+class SLMRec(MultimodalModel):
     """SLMRec (FAC task) on the package's trainer; see the module docstring for the equations.
 
     Args:
@@ -118,10 +122,6 @@ class SLMRec(RankingModel):
     name = "slmrec"
     config_class = SLMRecConfig
 
-    @classmethod
-    def requires(cls, config: SLMRecConfig) -> frozenset[str]:
-        return frozenset({"items"})
-
     def __init__(
         self,
         num_users: int,
@@ -135,11 +135,8 @@ class SLMRec(RankingModel):
         d = cfg.embedding_dim
         n_mod = self.num_modalities = len(modality_features)
         pairs = torch.unique(train_edge_index.cpu(), dim=1)
-        n = num_users + num_items
         ei, ew = user_item_edges(pairs, num_users, num_items)
-        with quiet_sparse():
-            adj = torch.sparse_coo_tensor(ei.flip(0), ew, (n, n)).coalesce()
-            self.register_buffer("ui_adj", adj.to_sparse_csr(), persistent=False)
+        self.register_buffer("ui_adj", to_adj_t(ei, ew, num_users + num_items), persistent=False)
         for m, x in enumerate(modality_features):
             self.register_buffer(f"feat_{m}", F.normalize(x.detach().float(), dim=1), False)
 
@@ -164,11 +161,7 @@ class SLMRec(RankingModel):
     def from_data(cls, data: HeteroData, config: SLMRecConfig | None = None) -> SLMRec:
         """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
         cfg = config or SLMRecConfig()
-        validate(data)
-        num_users = require_node_type(data, USER)
-        num_items = require_node_type(data, ITEM)
-        feats = modality_features(data, cfg.modalities, num_items)
-        train = data[INTERACTS].edge_index
+        num_users, num_items, train, feats, _ = read_inputs(data, cfg)
         model = cls(num_users, num_items, train, feats, cfg)
         log.info("SLMRec: %d users, %d items, modalities %s", num_users, num_items, cfg.modalities)
         return model.set_seen(train)
@@ -177,12 +170,7 @@ class SLMRec(RankingModel):
     def lightgcn(self, items: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`\\mathrm{LGN}([E_U; items])` split into users and items."""
         ego = torch.cat([self.user_emb.weight, items])
-        acc = ego
-        with quiet_sparse():
-            for _ in range(self.config.num_layers):
-                ego = self.ui_adj @ ego
-                acc = acc + ego
-        out = acc / (self.config.num_layers + 1)
+        out = layer_mean(self.ui_adj, ego, self.config.num_layers)
         return out[: self.num_users], out[self.num_users :]
 
     def views(self) -> list[tuple[Tensor, Tensor]]:
@@ -204,13 +192,6 @@ class SLMRec(RankingModel):
         return users, items
 
     # -- the trainer's interface ----------------------------------------------------------
-    def pair_scores(
-        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        u_all, i_all = self.representations()
-        u = u_all[users]
-        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
-
     def fac_loss(self, views: list[tuple[Tensor, Tensor]], items: Tensor) -> Tensor:
         """:math:`\\mathcal L_{ssl}`: the hierarchy of in-batch alignments on ``items``."""
         labels = torch.arange(items.numel(), device=items.device)
@@ -238,14 +219,6 @@ class SLMRec(RankingModel):
             sq = sum(p.pow(2).sum() for p in self.parameters() if p.requires_grad)
             loss = loss + 0.5 * cfg.weight_decay * sq
         return loss
-
-    def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
 
     def extra_repr(self) -> str:
         c = self.config

@@ -61,14 +61,17 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
+from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
+    MultimodalModel,
+    bpr_loss,
+    check_feature_count,
     check_modalities,
     cosine_knn_graph,
+    feature_parameters,
     info_nce,
-    modality_features,
-    read_item_graph,
+    layer_mean,
+    read_inputs,
     sym_norm_weights,
     user_item_edges,
 )
@@ -137,7 +140,7 @@ def _gate(d: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
 
 
-class SMORE(RankingModel):
+class SMORE(MultimodalModel):
     """SMORE on the package's trainer; see the module docstring for the equations.
 
     Args:
@@ -153,12 +156,6 @@ class SMORE(RankingModel):
     name = "smore"
     config_class = SMOREConfig
 
-    @classmethod
-    def requires(cls, config: SMOREConfig) -> frozenset[str]:
-        return frozenset(
-            {"items", "graph"} if reads_refined_graph(config.item_graph) else {"items"}
-        )
-
     def __init__(
         self,
         num_users: int,
@@ -170,18 +167,13 @@ class SMORE(RankingModel):
     ) -> None:
         super().__init__(num_users, num_items)
         cfg = self.config = config or SMOREConfig()
-        if len(modality_features) != len(cfg.modalities):
-            raise ValueError(
-                f"{len(modality_features)} feature matrices for modalities {cfg.modalities}"
-            )
+        check_feature_count(modality_features, cfg.modalities)
         d = cfg.embedding_dim
         n_mod = self.num_modalities = len(modality_features)
         pairs = torch.unique(train_edge_index.cpu(), dim=1)
-        n = num_users + num_items
         ei, ew = user_item_edges(pairs, num_users, num_items)
+        self.register_buffer("ui_adj", to_adj_t(ei, ew, num_users + num_items), persistent=False)
         with quiet_sparse():
-            adj = torch.sparse_coo_tensor(ei.flip(0), ew, (n, n)).coalesce()
-            self.register_buffer("ui_adj", adj.to_sparse_csr(), persistent=False)
             block = ei[0] < num_users  # user -> item edges give R_hat[u, i]
             r = torch.sparse_coo_tensor(
                 torch.stack([ei[0, block], ei[1, block] - num_users]),
@@ -202,16 +194,11 @@ class SMORE(RankingModel):
             views = [(gi, sym_norm_weights(gi, gw.float(), num_items))] * (n_mod + 1)
         self.own_graph = item_graph is None
         for v, (gi, gw) in enumerate(views):
-            with quiet_sparse():
-                s = torch.sparse_coo_tensor(gi.flip(0), gw, (num_items, num_items)).coalesce()
-                self.register_buffer(f"item_adj_{v}", s.to_sparse_csr(), persistent=False)
+            self.register_buffer(f"item_adj_{v}", to_adj_t(gi, gw, num_items), persistent=False)
 
         self.user_emb = nn.Embedding(num_users, d)
         self.item_emb = nn.Embedding(num_items, d)
-        self.features = nn.ParameterList(
-            nn.Parameter(x.detach().float().clone(), requires_grad=cfg.train_features)
-            for x in modality_features
-        )
+        self.features = feature_parameters(modality_features, cfg.train_features)
         self.projections = nn.ModuleList(nn.Linear(x.size(1), d) for x in modality_features)
         self.filters = nn.Parameter(torch.empty(n_mod, d // 2 + 1, 2))
         self.fusion_filter = nn.Parameter(torch.empty(d // 2 + 1, 2))
@@ -240,12 +227,7 @@ class SMORE(RankingModel):
         """Build from the training pairs, ``data["item"].<modality>`` and, when
         ``config.item_graph`` is set, that item-item edge type."""
         cfg = config or SMOREConfig()
-        validate(data)
-        num_users = require_node_type(data, USER)
-        num_items = require_node_type(data, ITEM)
-        feats = modality_features(data, cfg.modalities, num_items)
-        graph = None if cfg.item_graph is None else read_item_graph(data, cfg.item_graph, num_items)
-        train = data[INTERACTS].edge_index
+        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
         model = cls(num_users, num_items, train, feats, graph, cfg)
         log.info(
             "SMORE: %d users, %d items, item graphs %s",
@@ -286,13 +268,8 @@ class SMORE(RankingModel):
         nu = self.num_users
         convs, fused = self.spectral()
         e_i = self.item_emb.weight
+        content = layer_mean(self.ui_adj, torch.cat([self.user_emb.weight, e_i]), cfg.num_ui_layers)
         with quiet_sparse():
-            ego = torch.cat([self.user_emb.weight, e_i])
-            acc = ego
-            for _ in range(cfg.num_ui_layers):
-                ego = self.ui_adj @ ego
-                acc = acc + ego
-            content = acc / (cfg.num_ui_layers + 1)
             views = []
             for v, c in enumerate([*convs, fused]):
                 h = e_i * self.item_gates[v](c)
@@ -317,22 +294,11 @@ class SMORE(RankingModel):
         return users, items
 
     # -- the trainer's interface ----------------------------------------------------------
-    def pair_scores(
-        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        u_all, i_all = self.representations()
-        u = u_all[users]
-        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
-
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         cfg = self.config
         nu = self.num_users
         u_all, i_all, side, content = self.forward_all()
-        u, p, n = u_all[users], i_all[pos_items], i_all[neg_items]
-        loss = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
-        if cfg.reg_weight > 0:
-            sq = u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()
-            loss = loss + cfg.reg_weight * sq / (2 * users.numel())
+        loss = bpr_loss(u_all[users], i_all[pos_items], i_all[neg_items], cfg.reg_weight)
         if cfg.cl_weight > 0:
             t = cfg.temperature
             cl = info_nce(side[nu:][pos_items], content[nu:][pos_items], t) + info_nce(
@@ -340,14 +306,6 @@ class SMORE(RankingModel):
             )
             loss = loss + cfg.cl_weight * cl
         return loss
-
-    def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
 
     def extra_repr(self) -> str:
         c = self.config

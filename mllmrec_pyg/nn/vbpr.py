@@ -36,9 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
-from mllmrec_pyg.nn.mm_common import check_modalities, modality_features
+from mllmrec_pyg.nn.base import ScoreFn
+from mllmrec_pyg.nn.mm_common import MultimodalModel, check_modalities, read_inputs
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class VBPRConfig:
             raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
 
 
-class VBPR(RankingModel):
+class VBPR(MultimodalModel):
     """VBPR on the package's trainer; see the module docstring for the equations.
 
     Args:
@@ -84,10 +83,6 @@ class VBPR(RankingModel):
 
     name = "vbpr"
     config_class = VBPRConfig
-
-    @classmethod
-    def requires(cls, config: VBPRConfig) -> frozenset[str]:
-        return frozenset({"items"})
 
     def __init__(
         self,
@@ -123,10 +118,7 @@ class VBPR(RankingModel):
     def from_data(cls, data: HeteroData, config: VBPRConfig | None = None) -> VBPR:
         """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
         cfg = config or VBPRConfig()
-        validate(data)
-        num_users = require_node_type(data, USER)
-        num_items = require_node_type(data, ITEM)
-        feats = modality_features(data, cfg.modalities, num_items)
+        num_users, num_items, train, feats, _ = read_inputs(data, cfg)
         model = cls(num_users, num_items, feats, cfg)
         log.info(
             "VBPR: %d users, %d items, %d feature dims",
@@ -134,7 +126,7 @@ class VBPR(RankingModel):
             num_items,
             sum(x.size(1) for x in feats),
         )
-        return model.set_seen(data[INTERACTS].edge_index)
+        return model.set_seen(train)
 
     # -- representations ------------------------------------------------------------------
     def item_vectors(self, items: Tensor | None = None) -> Tensor:
