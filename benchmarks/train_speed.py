@@ -57,6 +57,9 @@ from pathlib import Path
 from mllmrec_pyg.threads import apply_thread_policy, configure_openmp
 
 MODELS = ("pop", "bpr", "lightgcn", "mllmrec", "freedom")
+#: every registered model (``--models all``): the defaults plus LangGCN and the
+#: multimodal baselines
+ALL_MODELS = (*MODELS, "langgcn", "vbpr", "lattice", "lgmrec", "smore", "slmrec")
 SETTINGS = ("1", "2", "auto", "torch")
 
 
@@ -329,7 +332,11 @@ def print_tables(rows: list[dict], settings: list[str], loads: list[str]) -> Non
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default="movielens,baby")
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated, or 'all' ({','.join(ALL_MODELS)})",
+    )
     ap.add_argument("--threads", default="1,2,auto,torch", help=f"subset of {SETTINGS}")
     ap.add_argument("--loads", default="quiet,busy", help="quiet and/or busy")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per model (first = warm-up)")
@@ -343,6 +350,8 @@ def main() -> None:
     ap.add_argument("--setting", help=argparse.SUPPRESS)
     ap.add_argument("--load", default="quiet", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.models == "all":
+        args.models = ",".join(ALL_MODELS)
     if args.worker:
         worker(args)
         return
