@@ -10,14 +10,19 @@ during the search (``TrainConfig(evaluate_test=False)``): they are read once,
 later, at the chosen settings.
 
 Every finished trial is written at once to ``<out>/<dataset tag>/<key>.json``,
-so an interrupted search resumes. The same file, once complete, holds the
+so an interrupted search resumes, and several processes running the same
+search share its points (each claims a point before training it, and a
+claim whose process died is taken over). The same file, once complete, holds the
 chosen settings that ``mllmrec train --tuned FILE`` and the comparison
 experiment read (:func:`read_tuned`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import itertools
 import json
 import logging
@@ -356,12 +361,15 @@ def tune(
         else:
             data = load_data(data_cfg)
     graphs: dict[GraphConfig, HeteroData] = {}
-    results = []
-    bar = tqdm(points, desc=f"tune {key}", unit="trial", disable=not train.show_progress)
-    for point in bar:
-        if json_key(point) in done:
-            results.append(done[json_key(point)])
-            continue
+    claims = _Claims(path)
+    bar = tqdm(
+        total=len(points),
+        initial=sum(json_key(p) in done for p in points),
+        desc=f"tune {key}",
+        unit="trial",
+        disable=not train.show_progress,
+    )
+    for point in _pending(points, path, same, done, claims):
         parts = split_point(point)
         g = dataclasses.replace(graph, **parts["graph"])
         trial_data = data
@@ -388,11 +396,104 @@ def tune(
                 "graph": g.as_dict() if "graph" in needs else None,
             },
         }
-        results.append(trial)
-        done[json_key(point)] = trial
-        _write(path, cand, data_cfg, trials, seed, train, results)
+        with claims.locked():  # another worker may have written trials meanwhile
+            done.update(_stored_trials(path, same))
+            done[json_key(point)] = trial
+            results = [done[json_key(p)] for p in points if json_key(p) in done]
+            _write(path, cand, data_cfg, trials, seed, train, results)
+        claims.release(point)
+        bar.update(1)
         bar.set_postfix_str(f"valid {cfg.monitor} {result.valid[cfg.monitor]:.4f}")
-    return _write(path, cand, data_cfg, trials, seed, train, results)
+    bar.close()
+    done.update(_stored_trials(path, same))
+    results = [done[json_key(p)] for p in points if json_key(p) in done]
+    with claims.locked():
+        return _write(path, cand, data_cfg, trials, seed, train, results)
+
+
+def _stored_trials(path: Path, same: Mapping[str, Any]) -> dict[str, Any]:
+    """The finished trials in ``path`` by point (none if it was searched with other settings)."""
+    stored = read_json(path) if path.is_file() else {}
+    if stored and any(stored.get(k) != v for k, v in same.items()):
+        return {}
+    return {json_key(t["point"]): t for t in stored.get("trials", [])}
+
+
+class _Claims:
+    """Which worker trains which point, so that several ``mllmrec tune`` processes on one
+    search file share its points (``<file>.claims/``: one file per point, holding the
+    owner's pid; a claim whose process is gone is taken over)."""
+
+    def __init__(self, path: Path) -> None:
+        self.folder = path.with_name(path.name + ".claims")
+        self.lock_path = path.with_name(path.name + ".lock")
+
+    def _file(self, point: Mapping[str, Any]) -> Path:
+        digest = hashlib.sha256(json_key(point).encode()).hexdigest()[:16]
+        return self.folder / digest
+
+    def take(self, point: Mapping[str, Any]) -> bool:
+        """Claim ``point``; ``False`` if a live process holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = self._file(point)
+        for _ in range(2):
+            try:
+                fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if _alive(f):
+                    return False
+                f.unlink(missing_ok=True)  # its owner died: take it over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return True
+        return False
+
+    def release(self, point: Mapping[str, Any]) -> None:
+        self._file(point).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """An exclusive lock around read-merge-write of the search file."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _alive(claim: Path) -> bool:
+    """Whether the process whose pid ``claim`` holds still runs."""
+    try:
+        os.kill(int(claim.read_text() or 0), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _pending(points, path: Path, same, done: dict[str, Any], claims: _Claims, poll: float = 5.0):
+    """The points this worker should train, in order: unfinished and unclaimed ones; then it
+    waits for the points other workers hold (taking over any whose worker died)."""
+    left = [p for p in points if json_key(p) not in done]
+    while left:
+        waiting = []
+        for point in left:
+            if not claims.take(point):
+                waiting.append(point)
+                continue
+            with claims.locked():  # a claim is released only after its trial is written
+                done.update(_stored_trials(path, same))
+            if json_key(point) in done:
+                claims.release(point)
+                continue
+            yield point
+        if waiting:
+            time.sleep(poll)
+            with claims.locked():
+                done.update(_stored_trials(path, same))
+        left = [p for p in waiting if json_key(p) not in done]
 
 
 def json_key(point: Mapping[str, Any]) -> str:

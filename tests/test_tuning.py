@@ -197,3 +197,35 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
     assert plain is not refined
     assert GraphConfig(alpha=None, cooccurrence=False) in graphs and GraphConfig() in graphs
     assert {s.seed for s, _ in jobs} == {0, 1}
+
+
+def test_two_workers_share_one_search_without_training_a_point_twice(tmp_path, monkeypatch):
+    import threading
+
+    import mllmrec_pyg.tuning as tuning
+
+    trained = []
+    real = tuning.train_model
+
+    def counting(*args, **kwargs):
+        trained.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "train_model", counting)
+    kwargs = dict(train=QUICK, trials=4, out=tmp_path / "t", cache=tmp_path / "c")
+    results = []
+    workers = [
+        threading.Thread(target=lambda: results.append(tune("lightgcn", DATA, **kwargs)))
+        for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(trained) == 4  # every point once, whichever worker took it
+    a, b = results
+    assert [t["point"] for t in a.trials] == [t["point"] for t in b.trials]
+    assert len(a.trials) == 4 and a.best == b.best
+    stored = json.loads((tmp_path / "t" / DATA.tag() / "lightgcn.json").read_text())
+    assert len(stored["trials"]) == 4
+    assert not list((tmp_path / "t" / DATA.tag() / "lightgcn.json.claims").iterdir())
