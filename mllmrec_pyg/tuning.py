@@ -438,7 +438,7 @@ class _Claims:
         f = self._file(point)
         for _ in range(2):
             try:
-                fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 if _alive(f):
                     return False
