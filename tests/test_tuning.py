@@ -197,6 +197,10 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
     assert plain is not refined
     assert GraphConfig(alpha=None, cooccurrence=False) in graphs and GraphConfig() in graphs
     assert {s.seed for s, _ in jobs} == {0, 1}
+    some = ablation_jobs("langgcn", chosen, data, GraphConfig(), graphs, [0], ["bpr", "id-users"])
+    assert [s.variant for s, _ in some] == ["langgcn-ablate-id-users", "langgcn-ablate-bpr"]
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablation_jobs("langgcn", chosen, data, GraphConfig(), graphs, [0], ["nope"])
 
 
 def test_two_workers_share_one_search_without_training_a_point_twice(tmp_path, monkeypatch):

@@ -92,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare: also train the proposed model's ablation (one switch changed at its "
         "chosen settings) with these seeds",
     )
+    g.add_argument("--ablations", nargs="+", help="compare: which ablation switches (default: all)")
 
     g = p.add_argument_group("output")
     g.add_argument("--out", default="results", help="results root (default: results)")
@@ -150,6 +151,7 @@ def run_experiment(name: str, args: argparse.Namespace, settings: Any, data: Any
             trials=args.trials,
             tuned_dir=args.tuned_dir,
             ablation_seeds=args.ablation_seeds,
+            ablations=args.ablations,
         )
     if name == "plug-and-play":
         return ex.run_plug_and_play(

@@ -112,6 +112,7 @@ def run_compare(
     trials: int = 6,
     tuned_dir: str = "tuned",
     ablation_seeds: list[int] | None = None,
+    ablations: list[str] | None = None,
 ) -> dict[str, Any]:
     """Tune every model with one budget, train the choices over ``settings.seeds``, test once.
 
@@ -125,6 +126,7 @@ def run_compare(
         tuned_dir: root of the stored searches.
         ablation_seeds: train the proposed model's :data:`ABLATIONS` at its chosen
             settings with these seeds (``None``: no ablation).
+        ablations: the :data:`ABLATIONS` names to train (default: all).
 
     Returns:
         The ``results.json`` object: ``rows`` (mean ± std over seeds, with the
@@ -182,7 +184,7 @@ def run_compare(
     ablated = []
     if ablation_seeds and proposed in tuned:
         for spec, run_data in ablation_jobs(
-            proposed, chosen_of[proposed], data, settings.graph, graphs, ablation_seeds
+            proposed, chosen_of[proposed], data, settings.graph, graphs, ablation_seeds, ablations
         ):
             ablated.append(spec.variant)
             runs.append(cache.run(spec, run_data)[0])
@@ -216,7 +218,14 @@ def run_compare(
             "findings": findings(rows, proposed, significance),
         },
         rows,
-        command_extra=["--models", *keys, "--trials", str(trials)],
+        command_extra=[
+            "--models",
+            *keys,
+            "--trials",
+            str(trials),
+            *(["--ablation-seeds", *map(str, ablation_seeds)] if ablation_seeds else []),
+            *(["--ablations", *ablations] if ablation_seeds and ablations else []),
+        ],
     )
 
 
@@ -227,6 +236,7 @@ def ablation_jobs(
     base_graph: GraphConfig,
     graphs: dict[GraphConfig, HeteroData],
     seeds: list[int],
+    names: list[str] | None = None,
 ) -> list[tuple[RunSpec, HeteroData]]:
     """The proposed model's chosen settings with one :data:`ABLATIONS` switch changed.
 
@@ -237,6 +247,7 @@ def ablation_jobs(
         base_graph: the experiment's item graph (``chosen["graph"]`` overrides it).
         graphs: built graphs by recipe, shared with the comparison.
         seeds: training seeds.
+        names: the ablations to train (default: all of :data:`ABLATIONS`).
     """
 
     def norm(model: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +259,12 @@ def ablation_jobs(
     graph = GraphConfig(**{**base_graph.as_dict(), **(chosen.get("graph") or {})})
     train_values = {k: chosen["train"][k] for k in ("lr", "batch_size")}
     jobs = []
+    unknown = sorted(set(names or ()) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(ABLATIONS)}")
     for name, (graph_change, model_change) in ABLATIONS.items():
+        if names and name not in names:
+            continue
         model = norm({**base, **model_change})
         g = dataclasses.replace(graph, **graph_change)
         if model == base and g == graph:
