@@ -198,7 +198,9 @@ def run_compare(
             users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
     for row in rows:
         point = tuned.get(row["variant"], {}).get("point", {})
-        row["tuned"] = " ".join(f"{k}={v}" for k, v in point.items()) or "as " + proposed
+        row["tuned"] = " ".join(f"{k}={v}" for k, v in point.items())
+        if row["variant"].startswith(f"{proposed}-ablate-"):
+            row["tuned"] = f"as {proposed}, one switch changed"
     significance = _significance(rows, users, proposed)
     folder = settings.experiment_dir(NAME)
     fig = bar_chart(

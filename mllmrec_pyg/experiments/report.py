@@ -386,14 +386,28 @@ def compare_section(obj: Mapping[str, Any]) -> list[str]:
             f"{me['seconds']:.0f}, LightGCN {by['lightgcn']['seconds']:.0f}."
         )
     prefix = f"{obj['proposed']}-ablate-"
-    for name, row in by.items():
-        if me and name.startswith(prefix):
-            lines.append(
-                f"- Ablation `{name.removeprefix(prefix)}` ({row['seeds']} seed(s), "
-                f"{obj['proposed']}'s chosen settings with one switch changed): test R@20 "
-                f"{row['test recall@20'] - me['test recall@20']:+.4f}, N@20 "
-                f"{row['test ndcg@20'] - me['test ndcg@20']:+.4f} against {obj['proposed']}."
-            )
+    runs = obj.get("runs") or []
+
+    def mean_test(variant: str, metric: str, seeds: list[int]) -> float:
+        vals = [r["test"][metric] for r in runs if r["variant"] == variant and r["seed"] in seeds]
+        return sum(vals) / len(vals)
+
+    for name in by:
+        seeds = sorted(r["seed"] for r in runs if r["variant"] == name)
+        if not (me and name.startswith(prefix) and seeds):
+            continue
+        if not any(r["variant"] == obj["proposed"] and r["seed"] in seeds for r in runs):
+            continue
+        d = {
+            m: mean_test(name, m, seeds) - mean_test(obj["proposed"], m, seeds)
+            for m in ("recall@20", "ndcg@20")
+        }
+        lines.append(
+            f"- Ablation `{name.removeprefix(prefix)}` (seed(s) {', '.join(map(str, seeds))}; "
+            f"{obj['proposed']}'s chosen settings with one switch changed): test R@20 "
+            f"{d['recall@20']:+.4f}, N@20 {d['ndcg@20']:+.4f} against {obj['proposed']} "
+            "with the same seed(s)."
+        )
     return lines
 
 
