@@ -176,10 +176,11 @@ def run_compare(
     cache = RunCache(settings, NAME)
     runs, users = [], {}
     for spec, run_data in jobs:
-        keep = spec.variant == proposed
-        result, model = cache.run(spec, run_data, keep_model=keep)
+        # every run keeps its best checkpoint: the per-user test below needs the best
+        # baseline's models, which are known only once every run is done
+        result, model = cache.run(spec, run_data, keep_model=True)
         runs.append(result)
-        if model is not None:
+        if spec.variant == proposed:
             users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
     ablated = []
     if ablation_seeds and proposed in tuned:
@@ -189,8 +190,8 @@ def run_compare(
             ablated.append(spec.variant)
             runs.append(cache.run(spec, run_data)[0])
     rows = summarise(runs, order=[*keys, *dict.fromkeys(ablated)])
-    # the per-user test needs the best baseline's models too (rebuilt from their
-    # checkpoints, or trained again with the same seed where none was kept)
+    # the best baseline's models, rebuilt from their checkpoints (or trained again with
+    # the same seed where none was kept)
     best = best_baseline(rows, proposed)
     for spec, run_data in jobs:
         if best is not None and spec.variant == best and proposed in users:
