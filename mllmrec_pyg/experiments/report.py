@@ -424,7 +424,7 @@ def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, s
 
     if "ablation" in exps:
         f = exps["ablation"].get("findings") or {}
-        if f:
+        if f.get("drop"):  # an ablation run without removals has nothing to claim
             worst = min(f["drop"], key=f["drop"].get)
             add(
                 "RQ2: removing any component lowers R@20",
