@@ -405,9 +405,9 @@ def tune(
         bar.update(1)
         bar.set_postfix_str(f"valid {cfg.monitor} {result.valid[cfg.monitor]:.4f}")
     bar.close()
-    done.update(_stored_trials(path, same))
-    results = [done[json_key(p)] for p in points if json_key(p) in done]
     with claims.locked():
+        done.update(_stored_trials(path, same))
+        results = [done[json_key(p)] for p in points if json_key(p) in done]
         return _write(path, cand, data_cfg, trials, seed, train, results)
 
 

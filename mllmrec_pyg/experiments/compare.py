@@ -58,7 +58,7 @@ ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "id-only": (
         {},
         {"use_item_text": False, "user_init": "id", "item_graph": None, "id_embeddings": True},
-    ),  # fmt: skip
+    ),
     "no-item-graph": ({}, {"item_graph": None}),
     "plain-knn": ({"alpha": None, "cooccurrence": False}, {"item_graph": RELATED}),
     "refined-graph": ({}, {"item_graph": RELATED}),

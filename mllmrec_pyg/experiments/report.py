@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mllmrec_pyg.experiments.common import RESULTS_FORMAT
+from mllmrec_pyg.experiments.plug_and_play import HOSTS
 from mllmrec_pyg.io import read_json, write_text
 from mllmrec_pyg.tables import format_table
 
@@ -182,7 +183,7 @@ def ablation_section(obj: Mapping[str, Any]) -> list[str]:
 
 
 def _host(obj: Mapping[str, Any]) -> str:
-    return {"lattice": "LATTICE", "smore": "SMORE"}.get(obj.get("host", "freedom"), "FREEDOM")
+    return HOSTS[obj.get("host", "freedom")]
 
 
 def plug_and_play_section(obj: Mapping[str, Any]) -> list[str]:

@@ -85,7 +85,7 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
-from mllmrec_pyg.metrics import CSRIndex
+from mllmrec_pyg.metrics import CSRIndex, mask_scores_
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
@@ -375,10 +375,8 @@ class LangGCN(RankingModel):
         u = user_out[users] / self.config.temperature
         logits = u @ item_out.t()
         pos = (u * item_out[pos_items]).sum(-1)
-        row, col = self._train_index.gather(users.cpu())
-        mask = torch.zeros(logits.shape, dtype=torch.bool)
-        mask[row, col] = True  # the user's training items, the positive among them
-        neg = logits.masked_fill(mask.to(logits.device), float("-inf"))
+        # every training item of the user, the positive among them, leaves the negatives
+        neg = mask_scores_(logits, users.cpu(), [self._train_index])
         return (torch.logaddexp(torch.logsumexp(neg, dim=1), pos) - pos).mean()
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
