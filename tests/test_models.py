@@ -185,9 +185,9 @@ def test_bpr_scores_are_dot_products():
     u, it = model.user_emb.weight, model.item_emb.weight
     assert torch.allclose(p, (u[2] * it[3]).sum().view(1))
     assert torch.allclose(n, (u[2] * it[4]).sum().view(1))
-    reg = model.reg_loss(torch.tensor([2]), torch.tensor([3]), torch.tensor([4]))
-    expect = 1e-4 * (u[2].pow(2).sum() + it[3].pow(2).sum() + it[4].pow(2).sum()) / 2
-    assert torch.allclose(reg, expect)
+    loss = model.batch_loss(torch.tensor([2]), torch.tensor([3]), torch.tensor([4]))
+    reg = 1e-4 * (u[2].pow(2).sum() + it[3].pow(2).sum() + it[4].pow(2).sum()) / 2
+    assert torch.allclose(loss, -F.logsigmoid(p - n).mean() + reg)
 
 
 def test_mostpop_ranks_by_training_popularity_and_skips_seen():

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 import mllmrec_pyg.metrics as metrics
-from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.data.synthetic import make_scale_data
 from mllmrec_pyg.metrics import FullRankEvaluator, topk_items
 from mllmrec_pyg.nn import FREEDOM, MLLMRec, MLLMRecConfig
 from mllmrec_pyg.nn.baselines import LightGCNRecommender
 from mllmrec_pyg.nn.registry import MODELS, build_model
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul, spmm
 from mllmrec_pyg.train import TrainConfig, Trainer, seed_everything
 from mllmrec_pyg.transforms import RefineItemGraph
 
@@ -67,6 +67,19 @@ def reference_rank(evaluator: FullRankEvaluator, score_fn, users, k, split="vali
 def reference_lightgcn_embeddings(model: LightGCNRecommender):
     out = model.lightgcn.get_embedding(model.adj_t)  # PyG's propagation
     return out[: model.num_users], out[model.num_users :]
+
+
+def reference_id_bpr_loss(model, users, pos, neg):
+    """BPR-MF's and LightGCN's loss as written before the single-gather path: BPR on the
+    pair scores plus the L2 term from separate embedding lookups."""
+    s_pos, s_neg = model.pair_scores(users, pos, neg)
+    if hasattr(model, "lightgcn"):
+        emb, off = model.lightgcn.embedding, model.num_users
+        rows = emb(users), emb(pos + off), emb(neg + off)
+    else:
+        rows = model.user_emb(users), model.item_emb(pos), model.item_emb(neg)
+    reg = model.config.reg_weight * sum(r.pow(2).sum() for r in rows) / (2 * users.numel())
+    return -F.logsigmoid(s_pos - s_neg).mean() + reg
 
 
 def reference_freedom_propagate(model: FREEDOM, adj):
@@ -178,6 +191,27 @@ def test_fixed_matmul_forward_and_gradient():
     assert torch.allclose(y.grad, sym.to_dense() @ grad[:20], atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("compact", [False, True])
+def test_spmm_equals_the_dense_product(dtype, compact):
+    gen = torch.Generator().manual_seed(5)
+    dense = (torch.rand(40, 25, generator=gen) * (torch.rand(40, 25, generator=gen) < 0.15)).to(
+        dtype
+    )
+    dense[3] = 0  # empty rows give zero rows
+    dense[-1] = 0
+    adj = to_csr(dense.to_sparse()) if compact else dense.to_sparse_csr()
+    assert (adj.crow_indices().dtype == torch.int32) == compact
+    x = torch.randn(25, 7, generator=gen, dtype=dtype)
+    out = spmm(adj, x)
+    assert out.dtype == dtype and out.shape == (40, 7)
+    assert torch.allclose(out, dense @ x, atol=1e-6)
+    assert torch.equal(out[3], torch.zeros(7, dtype=dtype))
+    with quiet_sparse():  # the general path (COO) agrees
+        assert torch.allclose(spmm(adj.to_sparse_coo(), x), out, atol=1e-6)
+    assert torch.allclose(spmm(adj, x.t().contiguous().t()), out, atol=1e-6)  # strided x
+
+
 def _grads(module, fn):
     module.zero_grad(set_to_none=True)
     outs = fn()
@@ -245,6 +279,10 @@ def _history(name, data, monkeypatch=None):
     if monkeypatch is not None:
         if name == "lightgcn":
             monkeypatch.setattr(model, "embeddings", lambda: reference_lightgcn_embeddings(model))
+        if name in ("bpr", "lightgcn"):
+            monkeypatch.setattr(
+                model, "batch_loss", lambda *batch: reference_id_bpr_loss(model, *batch)
+            )
         if name == "freedom":
             monkeypatch.setattr(
                 model, "propagate", lambda adj: reference_freedom_propagate(model, adj)

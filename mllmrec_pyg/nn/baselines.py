@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.nn.models import LightGCN
@@ -26,6 +27,17 @@ def _sizes(data: HeteroData) -> tuple[int, int, Tensor]:
         require_node_type(data, ITEM),
         data[INTERACTS].edge_index,
     )
+
+
+def bpr_loss(users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """:math:`-\\mathrm{mean}\\,\\log\\sigma(\\langle u, i \\rangle - \\langle u, j \\rangle)` over a
+    batch of user, positive and negative vectors."""
+    return -F.logsigmoid((users * pos).sum(-1) - (users * neg).sum(-1)).mean()
+
+
+def l2_term(batch: int, *rows: Tensor) -> Tensor:
+    """:math:`(|e_u|^2 + |e_i|^2 + |e_j|^2) / (2B)` summed over a batch's gathered rows."""
+    return sum(r.pow(2).sum() for r in rows) / (2 * batch)
 
 
 @dataclass
@@ -113,15 +125,14 @@ class BPRMF(RankingModel):
         u = self.user_emb(users)
         return (u * self.item_emb(pos_items)).sum(-1), (u * self.item_emb(neg_items)).sum(-1)
 
-    def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
-        if self.config.reg_weight <= 0:
-            return None
-        sq = (
-            self.user_emb(users).pow(2).sum()
-            + self.item_emb(pos_items).pow(2).sum()
-            + self.item_emb(neg_items).pow(2).sum()
-        )
-        return self.config.reg_weight * sq / (2 * users.numel())
+    def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """BPR plus the L2 term of :class:`BPRConfig`, from one gather per table."""
+        u = self.user_emb.weight.index_select(0, users)
+        items = self.item_emb.weight.index_select(0, torch.cat([pos_items, neg_items]))
+        loss = bpr_loss(u, *items.split(users.numel()))
+        if self.config.reg_weight > 0:
+            loss = loss + self.config.reg_weight * l2_term(users.numel(), u, items)
+        return loss
 
     def scorer(self) -> ScoreFn:
         items = self.item_emb.weight
@@ -193,14 +204,18 @@ class LightGCNRecommender(RankingModel):
         num_users, num_items, edge_index = _sizes(data)
         return cls(num_users, num_items, edge_index, config).set_seen(edge_index)
 
+    def propagate(self, x: Tensor) -> Tensor:
+        """:math:`\\sum_l \\alpha_l \\hat A^l x` over all users and items."""
+        alpha = self.lightgcn.alpha
+        out = x * alpha[0]
+        for i in range(self.lightgcn.num_layers):
+            x = fixed_matmul(self.adj_t, x)  # adj_t is symmetric
+            out = out + x * alpha[i + 1]
+        return out
+
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Final user and item representations."""
-        gcn = self.lightgcn
-        x = gcn.embedding.weight
-        out = x * gcn.alpha[0]
-        for i in range(gcn.num_layers):
-            x = fixed_matmul(self.adj_t, x)  # adj_t is symmetric
-            out = out + x * gcn.alpha[i + 1]
+        out = self.propagate(self.lightgcn.embedding.weight)
         return out[: self.num_users], out[self.num_users :]
 
     def pair_scores(self, users: Tensor, pos_items: Tensor, neg_items: Tensor):
@@ -208,16 +223,15 @@ class LightGCNRecommender(RankingModel):
         u = user_out[users]
         return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
 
-    def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
-        if self.config.reg_weight <= 0:
-            return None
-        emb = self.lightgcn.embedding
-        sq = (
-            emb(users).pow(2).sum()
-            + emb(pos_items + self.num_users).pow(2).sum()
-            + emb(neg_items + self.num_users).pow(2).sum()
-        )
-        return self.config.reg_weight * sq / (2 * users.numel())
+    def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """BPR on the propagated embeddings plus the L2 term of :class:`LightGCNConfig` on
+        the layer-0 ones, each gathered once for the batch's users and items."""
+        idx = torch.cat([users, pos_items + self.num_users, neg_items + self.num_users])
+        ego = self.lightgcn.embedding.weight
+        loss = bpr_loss(*self.propagate(ego).index_select(0, idx).split(users.numel()))
+        if self.config.reg_weight > 0:
+            loss = loss + self.config.reg_weight * l2_term(users.numel(), ego.index_select(0, idx))
+        return loss
 
     def scorer(self) -> ScoreFn:
         user_out, item_out = self.embeddings()

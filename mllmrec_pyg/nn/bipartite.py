@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg._sparse import quiet_sparse, to_csr
 
 
 def bipartite_adjacency(edge_index: Tensor, num_users: int, num_items: int) -> Tensor:
@@ -29,4 +29,4 @@ def bipartite_adjacency(edge_index: Tensor, num_users: int, num_items: int) -> T
     )
     with quiet_sparse():
         adj_t = torch.sparse_coo_tensor(torch.stack([col, row]), weight, (n, n)).coalesce()
-        return adj_t.to_sparse_csr()
+        return to_csr(adj_t)

@@ -8,7 +8,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, scatter, spmm
 
-from mllmrec_pyg._sparse import csr, quiet_sparse
+from mllmrec_pyg._sparse import csr, quiet_sparse, to_csr
 
 
 def _inv_sqrt(deg: Tensor) -> Tensor:
@@ -79,7 +79,7 @@ def to_adj_t(edge_index: Tensor, edge_weight: OptTensor, num_nodes: int) -> Tens
         edge_index.flip(0), edge_weight, (num_nodes, num_nodes)
     ).coalesce()
     with quiet_sparse():
-        return adj.to_sparse_csr()
+        return to_csr(adj)
 
 
 class ItemLightGCN(MessagePassing):

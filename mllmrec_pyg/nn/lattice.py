@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
@@ -63,6 +63,7 @@ from mllmrec_pyg.nn.mm_common import (
     read_inputs,
     sym_norm_weights,
 )
+from mllmrec_pyg.nn.spmm import csr_transpose
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def row_normalized_ui_adjacency(pairs: Tensor, num_users: int, num_items: int) -
     deg = torch.bincount(rows, minlength=n).float()
     with quiet_sparse():
         adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n))
-        return adj.coalesce().to_sparse_csr()
+        return to_csr(adj)
 
 
 class LATTICE(MultimodalModel):
@@ -155,11 +156,10 @@ class LATTICE(MultimodalModel):
         cfg = self.config = config or LATTICEConfig()
         check_feature_count(modality_features, cfg.modalities)
         d = cfg.embedding_dim
-        self.register_buffer(
-            "ui_adj",
-            row_normalized_ui_adjacency(train_edge_index.cpu(), num_users, num_items),
-            persistent=False,
-        )
+        ui_adj = row_normalized_ui_adjacency(train_edge_index.cpu(), num_users, num_items)
+        self.register_buffer("ui_adj", ui_adj, persistent=False)
+        # row-normalised, so not symmetric: the backward pass needs its transpose
+        self.register_buffer("ui_adj_transposed", csr_transpose(ui_adj), persistent=False)
         # the initial graphs: one normalised kNN graph per modality, or the given one
         self.own_graph = item_graph is None
         if self.own_graph:
@@ -260,7 +260,7 @@ class LATTICE(MultimodalModel):
         for _ in range(cfg.num_item_layers):
             h = propagate(ei, ew, h)
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        out = layer_mean(self.ui_adj, ego, cfg.num_ui_layers)
+        out = layer_mean(self.ui_adj, ego, cfg.num_ui_layers, self.ui_adj_transposed)
         users, items = out[: self.num_users], out[self.num_users :]
         return users, items + F.normalize(h, dim=1)
 

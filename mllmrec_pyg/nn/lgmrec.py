@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
@@ -69,6 +69,7 @@ from mllmrec_pyg.nn.mm_common import (
     read_inputs,
     user_item_edges,
 )
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,10 @@ class LGMRec(MultimodalModel):
         norm_adj = to_adj_t(ei, ew, num_users + num_items)
         with quiet_sparse():
             r = torch.sparse_coo_tensor(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
-            r = r.coalesce().to_sparse_csr()
+            r = to_csr(r)
         self.register_buffer("norm_adj", norm_adj, persistent=False)
         self.register_buffer("inter", r, persistent=False)
+        self.register_buffer("inter_transposed", csr_transpose(r), persistent=False)
         self.register_buffer("inv_user_degree", inv_deg, persistent=False)
         for m, x in enumerate(modality_features):
             self.register_buffer(f"feat_{m}", x.detach().float(), persistent=False)
@@ -192,11 +194,10 @@ class LGMRec(MultimodalModel):
     def modality_embedding(self, m: int) -> Tensor:
         """:math:`E^m = \\hat A^{L_m} [F^m_U; F^m_I]` (``[U + I, d]``)."""
         items = self.features(m) @ self.projections[m]
-        with quiet_sparse():
-            users = (self.inter @ items) * self.inv_user_degree.unsqueeze(1)
-            h = torch.cat([users, items])
-            for _ in range(self.config.num_mm_layers):
-                h = self.norm_adj @ h
+        users = fixed_matmul(self.inter, items, self.inter_transposed)
+        h = torch.cat([users * self.inv_user_degree.unsqueeze(1), items])
+        for _ in range(self.config.num_mm_layers):
+            h = fixed_matmul(self.norm_adj, h)  # symmetric
         return h
 
     def memberships(self, m: int) -> tuple[Tensor, Tensor]:
@@ -204,8 +205,7 @@ class LGMRec(MultimodalModel):
         softmax at :math:`\\tau` otherwise."""
         cfg = self.config
         logits_i = self.features(m) @ self.hyperedges[m]
-        with quiet_sparse():
-            logits_u = self.inter @ logits_i
+        logits_u = fixed_matmul(self.inter, logits_i, self.inter_transposed)
         if self.training:
             lam_i = F.gumbel_softmax(logits_i, tau=cfg.tau, hard=False, dim=1)
             lam_u = F.gumbel_softmax(logits_u, tau=cfg.tau, hard=False, dim=1)

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse
 from mllmrec_pyg.data.schema import (
     INTERACTS,
     ITEM,
@@ -42,6 +41,7 @@ from mllmrec_pyg.data.schema import (
 )
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.item_lightgcn import check_edge_weight
+from mllmrec_pyg.nn.spmm import fixed_matmul
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 EdgeType = tuple[str, str, str]
@@ -203,13 +203,16 @@ def user_item_edges(pairs: Tensor, num_users: int, num_items: int) -> tuple[Tens
     return torch.stack([src, dst]), inv[src] * inv[dst]
 
 
-def layer_mean(adj: Tensor, x: Tensor, num_layers: int) -> Tensor:
-    """LightGCN's mean over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (``adj`` sparse)."""
+def layer_mean(
+    adj: Tensor, x: Tensor, num_layers: int, adj_transposed: Tensor | None = None
+) -> Tensor:
+    """LightGCN's mean over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (``adj`` sparse CSR;
+    ``adj_transposed`` its transpose for the backward pass, ``None`` if ``adj`` is symmetric,
+    as in :func:`~mllmrec_pyg.nn.spmm.fixed_matmul`)."""
     acc = x
-    with quiet_sparse():
-        for _ in range(num_layers):
-            x = adj @ x
-            acc = acc + x
+    for _ in range(num_layers):
+        x = fixed_matmul(adj, x, adj_transposed)
+        acc = acc + x
     return acc / (num_layers + 1)
 
 

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
@@ -75,6 +75,7 @@ from mllmrec_pyg.nn.mm_common import (
     sym_norm_weights,
     user_item_edges,
 )
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ class SMORE(MultimodalModel):
                 ew[block],
                 (num_users, num_items),
             )
-            self.register_buffer("r_hat", r.coalesce().to_sparse_csr(), persistent=False)
+            self.register_buffer("r_hat", to_csr(r), persistent=False)
+            self.register_buffer("r_hat_t", csr_transpose(self.r_hat), persistent=False)
 
         # item-item graphs: one per modality + the fusion graph (or the given graph for all)
         if item_graph is None:
@@ -194,7 +196,10 @@ class SMORE(MultimodalModel):
             views = [(gi, sym_norm_weights(gi, gw.float(), num_items))] * (n_mod + 1)
         self.own_graph = item_graph is None
         for v, (gi, gw) in enumerate(views):
-            self.register_buffer(f"item_adj_{v}", to_adj_t(gi, gw, num_items), persistent=False)
+            adj = to_adj_t(gi, gw, num_items)
+            self.register_buffer(f"item_adj_{v}", adj, persistent=False)
+            # kNN graphs are not symmetric: the backward pass needs the transposes
+            self.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
 
         self.user_emb = nn.Embedding(num_users, d)
         self.item_emb = nn.Embedding(num_items, d)
@@ -269,13 +274,13 @@ class SMORE(MultimodalModel):
         convs, fused = self.spectral()
         e_i = self.item_emb.weight
         content = layer_mean(self.ui_adj, torch.cat([self.user_emb.weight, e_i]), cfg.num_ui_layers)
-        with quiet_sparse():
-            views = []
-            for v, c in enumerate([*convs, fused]):
-                h = e_i * self.item_gates[v](c)
-                for _ in range(cfg.num_item_layers):
-                    h = self.item_adj(v) @ h
-                views.append(torch.cat([self.r_hat @ h, h]))
+        views = []
+        for v, c in enumerate([*convs, fused]):
+            h = e_i * self.item_gates[v](c)
+            adj, adj_t = self.item_adj(v), getattr(self, f"item_adj_{v}_t")
+            for _ in range(cfg.num_item_layers):
+                h = fixed_matmul(adj, h, adj_t)
+            views.append(torch.cat([fixed_matmul(self.r_hat, h, self.r_hat_t), h]))
         fusion = views[-1]
         parts = []
         for m in range(self.num_modalities):
