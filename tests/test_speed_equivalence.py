@@ -120,6 +120,17 @@ def _score_matrices(gen: torch.Generator):
         yield x, k
 
 
+def test_unique_pairs_is_unique_over_columns():
+    gen = torch.Generator().manual_seed(4)
+    for users, items, n in ((5, 7, 60), (300, 4000, 5000), (1, 1, 3)):
+        pairs = torch.stack(
+            [torch.randint(0, users, (n,), generator=gen), torch.randint(0, items, (n,), generator=gen)]
+        )
+        assert torch.equal(metrics.unique_pairs(pairs), torch.unique(pairs, dim=1))
+    neg = torch.tensor([[0, 0, 1], [-1, -1, 2]])
+    assert torch.equal(metrics.unique_pairs(neg), torch.unique(neg, dim=1))
+
+
 def test_topk_items_matches_the_full_tie_pass():
     gen = torch.Generator().manual_seed(0)
     for x, k in _score_matrices(gen):

@@ -247,7 +247,7 @@ class MLLMRec(RankingModel):
         """:math:`e_u` for ``users`` (all users if ``None``)."""
         if self.user_emb is not None:
             return self.user_emb.weight if users is None else self.user_emb(users)
-        return self.user_x if users is None else self.user_x[users]
+        return self.user_x if users is None else self.user_x.index_select(0, users)
 
     def representations(self) -> tuple[Tensor, Tensor]:
         """Final :math:`h_u` and :math:`h_i` for all users and items."""
@@ -274,10 +274,11 @@ class MLLMRec(RankingModel):
             u = h_u[users]
             return (u * h_i[pos_items]).sum(-1), (u * h_i[neg_items]).sum(-1)
         # Each distinct row goes through its tower once.
+        # (index_select, not indexing: its backward is one index_add)
         uniq_u, inv_u = torch.unique(users, return_inverse=True)
-        u = self.user_tower(self.user_inputs(uniq_u))[inv_u]
+        u = self.user_tower(self.user_inputs(uniq_u)).index_select(0, inv_u)
         uniq_i, inv_i = torch.unique(torch.cat([pos_items, neg_items]), return_inverse=True)
-        items = self.item_tower(self.item_inputs()[uniq_i])[inv_i]
+        items = self.item_tower(self.item_inputs().index_select(0, uniq_i)).index_select(0, inv_i)
         pos, neg = items.split(pos_items.numel())
         return (u * pos).sum(-1), (u * neg).sum(-1)
 
