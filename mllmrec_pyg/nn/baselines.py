@@ -207,11 +207,12 @@ class LightGCNRecommender(RankingModel):
     def propagate(self, x: Tensor) -> Tensor:
         """:math:`\\sum_l \\alpha_l \\hat A^l x` over all users and items."""
         alpha = self.lightgcn.alpha
-        out = x * alpha[0]
+        uniform = bool((alpha == alpha[0]).all())  # PyG's default 1 / (L + 1): scale once
+        out = x if uniform else x * alpha[0]
         for i in range(self.lightgcn.num_layers):
             x = fixed_matmul(self.adj_t, x)  # adj_t is symmetric
-            out = out + x * alpha[i + 1]
-        return out
+            out = out + x if uniform else out + x * alpha[i + 1]
+        return out * alpha[0] if uniform else out
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Final user and item representations."""
