@@ -124,8 +124,10 @@ class ThreadTuner:
     """Chooses between one thread and all usable cores by timing training batches.
 
     A probe runs ``probe_batches`` batches with each candidate count,
-    alternating (1, n, 1, n, ...), and keeps the count with the smaller mean
-    batch time; the larger count must be ``margin`` times faster to be chosen. A probe runs in the first epoch, every ``reprobe_every``
+    alternating (1, n, 1, n, ...), and keeps the count with the smaller median
+    batch time (one batch slowed by something else does not decide); the
+    larger count must be ``margin`` times faster to be chosen. A probe runs in
+    the first epoch, every ``reprobe_every``
     epochs, and in the epoch after one whose median batch time was
     ``slowdown`` times the chosen count's probe time (another job started).
 
@@ -140,7 +142,7 @@ class ThreadTuner:
     def __init__(
         self,
         max_threads: int | None = None,
-        probe_batches: int = 3,
+        probe_batches: int = 5,
         reprobe_every: int = 10,
         slowdown: float = 1.5,
         margin: float = 1.1,
@@ -158,7 +160,7 @@ class ThreadTuner:
         self._probe_pending = len(self.candidates) > 1
         self._schedule: list[int] = []
         self._trials: dict[int, list[float]] = {}
-        self.history: list[tuple[int, dict[int, float]]] = []  # (epoch, mean s per batch)
+        self.history: list[tuple[int, dict[int, float]]] = []  # (epoch, median s per batch)
         self._epoch = 0
 
     def _set(self, n: int) -> None:
@@ -208,7 +210,7 @@ class ThreadTuner:
                 self._probe_pending = True
 
     def _decide(self) -> None:
-        means = {c: sum(t) / len(t) for c, t in self._trials.items() if t}
+        means = {c: sorted(t)[(len(t) - 1) // 2] for c, t in self._trials.items() if t}  # medians
         # more threads must win by a margin: one thread is the robust choice on a busy machine
         best = min(means)
         for c in sorted(means):

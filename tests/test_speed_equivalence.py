@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import mllmrec_pyg.metrics as metrics
+import mllmrec_pyg.train as train_module
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.data.synthetic import make_scale_data
 from mllmrec_pyg.metrics import FullRankEvaluator, topk_items
@@ -299,6 +300,9 @@ def _history(name, data, monkeypatch=None):
                 model, "propagate", lambda adj: reference_freedom_propagate(model, adj)
             )
         monkeypatch.setattr(metrics, "topk_items", reference_topk_items)
+        monkeypatch.setattr(  # the multi-tensor Adam the trainer used before the fused one
+            train_module, "adam", lambda params, lr: torch.optim.Adam(params, lr=lr, foreach=True)
+        )
     cfg = TrainConfig(epochs=3, patience=10, batch_size=256, show_progress=False, ks=(10, 20))
     result = Trainer(model, data, cfg).fit()
     return result

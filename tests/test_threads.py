@@ -110,6 +110,14 @@ def test_tuner_keeps_the_faster_count_and_reprobes_after_a_slowdown():
     assert [epoch for epoch, _ in tuner.history] == [1, 4]
 
 
+def test_tuner_decides_by_the_median_batch():
+    tuner = ThreadTuner(max_threads=2, probe_batches=3, reprobe_every=50)
+    durations = iter([0.2, 0.03, 0.01, 0.03, 0.01, 0.03])  # 1, 2, 1, 2, 1, 2: one slow batch
+    for _ in tuner.batches(range(6)):
+        time.sleep(next(durations))
+    assert tuner.chosen == 1  # the mean (0.073 vs 0.03) would have chosen 2
+
+
 def test_tuner_reprobes_periodically_and_spans_short_epochs():
     tuner = ThreadTuner(max_threads=2, probe_batches=1, reprobe_every=2)
     cost = {1: 0.015, 2: 0.05}
