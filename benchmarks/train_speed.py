@@ -59,7 +59,7 @@ from mllmrec_pyg.threads import apply_thread_policy, configure_openmp
 MODELS = ("pop", "bpr", "lightgcn", "mllmrec", "freedom")
 #: every registered model (``--models all``): the defaults plus LangGCN and the
 #: multimodal baselines
-ALL_MODELS = (*MODELS, "langgcn", "vbpr", "lattice", "lgmrec", "smore", "slmrec")
+ALL_MODELS = (*MODELS, "langgcn", "vbpr", "lattice", "lgmrec", "smore", "slmrec", "gume")
 SETTINGS = ("1", "2", "auto", "torch")
 
 

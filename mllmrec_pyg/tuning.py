@@ -246,6 +246,30 @@ CANDIDATES.update(
                     "graph.k_c": (5, 10, 15, 20),
                 },
             ),
+            # GUME's authors tune these per dataset (their configuration's values)
+            Candidate(
+                "gume",
+                "gume",
+                space={
+                    "train.lr": LR,
+                    "model.num_item_layers": (1, 2),
+                    "model.bm_temperature": (0.2, 0.4),
+                    "model.um_weight": (0.01, 0.1),
+                    "model.vt_weight": (0.001, 0.01, 0.1),
+                },
+            ),
+            Candidate(
+                "gume-refined",
+                "gume",
+                fixed={"item_graph": RELATED},
+                space={
+                    "train.lr": LR,
+                    "model.num_item_layers": (1, 2),
+                    "model.vt_weight": (0.001, 0.01, 0.1),
+                    "graph.alpha": (0.4, 0.5, 0.6, 0.7),
+                    "graph.k_c": (5, 10, 15, 20),
+                },
+            ),
             Candidate(
                 "slmrec",
                 "slmrec",

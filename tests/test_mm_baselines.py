@@ -1,4 +1,4 @@
-"""Checks every multimodal baseline (VBPR, LATTICE, LGMRec, SLMRec, SMORE) passes alike:
+"""Checks every multimodal baseline (VBPR, LATTICE, LGMRec, SLMRec, SMORE, GUME) passes alike:
 registration and requirements, training on clustered data (the loss falls, the test recall
 beats MostPop's), checkpoint round trips and the tuning candidates. Each model's
 equations are checked against dense references in its own test file."""
@@ -9,13 +9,20 @@ from conftest import clustered_data
 
 from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import RELATED
-from mllmrec_pyg.nn import LATTICE, SMORE, VBPR, LGMRec, SLMRec
+from mllmrec_pyg.nn import GUME, LATTICE, SMORE, VBPR, LGMRec, SLMRec
 from mllmrec_pyg.nn.registry import MODELS, build_model, make_config
 from mllmrec_pyg.train import TrainConfig, Trainer
 
-CLASSES = {"vbpr": VBPR, "lattice": LATTICE, "lgmrec": LGMRec, "slmrec": SLMRec, "smore": SMORE}
+CLASSES = {
+    "vbpr": VBPR,
+    "lattice": LATTICE,
+    "lgmrec": LGMRec,
+    "slmrec": SLMRec,
+    "smore": SMORE,
+    "gume": GUME,
+}
 #: models that take the refined item graph as a plug-and-play variant
-PLUG_AND_PLAY = ("lattice", "smore")
+PLUG_AND_PLAY = ("lattice", "smore", "gume")
 
 #: name -> (build_model kwargs, bound on last/first epoch loss, scores compared exactly)
 TRAINING = {
@@ -24,6 +31,7 @@ TRAINING = {
     "lgmrec": ({"embedding_dim": 16, "modalities": ["x", "image"]}, 0.7, False),
     "slmrec": ({"embedding_dim": 16, "modalities": ["x", "image"]}, 0.7, False),
     "smore": ({"embedding_dim": 16, "knn_k": 4, "dropout": 0.1}, 0.7, False),
+    "gume": ({"embedding_dim": 16, "knn_k": 4, "modalities": ["x", "image"]}, 0.7, False),
 }
 
 

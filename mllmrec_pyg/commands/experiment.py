@@ -29,6 +29,7 @@ from mllmrec_pyg.commands.common import (
     text_config,
     train_config,
 )
+from mllmrec_pyg.experiments.plug_and_play import HOSTS
 from mllmrec_pyg.metrics import DEFAULT_KS
 from mllmrec_pyg.tables import format_table
 
@@ -78,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--model",
         default="freedom",
-        choices=("freedom", "lattice", "smore"),
+        choices=tuple(HOSTS),
         help="plug-and-play: the host model whose item-item graph is replaced",
     )
     g.add_argument("--models", nargs="+", help="compare: candidate names (default: all)")

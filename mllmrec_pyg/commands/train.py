@@ -42,7 +42,7 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
     "embedding_dim": {
         m: "embedding_dim"
         for m in ("mllmrec", "bpr", "lightgcn", "freedom", "langgcn", "vbpr", "lattice", "lgmrec")
-        + ("smore", "slmrec")
+        + ("smore", "slmrec", "gume")
     },
     "item_layers": {"mllmrec": "num_item_layers", "freedom": "num_item_layers"},
     "ui_layers": {"mllmrec": "ui_layers"},
@@ -55,7 +55,7 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
 MODEL_SWITCHES: dict[str, dict[str, tuple[str, Any]]] = {
     "no_item_conv": {"mllmrec": ("item_conv", False)},
     "no_user_features": {"mllmrec": ("use_user_features", False)},
-    "refined_graph": {m: ("item_graph", RELATED) for m in ("freedom", "lattice", "smore")},
+    "refined_graph": {m: ("item_graph", RELATED) for m in ("freedom", "lattice", "smore", "gume")},
 }
 
 
@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--refined-graph",
         action="store_true",
-        help="FREEDOM, LATTICE or SMORE reads the refined graph S* (built with the graph "
+        help="FREEDOM, LATTICE, SMORE or GUME reads the refined graph S* (built with the graph "
         "flags) instead of its own kNN graph",
     )
     g.add_argument(

@@ -1,7 +1,7 @@
 """RQ3, plug-and-play: a host model with its own item-item graph vs. the refined one.
 
 Three runs of one host model (FREEDOM by default; any registered model with
-an ``item_graph`` config field: FREEDOM, LATTICE, SMORE) that differ only in
+an ``item_graph`` config field: FREEDOM, LATTICE, SMORE, GUME) that differ only in
 the item-item graph they read:
 
 * ``<HOST>`` -- its own kNN graph of the raw item features (:math:`k = 10`);
@@ -48,7 +48,7 @@ VANILLA = "FREEDOM"
 GD = "FREEDOM + GD"
 GR = "FREEDOM + GR"
 #: hosts: registry name -> label
-HOSTS = {"freedom": "FREEDOM", "lattice": "LATTICE", "smore": "SMORE"}
+HOSTS = {"freedom": "FREEDOM", "lattice": "LATTICE", "smore": "SMORE", "gume": "GUME"}
 
 
 def run_plug_and_play(

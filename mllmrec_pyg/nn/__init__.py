@@ -10,6 +10,7 @@ from mllmrec_pyg.nn.baselines import (
     MostPopConfig,
 )
 from mllmrec_pyg.nn.freedom import FREEDOM, FREEDOMConfig
+from mllmrec_pyg.nn.gume import GUME, GUMEConfig
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN
 from mllmrec_pyg.nn.langgcn import LangGCN, LangGCNConfig
 from mllmrec_pyg.nn.lattice import LATTICE, LATTICEConfig
@@ -49,4 +50,6 @@ __all__ = [
     "SMOREConfig",
     "SLMRec",
     "SLMRecConfig",
+    "GUME",
+    "GUMEConfig",
 ]

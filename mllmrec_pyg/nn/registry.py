@@ -10,6 +10,7 @@ from torch_geometric.data import HeteroData
 from mllmrec_pyg.nn.base import RankingModel
 from mllmrec_pyg.nn.baselines import BPRMF, LightGCNRecommender, MostPop
 from mllmrec_pyg.nn.freedom import FREEDOM
+from mllmrec_pyg.nn.gume import GUME
 from mllmrec_pyg.nn.langgcn import LangGCN
 from mllmrec_pyg.nn.lattice import LATTICE
 from mllmrec_pyg.nn.lgmrec import LGMRec
@@ -21,7 +22,7 @@ from mllmrec_pyg.nn.vbpr import VBPR
 MODELS: dict[str, type[RankingModel]] = {
     cls.name: cls
     for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM, LangGCN)
-    + (VBPR, LATTICE, LGMRec, SMORE, SLMRec)
+    + (VBPR, LATTICE, LGMRec, SMORE, SLMRec, GUME)
 }
 
 
