@@ -35,6 +35,8 @@ from torch_geometric.metrics import (
     LinkPredRecall,
 )
 
+from mllmrec_pyg.threads import tuned_evaluation
+
 log = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
@@ -304,7 +306,8 @@ class FullRankEvaluator:
             split: which masks apply (``"valid"`` or ``"test"``).
         """
         out = []
-        for start in range(0, users.numel(), self.block_size):
+        # the thread policy times the blocks (mllmrec_pyg.threads)
+        for start in tuned_evaluation(range(0, users.numel(), self.block_size)):
             block = users[start : start + self.block_size]
             scores = score_fn(block).float()
             if scores.shape != (block.numel(), self.num_items):

@@ -16,7 +16,8 @@ slower than with a single thread. The policy here:
    (``os.sched_getaffinity``) and subtracts the cores other processes kept busy
    during a short sample of ``/proc/stat``.
 3. **Measured during training.** With the ``"auto"`` setting the trainer
-   times its batches: at the start, and again every ``reprobe_every`` epochs
+   times its batches (and, with a tuner of its own, the evaluator its
+   blocks of users): at the start, and again every ``reprobe_every`` epochs
    or as soon as batches become markedly slower, a few batches run with one
    thread and a few with all usable cores, and the faster count is kept
    (:class:`ThreadTuner`).
@@ -162,6 +163,9 @@ class ThreadTuner:
         self._trials: dict[int, list[float]] = {}
         self.history: list[tuple[int, dict[int, float]]] = []  # (epoch, median s per batch)
         self._epoch = 0
+        #: a tuner of its own for full-ranking evaluation blocks (their best count can
+        #: differ from the training steps'), set by ``apply_thread_policy(None)``
+        self.evaluation: ThreadTuner | None = None
 
     def _set(self, n: int) -> None:
         import torch
@@ -242,6 +246,12 @@ def tuned(batches: Iterable[T]) -> Iterable[T]:
     return batches if _tuner is None else _tuner.batches(batches)
 
 
+def tuned_evaluation(blocks: Iterable[T]) -> Iterable[T]:
+    """Evaluation ``blocks`` run under the active tuner's evaluation tuner, if any."""
+    tuner = _tuner.evaluation if _tuner is not None else None
+    return blocks if tuner is None else tuner.batches(blocks)
+
+
 def apply_thread_policy(threads: int | str | None = None) -> int:
     """Set how many threads torch uses for training, evaluation, encoding and graph builds.
 
@@ -277,6 +287,7 @@ def apply_thread_policy(threads: int | str | None = None) -> int:
         n = default_threads()
         torch.set_num_threads(n)
         _tuner = ThreadTuner()
+        _tuner.evaluation = ThreadTuner()
         log.debug("threads: auto, starting with %d of %d usable cores", n, usable_cores())
     else:
         torch.set_num_threads(int(threads))
@@ -293,6 +304,7 @@ __all__ = [
     "configure_openmp",
     "default_threads",
     "tuned",
+    "tuned_evaluation",
     "usable_cores",
     "use_tuner",
 ]

@@ -125,7 +125,10 @@ def test_unique_pairs_is_unique_over_columns():
     gen = torch.Generator().manual_seed(4)
     for users, items, n in ((5, 7, 60), (300, 4000, 5000), (1, 1, 3)):
         pairs = torch.stack(
-            [torch.randint(0, users, (n,), generator=gen), torch.randint(0, items, (n,), generator=gen)]
+            [
+                torch.randint(0, users, (n,), generator=gen),
+                torch.randint(0, items, (n,), generator=gen),
+            ]
         )
         assert torch.equal(metrics.unique_pairs(pairs), torch.unique(pairs, dim=1))
     neg = torch.tensor([[0, 0, 1], [-1, -1, 2]])

@@ -140,3 +140,26 @@ def test_tuned_is_transparent_without_a_tuner():
     apply_thread_policy(1)
     batches = [1, 2, 3]
     assert tuned(batches) is batches
+
+
+def test_evaluation_blocks_have_a_tuner_of_their_own():
+    from mllmrec_pyg.metrics import FullRankEvaluator
+
+    gen = torch.Generator().manual_seed(0)
+    train = torch.stack(
+        [torch.randint(0, 40, (300,), generator=gen), torch.randint(0, 30, (300,), generator=gen)]
+    )
+    held = torch.stack([torch.arange(40), torch.randint(0, 30, (40,), generator=gen)])
+    ev = FullRankEvaluator(train, 40, 30, {"valid": held}, ks=(5,), block_size=8)
+    table = torch.randn(40, 30, generator=gen)
+    users = torch.arange(40)
+    apply_thread_policy(1)
+    want = ev.rank(lambda u: table[u], users, 5)
+    apply_thread_policy("auto")
+    tuner = active_tuner()
+    assert tuner.evaluation is not None and tuner.evaluation is not tuner
+    got = ev.rank(lambda u: table[u], users, 5)  # 5 blocks: the probe starts
+    got_again = ev.rank(lambda u: table[u], users, 5)  # and ends here (5 + 5 blocks)
+    assert torch.equal(got, want) and torch.equal(got_again, want)
+    if len(tuner.evaluation.candidates) > 1:
+        assert tuner.evaluation.history and not tuner.history  # training was not probed
