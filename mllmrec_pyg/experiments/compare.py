@@ -176,9 +176,10 @@ def run_compare(
     cache = RunCache(settings, NAME)
     runs, users = [], {}
     for spec, run_data in jobs:
-        # every run keeps its best checkpoint: the per-user test below needs the best
-        # baseline's models, which are known only once every run is done
-        result, model = cache.run(spec, run_data, keep_model=True)
+        # every run saves its best checkpoint (the per-user test below needs the best
+        # baseline's models, known only once every run is done); only the proposed
+        # model's are loaded here, so a stored run without a checkpoint is not retrained
+        result, model = cache.run(spec, run_data, keep_model=spec.variant == proposed)
         runs.append(result)
         if spec.variant == proposed:
             users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
