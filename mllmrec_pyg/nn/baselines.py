@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.nn.models import LightGCN
@@ -17,6 +16,7 @@ from torch_geometric.nn.models import LightGCN
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
+from mllmrec_pyg.nn.mm_common import bpr_loss
 from mllmrec_pyg.nn.spmm import fixed_matmul
 
 
@@ -27,17 +27,6 @@ def _sizes(data: HeteroData) -> tuple[int, int, Tensor]:
         require_node_type(data, ITEM),
         data[INTERACTS].edge_index,
     )
-
-
-def bpr_loss(users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    """:math:`-\\mathrm{mean}\\,\\log\\sigma(\\langle u, i \\rangle - \\langle u, j \\rangle)` over a
-    batch of user, positive and negative vectors."""
-    return -F.logsigmoid((users * pos).sum(-1) - (users * neg).sum(-1)).mean()
-
-
-def l2_term(batch: int, *rows: Tensor) -> Tensor:
-    """:math:`(|e_u|^2 + |e_i|^2 + |e_j|^2) / (2B)` summed over a batch's gathered rows."""
-    return sum(r.pow(2).sum() for r in rows) / (2 * batch)
 
 
 @dataclass
@@ -129,10 +118,7 @@ class BPRMF(RankingModel):
         """BPR plus the L2 term of :class:`BPRConfig`, from one gather per table."""
         u = self.user_emb.weight.index_select(0, users)
         items = self.item_emb.weight.index_select(0, torch.cat([pos_items, neg_items]))
-        loss = bpr_loss(u, *items.split(users.numel()))
-        if self.config.reg_weight > 0:
-            loss = loss + self.config.reg_weight * l2_term(users.numel(), u, items)
-        return loss
+        return bpr_loss(u, *items.split(users.numel()), self.config.reg_weight)
 
     def scorer(self) -> ScoreFn:
         items = self.item_emb.weight
@@ -231,7 +217,8 @@ class LightGCNRecommender(RankingModel):
         ego = self.lightgcn.embedding.weight
         loss = bpr_loss(*self.propagate(ego).index_select(0, idx).split(users.numel()))
         if self.config.reg_weight > 0:
-            loss = loss + self.config.reg_weight * l2_term(users.numel(), ego.index_select(0, idx))
+            sq = ego.index_select(0, idx).pow(2).sum()  # on the layer-0 embeddings
+            loss = loss + self.config.reg_weight * sq / (2 * users.numel())
         return loss
 
     def scorer(self) -> ScoreFn:

@@ -14,7 +14,7 @@ Only the dense operand receives a gradient; the adjacency is a constant.
 On CPU both products run as :func:`spmm`: a CSR row is a weighted bag of the
 dense rows it points at, which is what ``embedding_bag`` (``mode="sum"``
 with per-sample weights) computes, two to three times faster than the MKL
-sparse product on recommendation graphs (``benchmarks/train_speed.py``).
+sparse product on recommendation graphs (``benchmarks/spmm.py``).
 """
 
 from __future__ import annotations
