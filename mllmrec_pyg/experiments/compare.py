@@ -54,6 +54,7 @@ PROPOSED = "langgcn"
 #: a switch that the chosen settings already have is skipped
 ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "id-users": ({}, {"user_init": "id", "id_embeddings": True}),
+    "preference-text": ({}, {"user_init": "mean+preference"}),
     "no-ids": ({}, {"id_embeddings": False}),
     "id-only": (
         {},
