@@ -343,3 +343,37 @@ def test_findings_read_the_tables_correctly():
     assert s["mean_spread_over_k_c"] == pytest.approx(0.05)
     assert s["less_sensitive_to_k_c"]
     assert s["best_d"] == 32 and not s["monotone_in_d"]
+
+
+def test_text_sources_table_compares_each_model_with_its_no_text_row():
+    from mllmrec_pyg.experiments.report import text_sources_section
+
+    def row(variant, r, n, std=0.001):
+        return {
+            "variant": variant,
+            "seeds": 3,
+            "test recall@20": r,
+            "test recall@20 std": std,
+            "test ndcg@20": n,
+            "test ndcg@20 std": std,
+        }
+
+    results = {
+        "movielens": {
+            "ablation": {"rows": [row("MLLMRec", 0.18, 0.16), row("w/o RS", 0.20, 0.18)]},
+            "compare": {"rows": [row("langgcn", 0.26, 0.24)]},
+        },
+        "movielens-smollm2": {"ablation": {"rows": [row("MLLMRec", 0.19, 0.17, std=0.02)]}},
+    }
+    lines = text_sources_section(results)
+    text = "\n".join(lines)
+    # LangGCN has only its no-text row: nothing to compare, so it is left out
+    assert "| LangGCN" not in text and "| MLLMRec | no text (w/o RS) | 3 | 0.2000" in text
+    assert "MLLMRec, `none` backend against no text (w/o RS): test R@20 -0.0200 (-10.00%)" in text
+    # a difference below the larger seed std is called so
+    assert (
+        "SmolLM2-135M against no text (w/o RS): test R@20 -0.0100 (-5.00%), N@20 -0.0100 "
+        "(smaller than the seed standard deviation)." in text
+    )
+    assert text_sources_section({"movielens": results["movielens"]}) != []
+    assert text_sources_section({}) == []

@@ -49,6 +49,7 @@ DATASET_TITLES = {
     "movielens": "MovieLens (ml-latest-small)",
     "synthetic": "Synthetic catalog (make_synthetic defaults)",
     "movielens-smollm2": "MovieLens, preference text written by SmolLM2-135M-Instruct (CPU)",
+    "movielens-none-text": "MovieLens, LangGCN with the offline `none` backend's preference text",
 }
 
 
@@ -421,6 +422,86 @@ def compare_section(obj: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+#: the rows of the "does a language model's text help" table: (model, user text, results
+#: folder, experiment, variant); "no text" rows are the models without preference input
+TEXT_SOURCES = (
+    ("MLLMRec", "no text (w/o RS)", "movielens", "ablation", "w/o RS"),
+    ("MLLMRec", "`none` backend", "movielens", "ablation", "MLLMRec"),
+    ("MLLMRec", "SmolLM2-135M", "movielens-smollm2", "ablation", "MLLMRec"),
+    ("LangGCN", "no text (mean of its items)", "movielens", "compare", "langgcn"),
+    (
+        "LangGCN",
+        "`none` backend",
+        "movielens-none-text",
+        "compare",
+        "langgcn-ablate-preference-text",
+    ),
+    ("LangGCN", "SmolLM2-135M", "movielens-smollm2", "compare", "langgcn-ablate-preference-text"),
+)
+
+
+def text_sources_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """MovieLens test metrics of each model with no preference text, the offline `none`
+    backend's text and a trained language model's text (empty when fewer than two of a
+    model's rows exist)."""
+    rows, found = [], {}
+    for model, text, tag, exp, variant in TEXT_SOURCES:
+        obj = results.get(tag, {}).get(exp)
+        row = next((r for r in (obj or {}).get("rows", []) if r["variant"] == variant), None)
+        if row is None:
+            continue
+        found.setdefault(model, []).append((text, row))
+        rows.append(
+            {
+                "model": model,
+                "user text": text,
+                "seeds": row.get("seeds", 1),
+                "test recall@20": row["test recall@20"],
+                "test recall@20 std": row.get("test recall@20 std"),
+                "test ndcg@20": row["test ndcg@20"],
+                "test ndcg@20 std": row.get("test ndcg@20 std"),
+                "results": f"`{tag}/{exp}` {variant}",
+            }
+        )
+    found = {m: r for m, r in found.items() if len(r) > 1}
+    if not found:
+        return []
+    rows = [r for r in rows if r["model"] in found]
+    lines = [
+        "## Does a language model's preference text help? (MovieLens)",
+        "",
+        "Each model with its settings fixed and only the user's preference input changed: "
+        "none, the offline `none` backend's text (salient phrases of the training history), "
+        "or text written by SmolLM2-135M-Instruct from the training history. Rows are read "
+        "from the results folders named in the last column (their commands are in the "
+        "sections below); means ± std over the seeds run.",
+        "",
+        format_table(
+            rows, ("user text", "seeds", "test recall@20", "test ndcg@20", "results"), label="model"
+        ),
+        "",
+    ]
+    for model, got in found.items():
+        base_text, base = got[0]
+        for text, row in got[1:]:
+            d = {m: row[f"test {m}"] - base[f"test {m}"] for m in ("recall@20", "ndcg@20")}
+            spread = max(
+                row.get("test recall@20 std") or 0.0, base.get("test recall@20 std") or 0.0
+            )
+            lines.append(
+                f"- {model}, {text} against {base_text}: test R@20 {d['recall@20']:+.4f} "
+                f"({_pct(d['recall@20'] / base['test recall@20'])}), N@20 "
+                f"{d['ndcg@20']:+.4f}"
+                + (
+                    " (smaller than the seed standard deviation)"
+                    if abs(d["recall@20"]) < spread
+                    else ""
+                )
+                + "."
+            )
+    return lines + [""]
+
+
 def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
     """One row per paper claim that the results of dataset ``tag`` can check."""
     out = []
@@ -619,6 +700,7 @@ def build_report(root: Path, md_path: Path) -> str:
             format_table(claims, ("dataset", "here", "evidence"), label="claim"),
             "",
         ]
+    out += text_sources_section(results)
     for tag in order:
         exps = results[tag]
         any_obj = next(iter(exps.values()))
