@@ -545,20 +545,13 @@ class TransformersBackend:
 
     # ------------------------------------------------------------ generation
     def _messages(self, request: GenerationRequest) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        if not self._multimodal:  # text-only chat templates take plain strings
-            if self.config.system_prompt:
-                messages.append({"role": "system", "content": self.config.system_prompt})
-            messages.append({"role": "user", "content": request.prompt})
-            return messages
-        content: list[dict[str, Any]] = [{"type": "image"} for _ in request.images]
-        content.append({"type": "text", "text": request.prompt})
-        if self.config.system_prompt:
-            messages.append(
-                {"role": "system", "content": [{"type": "text", "text": self.config.system_prompt}]}
-            )
-        messages.append({"role": "user", "content": content})
-        return messages
+        system, content = self.config.system_prompt, request.prompt
+        if self._multimodal:  # typed parts; text-only chat templates take plain strings
+            system = [{"type": "text", "text": system}]
+            images = [{"type": "image"} for _ in request.images]
+            content = [*images, {"type": "text", "text": content}]
+        messages = [{"role": "system", "content": system}] if self.config.system_prompt else []
+        return [*messages, {"role": "user", "content": content}]
 
     def _batches(self, requests: list[GenerationRequest]) -> list[list[int]]:
         """Request indices grouped into batches of equal image count and
