@@ -404,15 +404,9 @@ def main() -> None:
 
     import torch
 
-    passthrough = [
-        f"--threads={args.threads}",
-        f"--backend={args.backend}",
-        f"--nprobe={args.nprobe}",
-        f"--max-pairs={args.max_pairs}",
-        f"--alpha={args.alpha}",
-        f"--k-s={args.k_s}",
-        f"--k-c={args.k_c}",
-        f"--sample={args.sample}",
+    passthrough = [  # --threads=..., --max-pairs=..., ... for the worker
+        f"--{name.replace('_', '-')}={getattr(args, name)}"
+        for name in ("threads", "backend", "nprobe", "max_pairs", "alpha", "k_s", "k_c", "sample")
     ]
     try:
         import faiss
