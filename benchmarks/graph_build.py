@@ -16,22 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from graph_scale import json_subprocess, rss_bytes
 
 ALPHA, K_S, K_C = 0.7, 10, 10
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _peak_mb() -> float:
@@ -43,13 +36,8 @@ def build_sparse(data, backend: str = "torch"):
 
     from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
 
-    out = Compose(
-        [
-            ThresholdKNN(k=K_S, threshold=ALPHA, backend=backend),
-            JaccardCoOccurrence(k=K_C),
-            MergeGraphs(),
-        ]
-    )(data)
+    knn = ThresholdKNN(k=K_S, threshold=ALPHA, backend=backend)
+    out = Compose([knn, JaccardCoOccurrence(k=K_C), MergeGraphs()])(data)
     return out["item", "related", "item"].edge_index.size(1)
 
 
@@ -92,31 +80,18 @@ def worker(method: str, path: str, repeats: int) -> None:
     data["item"].x = saved["x"]
     data["user", "interacts", "item"].edge_index = saved["edge_index"]
     fn = {"sparse": build_sparse, "faiss": build_faiss, "dense": build_dense}[method]
-    base = _rss_mb()
+    base = rss_bytes() / 2**20
     times, edges = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
         edges = fn(data.clone() if method != "dense" else data)
         times.append(time.perf_counter() - t0)
-    print(
-        json.dumps(
-            {
-                "seconds": sorted(times)[len(times) // 2],
-                "edges": edges,
-                "extra_peak_mb": _peak_mb() - base,
-            }
-        )
-    )
+    median = sorted(times)[len(times) // 2]
+    print(json.dumps({"seconds": median, "edges": edges, "extra_peak_mb": _peak_mb() - base}))
 
 
 def run(method: str, path: str, repeats: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", method, path, "--repeats", str(repeats)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json_subprocess(__file__, "--worker", method, path, "--repeats", str(repeats))
 
 
 def main() -> None:
@@ -152,19 +127,13 @@ def main() -> None:
         for size in args.sizes:
             data = make_scale_data(size, dim=384, seed=0)
             path = str(Path(tmp) / f"{size}.pt")
-            torch.save(
-                {
-                    "x": data["item"].x,
-                    "num_users": data["user"].num_nodes,
-                    "edge_index": data["user", "interacts", "item"].edge_index,
-                },
-                path,
-            )
+            ei, users = data["user", "interacts", "item"].edge_index, data["user"].num_nodes
+            torch.save({"x": data["item"].x, "num_users": users, "edge_index": ei}, path)
             row = {
                 "size": size,
-                "users": data["user"].num_nodes,
+                "users": users,
                 "items": data["item"].num_nodes,
-                "train_pairs": data["user", "interacts", "item"].edge_index.size(1),
+                "train_pairs": ei.size(1),
             }
             row["sparse"] = run("sparse", path, args.repeats)
             if args.faiss:

@@ -73,7 +73,7 @@ def generate(num_items: int, folder: Path, seed: int = 0) -> dict:
 
 
 # --------------------------------------------------------------------------- memory
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -89,18 +89,18 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
+            self.peak = max(self.peak, rss_bytes())
             time.sleep(self.period)
 
     def __enter__(self) -> PeakRSS:
-        self.peak = _rss_bytes()
+        self.peak = rss_bytes()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
+        self.peak = max(self.peak, rss_bytes())
 
 
 # --------------------------------------------------------------------------- exact references
@@ -236,7 +236,7 @@ def worker(folder: Path, args) -> dict:
         "merge": MergeGraphs(),
     }
     out = {"backend": resolve_backend(args.backend, num_items, torch.device("cpu"))}
-    base = _rss_bytes()
+    base = rss_bytes()
     for name, transform in transforms.items():
         with PeakRSS() as peak:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -305,14 +305,14 @@ def sweep(folder: Path, args) -> list[dict]:
     return rows
 
 
-def _subprocess(mode: str, folder: Path, argv: list[str]) -> dict:
-    res = subprocess.run(
-        [sys.executable, __file__, f"--{mode}", str(folder), *argv],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+def json_subprocess(*argv: str) -> dict:
+    """The last line ``python *argv`` prints, read as JSON (also used by graph_build.py)."""
+    res = subprocess.run([sys.executable, *argv], check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _subprocess(mode: str, folder: Path, argv: list[str]) -> dict:
+    return json_subprocess(__file__, f"--{mode}", str(folder), *argv)
 
 
 # --------------------------------------------------------------------------- report
@@ -404,15 +404,9 @@ def main() -> None:
 
     import torch
 
-    passthrough = [
-        f"--threads={args.threads}",
-        f"--backend={args.backend}",
-        f"--nprobe={args.nprobe}",
-        f"--max-pairs={args.max_pairs}",
-        f"--alpha={args.alpha}",
-        f"--k-s={args.k_s}",
-        f"--k-c={args.k_c}",
-        f"--sample={args.sample}",
+    passthrough = [  # --threads=..., --max-pairs=..., ... for the worker
+        f"--{name.replace('_', '-')}={getattr(args, name)}"
+        for name in ("threads", "backend", "nprobe", "max_pairs", "alpha", "k_s", "k_c", "sample")
     ]
     try:
         import faiss

@@ -34,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -206,28 +206,16 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=BenchConfig.items)
-    parser.add_argument("--batch-size", type=int, default=BenchConfig.batch_size)
-    parser.add_argument("--concurrency", type=int, default=BenchConfig.concurrency)
-    parser.add_argument("--max-new-tokens", type=int, default=BenchConfig.max_new_tokens)
-    parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
-    parser.add_argument("--threads", type=int, default=BenchConfig.threads)
+    for f in fields(BenchConfig):  # --items, --batch-size, ... --threads
+        if f.type == "int":
+            parser.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default)
     parser.add_argument("--workdir", default=None, help="keep model, images and logs here")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = BenchConfig(
-        items=args.items,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        max_new_tokens=args.max_new_tokens,
-        repeats=args.repeats,
-        threads=args.threads,
-        workdir=args.workdir,
-    )
-    result = run(cfg)
+    result = run(BenchConfig(**{f.name: getattr(args, f.name) for f in fields(BenchConfig)}))
     print_table(result)
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")

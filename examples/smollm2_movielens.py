@@ -61,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_movielens(args.root, seed=args.data_seed)
     overrides = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     backend = get_backend(
-        "transformers",
-        model=args.model,
-        batch_size=args.batch_size,
-        progress=False,
-        **overrides,
+        "transformers", model=args.model, batch_size=args.batch_size, progress=False, **overrides
     )
     logging.info("backend %r, fingerprint %s", backend, backend.fingerprint())
     start = time.perf_counter()

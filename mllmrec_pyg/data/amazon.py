@@ -93,10 +93,7 @@ def first_category_path(categories: Any) -> list[str]:
 
 
 def item_text(
-    title: Any = None,
-    brand: Any = None,
-    categories: Any = None,
-    description: Any = None,
+    title: Any = None, brand: Any = None, categories: Any = None, description: Any = None
 ) -> str:
     """The item text ``D^t_i``: title, brand, first category path, description.
 
@@ -204,6 +201,22 @@ class RawInteractions:
     issues: LineIssues
 
 
+def _read_interactions(path, on_error: OnError, what: str, parse_line) -> RawInteractions:
+    """Rows ``(user, item, rating, timestamp)`` from ``parse_line(reader, lineno, text)``
+    for every line; it returns ``None`` (after :meth:`_LineReader.bad`) to skip one."""
+    reader = _LineReader(Path(path), on_error, what)
+    rows = [row for lineno, text in reader.lines() if (row := parse_line(reader, lineno, text))]
+    reader.summary()
+    users, items, ratings, times = zip(*rows) if rows else ([], [], [], [])
+    return RawInteractions(
+        users=np.asarray(users, dtype=object),
+        items=np.asarray(items, dtype=object),
+        ratings=np.asarray(ratings, dtype=np.float64),
+        timestamps=np.asarray(times, dtype=np.int64),
+        issues=reader.issues,
+    )
+
+
 def read_ratings_csv(path: str | os.PathLike, on_error: OnError = "skip") -> RawInteractions:
     """Read ``ratings_<Category>.csv``: ``user,item,rating,timestamp`` per line, no header.
 
@@ -212,32 +225,26 @@ def read_ratings_csv(path: str | os.PathLike, on_error: OnError = "skip") -> Raw
         on_error: ``"skip"`` malformed lines (counted, first ones logged) or
             ``"error"`` (raise :class:`MalformedLineError` naming ``file:line``).
     """
-    reader = _LineReader(Path(path), on_error, "ratings")
-    users, items, ratings, times = [], [], [], []
-    for lineno, text in reader.lines():
-        fields = next(csv.reader(io.StringIO(text)))
-        if len(fields) != 4:
-            reader.bad(lineno, f"expected 4 fields (user,item,rating,timestamp), got {len(fields)}")
-            continue
-        user, item, rating, ts = (f.strip() for f in fields)
-        if not user or not item:
-            reader.bad(lineno, "empty user or item id")
-            continue
-        try:
-            r = float(rating)
-            t = int(float(ts))
-        except ValueError:
-            reader.bad(lineno, f"rating {rating!r} or timestamp {ts!r} is not a number")
-            continue
-        if not np.isfinite(r):
-            reader.bad(lineno, f"rating {rating!r} is not finite")
-            continue
-        users.append(user)
-        items.append(item)
-        ratings.append(r)
-        times.append(t)
-    reader.summary()
-    return _raw(users, items, ratings, times, reader.issues)
+    return _read_interactions(path, on_error, "ratings", _ratings_line)
+
+
+def _ratings_line(reader: _LineReader, lineno: int, text: str):
+    fields = next(csv.reader(io.StringIO(text)))
+    if len(fields) != 4:
+        return reader.bad(
+            lineno, f"expected 4 fields (user,item,rating,timestamp), got {len(fields)}"
+        )
+    user, item, rating, ts = (f.strip() for f in fields)
+    if not user or not item:
+        return reader.bad(lineno, "empty user or item id")
+    try:
+        r = float(rating)
+        t = int(float(ts))
+    except ValueError:
+        return reader.bad(lineno, f"rating {rating!r} or timestamp {ts!r} is not a number")
+    if not np.isfinite(r):
+        return reader.bad(lineno, f"rating {rating!r} is not finite")
+    return user, item, r, t
 
 
 def _parse_record(text: str) -> Any:
@@ -258,53 +265,32 @@ def read_reviews_json(path: str | os.PathLike, on_error: OnError = "skip") -> Ra
         path: the reviews file.
         on_error: ``"skip"`` or ``"error"``, see :func:`read_ratings_csv`.
     """
-    reader = _LineReader(Path(path), on_error, "reviews")
-    users, items, ratings, times = [], [], [], []
-    for lineno, text in reader.lines():
-        try:
-            rec = _parse_record(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
-            reader.bad(lineno, f"neither JSON nor a Python literal ({type(err).__name__})")
-            continue
-        if not isinstance(rec, dict):
-            reader.bad(lineno, f"expected an object, got {type(rec).__name__}")
-            continue
-        missing = [k for k in ("reviewerID", "asin", "overall", "unixReviewTime") if k not in rec]
-        if missing:
-            reader.bad(lineno, f"missing field(s) {', '.join(missing)}")
-            continue
-        try:
-            r = float(rec["overall"])
-            t = int(rec["unixReviewTime"])
-        except (TypeError, ValueError):
-            reader.bad(lineno, "overall or unixReviewTime is not a number")
-            continue
-        user, item = str(rec["reviewerID"]).strip(), str(rec["asin"]).strip()
-        if not user or not item:
-            reader.bad(lineno, "empty reviewerID or asin")
-            continue
-        users.append(user)
-        items.append(item)
-        ratings.append(r)
-        times.append(t)
-    reader.summary()
-    return _raw(users, items, ratings, times, reader.issues)
+    return _read_interactions(path, on_error, "reviews", _review_line)
 
 
-def _raw(users, items, ratings, times, issues) -> RawInteractions:
-    return RawInteractions(
-        users=np.asarray(users, dtype=object),
-        items=np.asarray(items, dtype=object),
-        ratings=np.asarray(ratings, dtype=np.float64),
-        timestamps=np.asarray(times, dtype=np.int64),
-        issues=issues,
-    )
+def _review_line(reader: _LineReader, lineno: int, text: str):
+    try:
+        rec = _parse_record(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+        return reader.bad(lineno, f"neither JSON nor a Python literal ({type(err).__name__})")
+    if not isinstance(rec, dict):
+        return reader.bad(lineno, f"expected an object, got {type(rec).__name__}")
+    missing = [k for k in ("reviewerID", "asin", "overall", "unixReviewTime") if k not in rec]
+    if missing:
+        return reader.bad(lineno, f"missing field(s) {', '.join(missing)}")
+    try:
+        r = float(rec["overall"])
+        t = int(rec["unixReviewTime"])
+    except (TypeError, ValueError):
+        return reader.bad(lineno, "overall or unixReviewTime is not a number")
+    user, item = str(rec["reviewerID"]).strip(), str(rec["asin"]).strip()
+    if not user or not item:
+        return reader.bad(lineno, "empty reviewerID or asin")
+    return user, item, r, t
 
 
 def read_meta(
-    path: str | os.PathLike,
-    asins: set[str] | None = None,
-    on_error: OnError = "skip",
+    path: str | os.PathLike, asins: set[str] | None = None, on_error: OnError = "skip"
 ) -> tuple[dict[str, dict[str, Any]], LineIssues]:
     """Read ``meta_<Category>.json[.gz]`` with :func:`ast.literal_eval`.
 
@@ -375,29 +361,21 @@ def find_category_files(root: str | os.PathLike, category: str) -> tuple[Path, P
     Prefers ``reviews_<Category>_5.json[.gz]`` over ``ratings_<Category>.csv``.
     """
     root = Path(root)
-    inter = None
-    for name in (
+
+    def first(*names: str) -> Path | None:
+        return next((root / n for n in names if (root / n).is_file()), None)
+
+    inter = first(
         f"reviews_{category}_5.json.gz",
         f"reviews_{category}_5.json",
         f"ratings_{category}.csv",
         f"ratings_{category}.csv.gz",
-    ):
-        if (root / name).is_file():
-            inter = root / name
-            break
+    )
     if inter is None:
         raise FileNotFoundError(
             f"no reviews_{category}_5.json[.gz] or ratings_{category}.csv in {root}"
         )
-    meta = next(
-        (
-            root / n
-            for n in (f"meta_{category}.json.gz", f"meta_{category}.json")
-            if (root / n).is_file()
-        ),
-        None,
-    )
-    return inter, meta
+    return inter, first(f"meta_{category}.json.gz", f"meta_{category}.json")
 
 
 @dataclass
@@ -607,16 +585,11 @@ class AmazonDataset:
                 )
 
         _write_table(out["inter"], inter_rows(), "\t")
-        _write_table(
-            out["item_map"],
-            [("asin", "itemID"), *((a, i) for i, a in enumerate(self.item_ids))],
-            "\t",
-        )
-        _write_table(
-            out["user_map"],
-            [("user_id", "userID"), *((u, i) for i, u in enumerate(self.user_ids))],
-            "\t",
-        )
+        for key, head, ids in (
+            ("item_map", ("asin", "itemID"), self.item_ids),
+            ("user_map", ("user_id", "userID"), self.user_ids),
+        ):
+            _write_table(out[key], [head, *((x, i) for i, x in enumerate(ids))], "\t")
 
         def meta_rows():
             yield META_COLUMNS
@@ -646,12 +619,7 @@ class AmazonDataset:
 
 def _write_table(path: Path, rows, delimiter: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(
-            fh,
-            delimiter=delimiter,
-            lineterminator="\n",
-            quoting=csv.QUOTE_MINIMAL,
-        )
+        writer = csv.writer(fh, delimiter=delimiter, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerows(rows)
 
 
@@ -717,17 +685,7 @@ def load_amazon(
 
         data = load_amazon("raw/amazon2014", "Baby", images="raw/baby_images")
     """
-    return build_amazon(
-        root,
-        category,
-        interactions=interactions,
-        meta=meta,
-        images=images,
-        k=k,
-        seed=seed,
-        on_error=on_error,
-        require_meta=require_meta,
-    ).to_heterodata()
+    return build_amazon(**locals()).to_heterodata()  # the same arguments
 
 
 def build_amazon(
@@ -748,16 +706,9 @@ def build_amazon(
             raise ValueError("give root and category, or the interactions file")
         interactions, found_meta = find_category_files(root, category)
         meta = meta if meta is not None else found_meta
-    config = AmazonConfig(
-        interactions=Path(interactions),
-        meta=Path(meta) if meta is not None else None,
-        images=Path(images) if images is not None else None,
-        k=k,
-        seed=seed,
-        on_error=on_error,
-        require_meta=require_meta,
+    return AmazonDataset.build(
+        AmazonConfig(interactions, meta, images, k, seed, on_error, require_meta)
     )
-    return AmazonDataset.build(config)
 
 
 __all__ = [

@@ -121,10 +121,7 @@ def movie_text(title: str, genres: list[str], tags: list[str]) -> str:
 
 
 def load_movielens(
-    root: str | os.PathLike | None = None,
-    core: int = 5,
-    seed: int = 0,
-    max_tags: int = 20,
+    root: str | os.PathLike | None = None, core: int = 5, seed: int = 0, max_tags: int = 20
 ) -> HeteroData:
     """Load ``ml-latest-small`` (or a folder in its layout) into the HeteroData contract.
 
@@ -189,13 +186,7 @@ def load_movielens(
         texts.append(movie_text(title, genres, [shown[(m, t)] for t, _ in top]))
 
     data = to_heterodata(
-        user_idx,
-        item_idx,
-        labels,
-        user_ids.size,
-        movie_ids.size,
-        timestamps=times,
-        item_text=texts,
+        user_idx, item_idx, labels, user_ids.size, movie_ids.size, timestamps=times, item_text=texts
     )
     data["item"].movie_id = torch.from_numpy(movie_ids)
     data["user"].user_id = torch.from_numpy(user_ids)

@@ -110,11 +110,7 @@ def item_edge_type(node_type: str, relation: str) -> tuple[str, str, str]:
     return (node_type, relation, node_type)
 
 
-def validate(
-    data: HeteroData,
-    *,
-    require: Iterable[str] = (),
-) -> HeteroData:
+def validate(data: HeteroData, *, require: Iterable[str] = ()) -> HeteroData:
     """Check ``data`` against the contract and raise :class:`SchemaError` naming what is wrong.
 
     Args:

@@ -63,54 +63,18 @@ CATEGORIES: dict[str, list[str]] = {
     "sippy cup": ["spill-proof valve", "weighted straw", "easy-hold handles", "transition cup"],
     "rattle toy": ["sensory textures", "gentle chime", "high-contrast pattern", "easy to grasp"],
 }
-BRANDS = [
-    "Bramble",
-    "Pipkin",
-    "Tootsie Lane",
-    "Little Otter",
-    "Cuddlebug",
-    "Moonbeam",
-    "Sproutly",
-    "Hushaby",
-    "Nuzzle",
-    "Wonderkin",
-    "Plumtree",
-    "Bumblebee",
-]
-COLOURS = [
-    "pink",
-    "sky blue",
-    "grey",
-    "white",
-    "mint green",
-    "navy",
-    "mustard yellow",
-    "red",
-    "beige",
-    "black",
-]
-MATERIALS = [
-    "organic cotton",
-    "silicone",
-    "bamboo",
-    "stainless steel",
-    "recycled plastic",
-    "muslin",
-    "beech wood",
-    "fleece",
-    "polyester",
-    "borosilicate glass",
-]
-STYLES = [
-    "minimalist",
-    "classic",
-    "playful",
-    "modern",
-    "vintage",
-    "scandinavian",
-    "sporty",
-    "luxury",
-]
+BRANDS = (
+    "Bramble, Pipkin, Tootsie Lane, Little Otter, Cuddlebug, Moonbeam, Sproutly, Hushaby, "
+    "Nuzzle, Wonderkin, Plumtree, Bumblebee"
+).split(", ")
+COLOURS = "pink, sky blue, grey, white, mint green, navy, mustard yellow, red, beige, black".split(
+    ", "
+)
+MATERIALS = (
+    "organic cotton, silicone, bamboo, stainless steel, recycled plastic, muslin, beech wood, "
+    "fleece, polyester, borosilicate glass"
+).split(", ")
+STYLES = "minimalist classic playful modern vintage scandinavian sporty luxury".split()
 GENERIC_SENTENCES = [
     "Great product for your little one.",
     "High quality and made to last.",
@@ -128,36 +92,11 @@ GENERIC_SENTENCES = [
     "Five stars from happy buyers.",
     "See the photos for details.",
 ]
-NOISE_WORDS = [
-    "lorem",
-    "ipsum",
-    "sku",
-    "bundle",
-    "promo",
-    "warehouse",
-    "batch",
-    "listing",
-    "variant",
-    "clearance",
-    "import",
-    "misc",
-    "assorted",
-    "lot",
-    "pack",
-    "n/a",
-    "tbd",
-    "oem",
-    "model",
-    "ref",
-    "garden",
-    "hammer",
-    "laptop",
-    "kettle",
-    "bicycle",
-    "printer",
-    "sofa",
-    "guitar",
-]
+NOISE_WORDS = (
+    "lorem ipsum sku bundle promo warehouse batch listing variant clearance import misc "
+    "assorted lot pack n/a tbd oem model ref garden hammer laptop kettle bicycle printer sofa "
+    "guitar"
+).split()
 
 
 @dataclass
@@ -194,7 +133,7 @@ def _item_text(
     colour: str,
     material: str,
     style: str,
-    funcs: list[str],
+    funcs: list,
 ) -> str:
     title = f"{brand} {style} {colour} {material} {cat}"
     body = f"{funcs[0].capitalize()} and {funcs[1]}."
@@ -236,23 +175,13 @@ def make_synthetic(seed: int = 0, config: SyntheticConfig | None = None, **overr
     colour = rng.integers(len(COLOURS), size=n_i)
     material = rng.integers(len(MATERIALS), size=n_i)
     style = rng.integers(len(STYLES), size=n_i)
-    kind = rng.choice(
-        3,
-        size=n_i,
-        p=[1 - cfg.generic_fraction - cfg.noisy_fraction, cfg.generic_fraction, cfg.noisy_fraction],
-    )
+    p_clean = 1 - cfg.generic_fraction - cfg.noisy_fraction
+    kind = rng.choice(3, size=n_i, p=[p_clean, cfg.generic_fraction, cfg.noisy_fraction])
     texts = []
     for i in range(n_i):
         funcs = list(rng.choice(CATEGORIES[cats[cat[i]]], size=2, replace=False))
-        clean = _item_text(
-            rng,
-            cats[cat[i]],
-            BRANDS[brand[i]],
-            COLOURS[colour[i]],
-            MATERIALS[material[i]],
-            STYLES[style[i]],
-            funcs,
-        )
+        names = (BRANDS[brand[i]], COLOURS[colour[i]], MATERIALS[material[i]], STYLES[style[i]])
+        clean = _item_text(rng, cats[cat[i]], *names, funcs)
         if kind[i] == 1:
             text = " ".join(rng.choice(GENERIC_SENTENCES, size=3, replace=False))
         elif kind[i] == 2:
@@ -301,23 +230,12 @@ def make_synthetic(seed: int = 0, config: SyntheticConfig | None = None, **overr
     users, _ = remap(users)
     items, item_ids = remap(items)
     labels = per_user_split(users, seed=seed)
+    texts = [texts[i] for i in item_ids]
     data = to_heterodata(
-        users,
-        items,
-        labels,
-        int(users.max()) + 1,
-        item_ids.size,
-        timestamps=times,
-        item_text=[texts[i] for i in item_ids],
+        users, items, labels, int(users.max()) + 1, item_ids.size, timestamps=times, item_text=texts
     )
-    for name, arr in (
-        ("category", cat),
-        ("brand", brand),
-        ("colour", colour),
-        ("material", material),
-        ("style", style),
-        ("text_kind", kind),
-    ):
+    attributes = {"category": cat, "brand": brand, "colour": colour, "material": material}
+    for name, arr in (attributes | {"style": style, "text_kind": kind}).items():
         data[ITEM][name] = torch.from_numpy(arr[item_ids].astype(np.int64))
     data[USER].num_nodes = int(users.max()) + 1
     data.name = "synthetic"
@@ -334,10 +252,7 @@ SCALE_PRESETS: dict[str, tuple[int, int, int]] = {
 
 
 def make_scale_data(
-    size: str | tuple[int, int, int] = "baby",
-    dim: int = 384,
-    seed: int = 0,
-    clusters: int = 64,
+    size: str | tuple[int, int, int] = "baby", dim: int = 384, seed: int = 0, clusters: int = 64
 ) -> HeteroData:
     """Random data at the scale of a real dataset, for benchmarks.
 

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +129,7 @@ class Generation:
     created: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "entity": self.entity,
-            "request": self.request,
-            "text": self.text,
-            "meta": self.meta,
-            "fingerprint": self.fingerprint,
-            "created": self.created,
-        }
+        return asdict(self)
 
 
 class GenerationStore:
@@ -216,13 +208,10 @@ class GenerationStore:
 
     def count(self, task: str | None = None) -> int:
         """Number of stored generations (for one task, or all)."""
-        if task is None:
-            return int(self._conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
-        return int(
-            self._conn.execute("SELECT COUNT(*) FROM generations WHERE task=?", (task,)).fetchone()[
-                0
-            ]
-        )
+        sql, args = "SELECT COUNT(*) FROM generations", ()
+        if task is not None:
+            sql, args = sql + " WHERE task=?", (task,)
+        return int(self._conn.execute(sql, args).fetchone()[0])
 
     def tasks(self) -> list[str]:
         """Task names present in the store."""

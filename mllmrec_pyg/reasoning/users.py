@@ -297,11 +297,7 @@ def generate_preferences(
     prompts = build_preference_prompts(data, token_budget, full_history, count_tokens)
     if isinstance(backend, CatalogAware):
         backend.fit_catalog(list(data[ITEM].text))
-    metas = []
-    for p in prompts:
-        m = p.meta()
-        m["dataset"] = dataset_name
-        metas.append(m)
+    metas = [p.meta() | {"dataset": dataset_name} for p in prompts]
     active = [p for p in prompts if p.items]
     requests = [GenerationRequest(key=str(p.user), prompt=p.prompt) for p in active]
     texts_active = run_requests(
@@ -331,9 +327,7 @@ def generate_preferences(
         " [AUDIT full_history]" if full_history else "",
     )
     data[USER].text = texts
-    if return_metadata:
-        return texts, metas
-    return texts
+    return (texts, metas) if return_metadata else texts
 
 
 __all__ = [

@@ -286,11 +286,7 @@ def kmeans_centroids(
 
 
 def join_candidates(
-    rows: FeatureRows,
-    norms: Tensor,
-    num_candidates: int,
-    params: IndexParams,
-    block: int,
+    rows: FeatureRows, norms: Tensor, num_candidates: int, params: IndexParams, block: int
 ):
     r"""IVF self-join: the owners' own cells, searched by one matrix product per cell.
 

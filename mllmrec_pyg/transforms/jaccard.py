@@ -325,8 +325,7 @@ class JaccardCoOccurrence(BaseTransform):
             edge_index, num_users, num_items, self.k, self.block_size, self.max_pairs
         )
         store = data[item_edge_type(item_type, self.relation)]
-        store.edge_index = out_index
-        store.edge_weight = out_weight
+        store.edge_index, store.edge_weight = out_index, out_weight
         return data
 
     def __repr__(self) -> str:

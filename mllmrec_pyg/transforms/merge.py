@@ -75,8 +75,7 @@ class MergeGraphs(BaseTransform):
             sort_by_row=False,
         )
         store = data[item_edge_type(self.node_type, self.out)]
-        store.edge_index = edge_index
-        store.edge_weight = edge_weight
+        store.edge_index, store.edge_weight = edge_index, edge_weight
         return data
 
     def __repr__(self) -> str:

@@ -10,6 +10,8 @@ import io
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tqdm.auto import tqdm
+
 from mllmrec_pyg.reasoning.backends.base import GenerationRequest
 
 C = TypeVar("C")
@@ -68,6 +70,11 @@ def make_config(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
     if not isinstance(base, cls):
         raise TypeError(f"config must be a {cls.__name__}, got {type(base).__name__}")
     return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
+
+
+def progress_bar(backend: str, total: int, show: bool) -> tqdm:
+    """The bar of one ``generate`` call of ``total`` requests."""
+    return tqdm(total=total, desc=f"{backend} generate", unit="req", disable=not show, leave=False)
 
 
 def check_requests(requests: Any) -> list[GenerationRequest]:

@@ -32,14 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from mllmrec_pyg.reasoning.backends._common import (
     BackendInputError,
     check_requests,
     folder_digest,
     load_image,
     make_config,
+    progress_bar,
     require,
 )
 from mllmrec_pyg.reasoning.backends.base import GenerationRequest
@@ -166,6 +165,12 @@ def _is_out_of_memory(torch, err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and (
         "can't allocate memory" in text or "not enough memory" in text
     )
+
+
+def _pad_left(tokenizer) -> None:
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 class TransformersBackend:
@@ -464,9 +469,7 @@ class TransformersBackend:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
             except (OSError, ValueError) as err:
                 raise OSError(f"cannot load the tokenizer of {self.model_name!r}: {err}") from err
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
+            _pad_left(tokenizer)
             if not getattr(tokenizer, "chat_template", None):
                 raise BackendInputError(
                     f"{self.model_name}: the tokenizer has no chat template; use an "
@@ -501,9 +504,7 @@ class TransformersBackend:
                 f"{source}: AutoProcessor did not give a multimodal processor "
                 "(tokenizer + image processor); is this a Gemma 3 vision model?"
             )
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        _pad_left(tokenizer)
         model = transformers.Gemma3ForConditionalGeneration.from_pretrained(source, **kwargs)
         self._processor, self._tokenizer = processor, tokenizer
         return model
@@ -544,20 +545,13 @@ class TransformersBackend:
 
     # ------------------------------------------------------------ generation
     def _messages(self, request: GenerationRequest) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        if not self._multimodal:  # text-only chat templates take plain strings
-            if self.config.system_prompt:
-                messages.append({"role": "system", "content": self.config.system_prompt})
-            messages.append({"role": "user", "content": request.prompt})
-            return messages
-        content: list[dict[str, Any]] = [{"type": "image"} for _ in request.images]
-        content.append({"type": "text", "text": request.prompt})
-        if self.config.system_prompt:
-            messages.append(
-                {"role": "system", "content": [{"type": "text", "text": self.config.system_prompt}]}
-            )
-        messages.append({"role": "user", "content": content})
-        return messages
+        system, content = self.config.system_prompt, request.prompt
+        if self._multimodal:  # typed parts; text-only chat templates take plain strings
+            system = [{"type": "text", "text": system}]
+            images = [{"type": "image"} for _ in request.images]
+            content = [*images, {"type": "text", "text": content}]
+        messages = [{"role": "system", "content": system}] if self.config.system_prompt else []
+        return [*messages, {"role": "user", "content": content}]
 
     def _batches(self, requests: list[GenerationRequest]) -> list[list[int]]:
         """Request indices grouped into batches of equal image count and
@@ -595,28 +589,19 @@ class TransformersBackend:
                         f"request {r.key!r} has {len(r.images)} image(s), but "
                         f"{self.model_name} is a text-only model"
                     )
-            tok = self._tokenizer
-            texts = [
-                tok.apply_chat_template(
-                    self._messages(r), add_generation_prompt=True, tokenize=False
-                )
-                for r in batch
-            ]
-            # the chat template already holds the special tokens the model expects
-            return tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        processor = self._processor
+        processor = self._processor if self._multimodal else self._tokenizer
         texts = [
             processor.apply_chat_template(
                 self._messages(r), add_generation_prompt=True, tokenize=False
             )
             for r in batch
         ]
+        if not self._multimodal:
+            # the chat template already holds the special tokens the model expects
+            return processor(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         images = [[load_image(img, r.key) for img in r.images] for r in batch]
         inputs = processor(
-            text=texts,
-            images=images if any(images) else None,
-            return_tensors="pt",
-            padding=True,
+            text=texts, images=images if any(images) else None, return_tensors="pt", padding=True
         )
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
@@ -659,13 +644,8 @@ class TransformersBackend:
 
         results: list[str | None] = [None] * len(requests)
         batches = self._batches(requests)
-        with tqdm(
-            total=len(requests),
-            desc=f"{self.name} generate",
-            unit="req",
-            disable=not self.config.progress or len(batches) < 2,
-            leave=False,
-        ) as bar:
+        show = self.config.progress and len(batches) > 1
+        with progress_bar(self.name, len(requests), show) as bar:
             for idx in batches:
                 start = time.perf_counter()
                 texts = self._generate_fitting(requests, idx, gen_config)

@@ -177,15 +177,9 @@ class OfflineBackend:
 
     def generate(self, requests: list[GenerationRequest]) -> list[str]:
         """Empty text for image requests; a phrase summary for Prompt 2 requests."""
-        out = []
-        for req in requests:
-            items = parse_preference_prompt(req.prompt)
-            if items is None:
-                # not a preference prompt: the offline backend cannot see images
-                out.append("")
-            else:
-                out.append(self.summarise(items))
-        return out
+        # a request that is not a preference prompt gets "": this backend cannot see images
+        parsed = (parse_preference_prompt(req.prompt) for req in requests)
+        return ["" if items is None else self.summarise(items) for items in parsed]
 
     def salient_phrases(self, descriptions: Sequence[str]) -> tuple[list[str], list[str]]:
         """The ``(recurring, also)`` phrases of a behaviour list, best first."""
@@ -233,12 +227,8 @@ class OfflineBackend:
         if not descriptions:
             return ""
         recurring, also = self.salient_phrases(descriptions)
-        parts = []
-        if recurring:
-            parts.append("Recurring: " + ", ".join(recurring) + ".")
-        if also:
-            parts.append("Also: " + ", ".join(also) + ".")
-        return " ".join(parts)
+        parts = (("Recurring", recurring), ("Also", also))
+        return " ".join(f"{head}: {', '.join(found)}." for head, found in parts if found)
 
 
 __all__ = ["CatalogAware", "CatalogStats", "OfflineBackend", "STOPWORDS", "phrases"]

@@ -19,13 +19,12 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from mllmrec_pyg.reasoning.backends._common import (
     BackendError,
     check_requests,
     image_data_url,
     make_config,
+    progress_bar,
     require,
 )
 from mllmrec_pyg.reasoning.backends.base import GenerationRequest
@@ -299,13 +298,8 @@ class OpenAIBackend:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend")
         futures: dict[Future[str], int] = {}
         try:
-            with tqdm(
-                total=len(requests),
-                desc=f"{self.name} generate",
-                unit="req",
-                disable=not self.config.progress or len(requests) < 2,
-                leave=False,
-            ) as bar:
+            show = self.config.progress and len(requests) > 1
+            with progress_bar(self.name, len(requests), show) as bar:
                 futures = {
                     pool.submit(self._complete, i, r, stop): i for i, r in enumerate(requests)
                 }
