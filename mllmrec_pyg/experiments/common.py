@@ -441,18 +441,24 @@ def write_results(
     rows: Sequence[Mapping[str, Any]],
     command_extra: Sequence[str] = (),
     command_name: str | None = None,
+    data: HeteroData | None = None,
 ) -> dict[str, Any]:
     """Write ``results.json`` and ``results.csv`` of an experiment; return the JSON object.
 
     Args:
         settings: the settings used.
         experiment: the experiment's name.
-        payload: experiment-specific results (tables, figures, findings).
+        payload: experiment-specific results (tables, figures, findings); its
+            ``runs`` are written without their per-epoch history.
         rows: the main table (also written as CSV).
         command_extra: runner-specific command-line arguments.
         command_name: the experiment's CLI name (default ``experiment`` with dashes).
+        data: the dataset, whose :func:`dataset_stats` open the payload as ``data``.
     """
     folder = settings.experiment_dir(experiment)
+    payload = {**({"data": dataset_stats(data)} if data is not None else {}), **payload}
+    if "runs" in payload:
+        payload["runs"] = [{k: v for k, v in r.items() if k != "history"} for r in payload["runs"]]
     obj = {
         "format": RESULTS_FORMAT,
         "experiment": experiment,

@@ -31,7 +31,6 @@ from mllmrec_pyg.experiments.common import (
     RunCache,
     RunSpec,
     build_graph,
-    dataset_stats,
     graph_stats,
     prepare_data,
     summarise,
@@ -134,11 +133,10 @@ def run_plug_and_play(
         settings,
         name,
         {
-            "data": dataset_stats(data),
             "host": model,
             "freedom_config": {**cfg.__dict__},
             "graphs": graphs,
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+            "runs": runs,
             "figures": [fig.name],
             "findings": {
                 "relative_improvement": improvement,
@@ -149,6 +147,7 @@ def run_plug_and_play(
         rows,
         command_extra=extra,
         command_name="plug-and-play",
+        data=data,
     )
 
 
