@@ -207,14 +207,19 @@ def dataset_stats(data: HeteroData) -> dict[str, int]:
 def graph_stats(data: HeteroData, edge_type: tuple[str, str, str]) -> dict[str, float]:
     """Edges, self-loops and mean out-degree of an item-item graph on ``data``."""
     store = data[edge_type]
-    ei = store.edge_index
-    n = int(data[ITEM].num_nodes)
     w = store.get("edge_weight")
     return {
-        "edges": int(ei.size(1)),
-        "self_loops": int((ei[0] == ei[1]).sum()),
-        "mean_neighbours": float(ei.size(1) / max(n, 1)),
+        **edge_stats(store.edge_index, int(data[ITEM].num_nodes)),
         "mean_weight": float(w.float().mean()) if w is not None and w.numel() else 1.0,
+    }
+
+
+def edge_stats(edge_index: torch.Tensor, num_items: int) -> dict[str, float]:
+    """Edges, self-loops and mean out-degree of an item-item ``edge_index``."""
+    return {
+        "edges": int(edge_index.size(1)),
+        "self_loops": int((edge_index[0] == edge_index[1]).sum()),
+        "mean_neighbours": float(edge_index.size(1) / max(num_items, 1)),
     }
 
 
