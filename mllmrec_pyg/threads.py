@@ -137,7 +137,7 @@ class ThreadTuner:
         probe_batches: batches timed per candidate in a probe.
         reprobe_every: epochs between probes while nothing changes.
         slowdown: a median batch time this many times the probe's triggers a new probe.
-        margin: how much faster (ratio of mean batch times) more threads must be.
+        margin: how much faster (ratio of median batch times) more threads must be.
     """
 
     def __init__(
