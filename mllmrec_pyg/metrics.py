@@ -40,7 +40,6 @@ from mllmrec_pyg.threads import tuned_evaluation
 log = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
-METRIC_NAMES: tuple[str, ...] = ("recall", "ndcg", "precision", "map")
 _PYG_NAMES = {
     "recall": LinkPredRecall,
     "ndcg": LinkPredNDCG,
@@ -198,9 +197,6 @@ class CSRIndex:
         self.rowptr = torch.zeros(num_users + 1, dtype=torch.long)
         self.rowptr[1:] = counts.cumsum(0)
         self.num_users = num_users
-
-    def degree(self, users: Tensor) -> Tensor:
-        return self.rowptr[users + 1] - self.rowptr[users]
 
     def gather(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """``(row, item)``: for each position ``row`` in ``users``, that user's items."""

@@ -137,7 +137,7 @@ class ThreadTuner:
         probe_batches: batches timed per candidate in a probe.
         reprobe_every: epochs between probes while nothing changes.
         slowdown: a median batch time this many times the probe's triggers a new probe.
-        margin: how much faster (ratio of mean batch times) more threads must be.
+        margin: how much faster (ratio of median batch times) more threads must be.
     """
 
     def __init__(
@@ -214,17 +214,17 @@ class ThreadTuner:
                 self._probe_pending = True
 
     def _decide(self) -> None:
-        means = {c: sorted(t)[(len(t) - 1) // 2] for c, t in self._trials.items() if t}  # medians
+        medians = {c: sorted(t)[(len(t) - 1) // 2] for c, t in self._trials.items() if t}
         # more threads must win by a margin: one thread is the robust choice on a busy machine
-        best = min(means)
-        for c in sorted(means):
-            if means[c] * self.margin < means[best]:
+        best = min(medians)
+        for c in sorted(medians):
+            if medians[c] * self.margin < medians[best]:
                 best = c
         if best != self.chosen:
-            log.debug("threads: %d -> %d (s per batch: %s)", self.chosen, best, means)
+            log.debug("threads: %d -> %d (s per batch: %s)", self.chosen, best, medians)
         self.chosen = best
-        self.reference = means[best]
-        self.history.append((self._epoch, means))
+        self.reference = medians[best]
+        self.history.append((self._epoch, medians))
 
 
 _tuner: ThreadTuner | None = None

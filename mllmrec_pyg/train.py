@@ -330,13 +330,10 @@ class Trainer:
         return self.evaluator.evaluate(scores, split)
 
     # -- state ----------------------------------------------------------------------
-    def _state_path(self) -> Path | None:
+    def _path(self, name: str) -> Path | None:
+        """``name`` (``last.pt``: the resumable state, ``best.pt``) in ``checkpoint_dir``, if set."""
         d = self.config.checkpoint_dir
-        return Path(d) / "last.pt" if d else None
-
-    def _best_path(self) -> Path | None:
-        d = self.config.checkpoint_dir
-        return Path(d) / "best.pt" if d else None
+        return Path(d) / name if d else None
 
     def _model_key(self) -> str:
         if self._key is None:
@@ -351,7 +348,7 @@ class Trainer:
         return self._key
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        path = self._state_path()
+        path = self._path("last.pt")
         if path is None:
             return
         obj = {
@@ -369,7 +366,7 @@ class Trainer:
         save_verified(obj, path)
 
     def _load_state(self) -> dict[str, Any] | None:
-        path = self._state_path()
+        path = self._path("last.pt")
         if path is None or not self.config.resume or not path.is_file():
             return None
         hint = "delete it (or pass --restart) to train from the start"
@@ -485,7 +482,7 @@ class Trainer:
         return TrainResult(valid, test, best_epoch, epoch, seconds, state["history"])
 
     def _save_best(self, valid: dict[str, float], epoch: int) -> None:
-        path = self._best_path()
+        path = self._path("best.pt")
         if path is not None and isinstance(self.model, RankingModel):
             save_checkpoint(self.model, path, self.data, epoch=epoch, valid=valid)
 

@@ -86,7 +86,29 @@ class Candidate:
 
 LR = (5e-4, 1e-3, 2e-3, 5e-3)
 REG = (0.0, 1e-5, 1e-4, 1e-3)
-#: the models of the comparison and their search spaces (each gets the same trial budget)
+#: the refined graph's threshold and co-occurrence top-K, searched by every model that reads it
+REFINED = {"graph.alpha": (0.4, 0.5, 0.6, 0.7), "graph.k_c": (5, 10, 15, 20)}
+FREEDOM_SPACE = {
+    "train.lr": LR,
+    "model.reg_weight": (1e-5, 1e-4, 1e-3),
+    "model.dropout": (0.5, 0.8, 0.9),
+}
+#: LangGCN's learning rates, temperatures and depths
+LANG_SPACE = {
+    "train.lr": (1e-3, 3e-3),
+    "model.temperature": (0.1, 0.15, 0.2),
+    "model.num_layers": (1, 2, 3),
+}
+SMORE_SPACE = {
+    "train.lr": LR,
+    "model.reg_weight": (1e-5, 1e-4),
+    "model.dropout": (0.0, 0.1),
+    "model.num_ui_layers": (3, 4),
+}
+ITEM_GRAPH = {"model.item_graph": (RELATED, None)}
+#: the models of the comparison and their search spaces (each gets the same trial budget);
+#: every multimodal baseline that reads an item-item graph also has a ``<model>-refined``
+#: candidate that reads the refined graph S* instead of its own
 CANDIDATES: dict[str, Candidate] = {
     c.key: c
     for c in (
@@ -97,36 +119,17 @@ CANDIDATES: dict[str, Candidate] = {
             "lightgcn",
             space={"train.lr": LR, "model.reg_weight": REG, "model.num_layers": (1, 2, 3)},
         ),
+        Candidate("freedom", "freedom", space=FREEDOM_SPACE),
         Candidate(
-            "freedom",
-            "freedom",
-            space={
-                "train.lr": LR,
-                "model.reg_weight": (1e-5, 1e-4, 1e-3),
-                "model.dropout": (0.5, 0.8, 0.9),
-            },
-        ),
-        Candidate(
-            "freedom-refined",
-            "freedom",
-            fixed={"item_graph": RELATED},
-            space={
-                "train.lr": LR,
-                "model.reg_weight": (1e-5, 1e-4, 1e-3),
-                "model.dropout": (0.5, 0.8, 0.9),
-                "graph.alpha": (0.4, 0.5, 0.6, 0.7),
-                "graph.k_c": (5, 10, 15, 20),
-            },
+            "freedom-refined", "freedom", {"item_graph": RELATED}, {**FREEDOM_SPACE, **REFINED}
         ),
         Candidate(
             "langgcn",
             "langgcn",
             space={
-                "train.lr": (1e-3, 3e-3),
-                "model.temperature": (0.1, 0.15, 0.2),
-                "model.num_layers": (1, 2, 3),
+                **LANG_SPACE,
                 "model.id_embeddings": (True, False),
-                "model.item_graph": (RELATED, None),
+                **ITEM_GRAPH,
                 "model.user_init": ("mean", "mean+preference"),
                 "model.num_negatives": (0, 256),
             },
@@ -135,153 +138,91 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate(
             "langgcn-id-only",
             "langgcn",
-            fixed={"use_item_text": False, "user_init": "id", "item_graph": None},
-            space={
-                "train.lr": (1e-3, 3e-3),
-                "model.temperature": (0.1, 0.15, 0.2),
-                "model.num_layers": (1, 2, 3),
-            },
+            {"use_item_text": False, "user_init": "id", "item_graph": None},
+            LANG_SPACE,
         ),
-        Candidate(
-            "langgcn-id-users",
-            "langgcn",
-            fixed={"user_init": "id"},
-            space={
-                "train.lr": (1e-3, 3e-3),
-                "model.temperature": (0.1, 0.15, 0.2),
-                "model.num_layers": (1, 2, 3),
-                "model.item_graph": (RELATED, None),
-            },
-        ),
+        Candidate("langgcn-id-users", "langgcn", {"user_init": "id"}, {**LANG_SPACE, **ITEM_GRAPH}),
         Candidate(
             "langgcn-plain-knn",
             "langgcn",
-            fixed={"item_graph": RELATED},
-            space={
-                "train.lr": (1e-3, 3e-3),
-                "model.temperature": (0.1, 0.15, 0.2),
-                "model.num_layers": (1, 2, 3),
-                "graph.alpha": (None,),  # plain top-K_s: no threshold, no co-occurrence
-                "graph.cooccurrence": (False,),
-            },
+            {"item_graph": RELATED},
+            # plain top-K_s: no threshold, no co-occurrence
+            {**LANG_SPACE, "graph.alpha": (None,), "graph.cooccurrence": (False,)},
         ),
         Candidate(
             "langgcn-bpr",
             "langgcn",
-            fixed={"loss": "bpr", "num_negatives": 1, "cosine": False},
-            space={
+            {"loss": "bpr", "num_negatives": 1, "cosine": False},
+            {
                 "train.lr": (1e-3, 3e-3),
                 "model.num_layers": (1, 2, 3),
                 "model.id_embeddings": (True, False),
-                "model.item_graph": (RELATED, None),
+                **ITEM_GRAPH,
             },
         ),
         Candidate(
             "mllmrec",
             "mllmrec",
+            space={"train.lr": LR, **REFINED, "model.embedding_dim": (32, 64, 128)},
+        ),
+        Candidate(
+            "vbpr",
+            "vbpr",
+            space={"train.lr": LR, "model.reg_weight": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)},
+        ),
+        Candidate("lattice", "lattice", space={"train.lr": LR, "model.reg_weight": REG}),
+        Candidate(
+            "lattice-refined",
+            "lattice",
+            {"item_graph": RELATED},
+            {"train.lr": LR, "model.reg_weight": REG, **REFINED},
+        ),
+        Candidate(
+            "lgmrec",
+            "lgmrec",
             space={
                 "train.lr": LR,
-                "graph.alpha": (0.4, 0.5, 0.6, 0.7),
-                "graph.k_c": (5, 10, 15, 20),
-                "model.embedding_dim": (32, 64, 128),
+                "model.hyper_num": (4, 64),
+                "model.keep_rate": (0.2, 0.4, 0.5),
+                "model.alpha": (0.2, 0.3, 0.6),
+            },
+        ),
+        Candidate("smore", "smore", space={**SMORE_SPACE, "model.knn_k": (10, 15, 20, 40)}),
+        Candidate("smore-refined", "smore", {"item_graph": RELATED}, {**SMORE_SPACE, **REFINED}),
+        # GUME's authors tune these per dataset (their configuration's values)
+        Candidate(
+            "gume",
+            "gume",
+            space={
+                "train.lr": LR,
+                "model.num_item_layers": (1, 2),
+                "model.bm_temperature": (0.2, 0.4),
+                "model.um_weight": (0.01, 0.1),
+                "model.vt_weight": (0.001, 0.01, 0.1),
+            },
+        ),
+        Candidate(
+            "gume-refined",
+            "gume",
+            {"item_graph": RELATED},
+            {
+                "train.lr": LR,
+                "model.num_item_layers": (1, 2),
+                "model.vt_weight": (0.001, 0.01, 0.1),
+                **REFINED,
+            },
+        ),
+        Candidate(
+            "slmrec",
+            "slmrec",
+            space={
+                "train.lr": LR,
+                "model.ssl_weight": (0.01, 0.05, 0.1, 0.5, 1.0),
+                "model.ssl_temperature": (0.1, 0.2, 0.5, 1.0),
             },
         ),
     )
 }
-
-#: the multimodal baselines; every model that reads an item-item graph also has a
-#: ``<model>-refined`` candidate that reads the refined graph S* instead of its own
-CANDIDATES.update(
-    {
-        c.key: c
-        for c in (
-            Candidate(
-                "vbpr",
-                "vbpr",
-                space={"train.lr": LR, "model.reg_weight": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)},
-            ),
-            Candidate("lattice", "lattice", space={"train.lr": LR, "model.reg_weight": REG}),
-            Candidate(
-                "lattice-refined",
-                "lattice",
-                fixed={"item_graph": RELATED},
-                space={
-                    "train.lr": LR,
-                    "model.reg_weight": REG,
-                    "graph.alpha": (0.4, 0.5, 0.6, 0.7),
-                    "graph.k_c": (5, 10, 15, 20),
-                },
-            ),
-            Candidate(
-                "lgmrec",
-                "lgmrec",
-                space={
-                    "train.lr": LR,
-                    "model.hyper_num": (4, 64),
-                    "model.keep_rate": (0.2, 0.4, 0.5),
-                    "model.alpha": (0.2, 0.3, 0.6),
-                },
-            ),
-            Candidate(
-                "smore",
-                "smore",
-                space={
-                    "train.lr": LR,
-                    "model.reg_weight": (1e-5, 1e-4),
-                    "model.dropout": (0.0, 0.1),
-                    "model.num_ui_layers": (3, 4),
-                    "model.knn_k": (10, 15, 20, 40),
-                },
-            ),
-            Candidate(
-                "smore-refined",
-                "smore",
-                fixed={"item_graph": RELATED},
-                space={
-                    "train.lr": LR,
-                    "model.reg_weight": (1e-5, 1e-4),
-                    "model.dropout": (0.0, 0.1),
-                    "model.num_ui_layers": (3, 4),
-                    "graph.alpha": (0.4, 0.5, 0.6, 0.7),
-                    "graph.k_c": (5, 10, 15, 20),
-                },
-            ),
-            # GUME's authors tune these per dataset (their configuration's values)
-            Candidate(
-                "gume",
-                "gume",
-                space={
-                    "train.lr": LR,
-                    "model.num_item_layers": (1, 2),
-                    "model.bm_temperature": (0.2, 0.4),
-                    "model.um_weight": (0.01, 0.1),
-                    "model.vt_weight": (0.001, 0.01, 0.1),
-                },
-            ),
-            Candidate(
-                "gume-refined",
-                "gume",
-                fixed={"item_graph": RELATED},
-                space={
-                    "train.lr": LR,
-                    "model.num_item_layers": (1, 2),
-                    "model.vt_weight": (0.001, 0.01, 0.1),
-                    "graph.alpha": (0.4, 0.5, 0.6, 0.7),
-                    "graph.k_c": (5, 10, 15, 20),
-                },
-            ),
-            Candidate(
-                "slmrec",
-                "slmrec",
-                space={
-                    "train.lr": LR,
-                    "model.ssl_weight": (0.01, 0.05, 0.1, 0.5, 1.0),
-                    "model.ssl_temperature": (0.1, 0.2, 0.5, 1.0),
-                },
-            ),
-        )
-    }
-)
 
 
 def register_candidate(candidate: Candidate) -> Candidate:
@@ -332,11 +273,6 @@ class TuneResult:
         return self.best["settings"]
 
 
-def _trial_train(base: TrainConfig, values: Mapping[str, Any], num_items: int) -> TrainConfig:
-    ks, monitor = fit_cutoffs(num_items, base.ks)
-    return dataclasses.replace(base, ks=ks, monitor=monitor, evaluate_test=False, **values)
-
-
 def tune(
     key: str,
     data_cfg: DataConfig,
@@ -372,18 +308,18 @@ def tune(
     text, graph, train = text or TextConfig(), graph or GraphConfig(), train or TrainConfig()
     path = Path(out) / data_cfg.tag() / f"{key}.json"
     points = draw(cand, trials, seed)
-    stored = read_json(path) if path.is_file() else {}
     same = {"epoch_cap": train.epochs, "patience": train.patience, "seed": seed}
-    if stored and any(stored.get(k) != v for k, v in same.items()):
-        log.info("%s was searched with other settings; searching again", path)
-        stored = {}
-    done = {json_key(t["point"]): t for t in stored.get("trials", [])}
+    done = _stored_trials(path, same, note=True)
     needs = cand.needs(points)
     if data is None:
         if needs:
             data, _ = prepare(data_cfg, text, cache, users="users" in needs, show_progress=False)
         else:
             data = load_data(data_cfg)
+    ks, monitor = fit_cutoffs(int(data["item"].num_nodes), train.ks)
+    base = dataclasses.replace(
+        train, seed=seed, show_progress=False, ks=ks, monitor=monitor, evaluate_test=False
+    )
     graphs: dict[GraphConfig, HeteroData] = {}
     claims = _Claims(path)
     bar = tqdm(
@@ -393,6 +329,15 @@ def tune(
         unit="trial",
         disable=not train.show_progress,
     )
+
+    def save(trial: dict[str, Any] | None = None) -> TuneResult:
+        with claims.locked():  # another worker may have written trials meanwhile
+            done.update(_stored_trials(path, same))
+            if trial is not None:
+                done[json_key(trial["point"])] = trial
+            results = [done[json_key(p)] for p in points if json_key(p) in done]
+            return _write(path, cand, data_cfg, trials, seed, train, results)
+
     for point in _pending(points, path, same, done, claims):
         parts = split_point(point)
         g = dataclasses.replace(graph, **parts["graph"])
@@ -401,11 +346,7 @@ def tune(
             if g not in graphs:
                 graphs[g] = build_graph(data, g)
             trial_data = graphs[g]
-        cfg = _trial_train(
-            dataclasses.replace(train, seed=seed, show_progress=False),
-            parts["train"],
-            int(data["item"].num_nodes),
-        )
+        cfg = dataclasses.replace(base, **parts["train"])
         start = time.perf_counter()
         model, result = train_model(cand.model, trial_data, cfg, {**cand.fixed, **parts["model"]})
         trial = {
@@ -420,25 +361,20 @@ def tune(
                 "graph": g.as_dict() if "graph" in needs else None,
             },
         }
-        with claims.locked():  # another worker may have written trials meanwhile
-            done.update(_stored_trials(path, same))
-            done[json_key(point)] = trial
-            results = [done[json_key(p)] for p in points if json_key(p) in done]
-            _write(path, cand, data_cfg, trials, seed, train, results)
+        save(trial)
         claims.release(point)
         bar.update(1)
         bar.set_postfix_str(f"valid {cfg.monitor} {result.valid[cfg.monitor]:.4f}")
     bar.close()
-    with claims.locked():
-        done.update(_stored_trials(path, same))
-        results = [done[json_key(p)] for p in points if json_key(p) in done]
-        return _write(path, cand, data_cfg, trials, seed, train, results)
+    return save()
 
 
-def _stored_trials(path: Path, same: Mapping[str, Any]) -> dict[str, Any]:
+def _stored_trials(path: Path, same: Mapping[str, Any], note: bool = False) -> dict[str, Any]:
     """The finished trials in ``path`` by point (none if it was searched with other settings)."""
     stored = read_json(path) if path.is_file() else {}
     if stored and any(stored.get(k) != v for k, v in same.items()):
+        if note:
+            log.info("%s was searched with other settings; searching again", path)
         return {}
     return {json_key(t["point"]): t for t in stored.get("trials", [])}
 

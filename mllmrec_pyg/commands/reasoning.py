@@ -97,32 +97,13 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     Raises:
         CommandError: a flag that belongs to another backend was given.
     """
-    common = {
-        "model": "model",
-        "max_new_tokens": "max_new_tokens",
-        "temperature": "temperature",
-        "seed": "seed",
-        "system_prompt": "system_prompt",
-    }
-    per_backend = {
-        "transformers": {
-            **common,
-            "batch_size": "batch_size",
-            "quantization": "quantization",
-            "device": "device",
-            "local_files_only": "local_files_only",
-            "gguf_file": "gguf_file",
-            "repetition_penalty": "repetition_penalty",
-            "no_repeat_ngram_size": "no_repeat_ngram_size",
-        },
-        "openai": {
-            **common,
-            "base_url": "base_url",
-            "api_key_env": "api_key_env",
-            "concurrency": "max_concurrency",
-            "timeout": "timeout",
-            "max_retries": "max_retries",
-        },
+    common = ("model", "max_new_tokens", "temperature", "seed", "system_prompt")
+    transformers = ("batch_size", "quantization", "device", "local_files_only", "gguf_file")
+    transformers += ("repetition_penalty", "no_repeat_ngram_size")
+    openai = ("base_url", "api_key_env", "timeout", "max_retries")
+    per_backend = {  # flag -> setting
+        "transformers": {f: f for f in (*common, *transformers)},
+        "openai": {**{f: f for f in (*common, *openai)}, "concurrency": "max_concurrency"},
         "none": {"max_phrases": "max_phrases"},
     }
     allowed = per_backend[args.backend]

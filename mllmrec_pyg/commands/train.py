@@ -29,6 +29,7 @@ from mllmrec_pyg.commands.common import (
 )
 from mllmrec_pyg.config import default_of
 from mllmrec_pyg.data.schema import RELATED
+from mllmrec_pyg.experiments.plug_and_play import HOSTS
 from mllmrec_pyg.nn import BPRConfig, FREEDOMConfig, LightGCNConfig, MLLMRecConfig
 from mllmrec_pyg.nn.registry import MODELS, make_config, model_class
 
@@ -55,7 +56,7 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
 MODEL_SWITCHES: dict[str, dict[str, tuple[str, Any]]] = {
     "no_item_conv": {"mllmrec": ("item_conv", False)},
     "no_user_features": {"mllmrec": ("use_user_features", False)},
-    "refined_graph": {m: ("item_graph", RELATED) for m in ("freedom", "lattice", "smore", "gume")},
+    "refined_graph": {m: ("item_graph", RELATED) for m in HOSTS},
 }
 
 
@@ -85,50 +86,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     g = p.add_argument_group("model settings (each model's own default unless given)")
     mm, bpr, lg, fr = MLLMRecConfig, BPRConfig, LightGCNConfig, FREEDOMConfig
-    g.add_argument("--hidden-dim", type=int, help=f"MLLMRec d_1 ({default_of(mm, 'hidden_dim')})")
-    g.add_argument(
-        "--embedding-dim",
-        type=int,
-        help=f"d of MLLMRec, BPR, LightGCN, FREEDOM ({default_of(mm, 'embedding_dim')})",
-    )
-    g.add_argument(
-        "--item-layers",
-        type=int,
-        help=f"L, item-item GCN depth of MLLMRec / FREEDOM ({default_of(mm, 'num_item_layers')})",
-    )
-    g.add_argument(
-        "--ui-layers", type=int, help=f"MLLMRec w/ GCN_UI depth ({default_of(mm, 'ui_layers')})"
-    )
-    g.add_argument("--no-item-conv", action="store_true", help="MLLMRec w/o GCN_II")
-    g.add_argument(
-        "--no-user-features", action="store_true", help="MLLMRec w/o RS: user ID embeddings"
-    )
-    g.add_argument(
-        "--reg-weight",
-        type=float,
-        help=f"BPR / LightGCN L2 weight ({default_of(bpr, 'reg_weight')})",
-    )
-    g.add_argument(
-        "--num-layers",
-        type=int,
-        help=f"LightGCN / FREEDOM user-item depth ({default_of(lg, 'num_layers')})",
-    )
-    g.add_argument(
-        "--refined-graph",
-        action="store_true",
-        help="FREEDOM, LATTICE, SMORE or GUME reads the refined graph S* (built with the graph "
-        "flags) instead of its own kNN graph",
-    )
-    g.add_argument(
-        "--edge-dropout",
-        type=float,
-        help=f"FREEDOM: user-item edges pruned ({default_of(fr, 'dropout')})",
-    )
-    g.add_argument(
-        "--freedom-reg",
-        type=float,
-        help=f"FREEDOM modality BPR weight ({default_of(fr, 'reg_weight')})",
-    )
+    for flag, kind, text, *default in (
+        ("--hidden-dim", int, "MLLMRec d_1", mm, "hidden_dim"),
+        ("--embedding-dim", int, "d of MLLMRec, BPR, LightGCN, FREEDOM", mm, "embedding_dim"),
+        (
+            "--item-layers",
+            int,
+            "L, item-item GCN depth of MLLMRec / FREEDOM",
+            mm,
+            "num_item_layers",
+        ),
+        ("--ui-layers", int, "MLLMRec w/ GCN_UI depth", mm, "ui_layers"),
+        ("--no-item-conv", None, "MLLMRec w/o GCN_II"),
+        ("--no-user-features", None, "MLLMRec w/o RS: user ID embeddings"),
+        ("--reg-weight", float, "BPR / LightGCN L2 weight", bpr, "reg_weight"),
+        ("--num-layers", int, "LightGCN / FREEDOM user-item depth", lg, "num_layers"),
+        (
+            "--refined-graph",
+            None,
+            "FREEDOM, LATTICE, SMORE or GUME reads the refined graph S* "
+            "(built with the graph flags) instead of its own kNN graph",
+        ),
+        ("--edge-dropout", float, "FREEDOM: user-item edges pruned", fr, "dropout"),
+        ("--freedom-reg", float, "FREEDOM modality BPR weight", fr, "reg_weight"),
+    ):
+        if kind is None:  # a switch
+            g.add_argument(flag, action="store_true", help=text)
+        else:
+            g.add_argument(flag, type=kind, help=f"{text} ({default_of(*default)})")
     g.add_argument(
         "--set",
         type=key_value,

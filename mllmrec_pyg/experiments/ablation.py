@@ -29,7 +29,6 @@ from mllmrec_pyg.experiments.common import (
     RunCache,
     RunSpec,
     build_graph,
-    dataset_stats,
     graph_stats,
     prepare_data,
     summarise,
@@ -118,15 +117,15 @@ def run_ablation(
         settings,
         NAME,
         {
-            "data": dataset_stats(data),
             "graphs": graph_info,
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+            "runs": runs,
             "figures": [fig.name],
             "findings": findings(rows),
         },
         rows,
         command_extra=(["--variants", *names] if names != list(VARIANTS) else [])
         + ([] if anchors else ["--no-anchors"]),
+        data=data,
     )
 
 

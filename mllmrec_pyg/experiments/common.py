@@ -207,14 +207,19 @@ def dataset_stats(data: HeteroData) -> dict[str, int]:
 def graph_stats(data: HeteroData, edge_type: tuple[str, str, str]) -> dict[str, float]:
     """Edges, self-loops and mean out-degree of an item-item graph on ``data``."""
     store = data[edge_type]
-    ei = store.edge_index
-    n = int(data[ITEM].num_nodes)
     w = store.get("edge_weight")
     return {
-        "edges": int(ei.size(1)),
-        "self_loops": int((ei[0] == ei[1]).sum()),
-        "mean_neighbours": float(ei.size(1) / max(n, 1)),
+        **edge_stats(store.edge_index, int(data[ITEM].num_nodes)),
         "mean_weight": float(w.float().mean()) if w is not None and w.numel() else 1.0,
+    }
+
+
+def edge_stats(edge_index: torch.Tensor, num_items: int) -> dict[str, float]:
+    """Edges, self-loops and mean out-degree of an item-item ``edge_index``."""
+    return {
+        "edges": int(edge_index.size(1)),
+        "self_loops": int((edge_index[0] == edge_index[1]).sum()),
+        "mean_neighbours": float(edge_index.size(1) / max(num_items, 1)),
     }
 
 
@@ -441,18 +446,24 @@ def write_results(
     rows: Sequence[Mapping[str, Any]],
     command_extra: Sequence[str] = (),
     command_name: str | None = None,
+    data: HeteroData | None = None,
 ) -> dict[str, Any]:
     """Write ``results.json`` and ``results.csv`` of an experiment; return the JSON object.
 
     Args:
         settings: the settings used.
         experiment: the experiment's name.
-        payload: experiment-specific results (tables, figures, findings).
+        payload: experiment-specific results (tables, figures, findings); its
+            ``runs`` are written without their per-epoch history.
         rows: the main table (also written as CSV).
         command_extra: runner-specific command-line arguments.
         command_name: the experiment's CLI name (default ``experiment`` with dashes).
+        data: the dataset, whose :func:`dataset_stats` open the payload as ``data``.
     """
     folder = settings.experiment_dir(experiment)
+    payload = {**({"data": dataset_stats(data)} if data is not None else {}), **payload}
+    if "runs" in payload:
+        payload["runs"] = [{k: v for k, v in r.items() if k != "history"} for r in payload["runs"]]
     obj = {
         "format": RESULTS_FORMAT,
         "experiment": experiment,

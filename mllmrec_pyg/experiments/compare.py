@@ -36,7 +36,6 @@ from mllmrec_pyg.experiments.common import (
     RunCache,
     RunSpec,
     build_graph,
-    dataset_stats,
     prepare_data,
     summarise,
     write_results,
@@ -213,11 +212,10 @@ def run_compare(
         settings,
         NAME,
         {
-            "data": dataset_stats(data),
             "budget": trials,
             "proposed": proposed,
             "tuned": tuned,
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+            "runs": runs,
             "significance": significance,
             "figures": [fig.name],
             "findings": findings(rows, proposed, significance),
@@ -231,6 +229,7 @@ def run_compare(
             *(["--ablation-seeds", *map(str, ablation_seeds)] if ablation_seeds else []),
             *(["--ablations", *ablations] if ablation_seeds and ablations else []),
         ],
+        data=data,
     )
 
 

@@ -31,7 +31,6 @@ from mllmrec_pyg.experiments.common import (
     RunCache,
     RunSpec,
     build_graph,
-    dataset_stats,
     load_raw,
     prepare_data,
     summarise,
@@ -134,11 +133,10 @@ def run_leakage(settings: ExperimentSettings, raw: HeteroData | None = None) -> 
         settings,
         NAME,
         {
-            "data": dataset_stats(honest),
             "backend": settings.text.backend,
             "exposure": exposure(raw, settings.text.token_budget),
             "text_changed": {"count": changed, "of": len(texts_a)},
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+            "runs": runs,
             "figures": [fig.name],
             "findings": {
                 "gap": gap,
@@ -146,6 +144,7 @@ def run_leakage(settings: ExperimentSettings, raw: HeteroData | None = None) -> 
             },
         },
         rows,
+        data=honest,
     )
 
 

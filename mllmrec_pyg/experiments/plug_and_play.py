@@ -31,7 +31,7 @@ from mllmrec_pyg.experiments.common import (
     RunCache,
     RunSpec,
     build_graph,
-    dataset_stats,
+    edge_stats,
     graph_stats,
     prepare_data,
     summarise,
@@ -85,12 +85,7 @@ def run_plug_and_play(
     cfg = make_config(model, base)
     feats = [data["item"][m] for m in cfg.modalities]
     ei, _ = knn_item_graph(feats, cfg.knn_k, getattr(cfg, "modality_weights", None))
-    n = int(data["item"].num_nodes)
-    graphs[vanilla] = {
-        "edges": int(ei.size(1)),
-        "self_loops": int((ei[0] == ei[1]).sum()),
-        "mean_neighbours": ei.size(1) / n,
-    }
+    graphs[vanilla] = edge_stats(ei, int(data["item"].num_nodes))
     if with_gd:
         gd = build_graph(data, replace(settings.graph, cooccurrence=False))
         variants.append((with_gd_name, gd, {"item_graph": list(RELATED)}))
@@ -134,11 +129,10 @@ def run_plug_and_play(
         settings,
         name,
         {
-            "data": dataset_stats(data),
             "host": model,
             "freedom_config": {**cfg.__dict__},
             "graphs": graphs,
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+            "runs": runs,
             "figures": [fig.name],
             "findings": {
                 "relative_improvement": improvement,
@@ -149,6 +143,7 @@ def run_plug_and_play(
         rows,
         command_extra=extra,
         command_name="plug-and-play",
+        data=data,
     )
 
 

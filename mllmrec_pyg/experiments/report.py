@@ -24,17 +24,6 @@ from mllmrec_pyg.tables import format_table
 
 log = logging.getLogger(__name__)
 
-#: experiment folder -> section title, in report order
-SECTIONS: dict[str, str] = {
-    "compare": "Every model tuned alike: the honest comparison",
-    "ablation": "Ablation (RQ2)",
-    "plug_and_play": "Plug-and-play: FREEDOM + graph refinement (RQ3)",
-    "plug_and_play_lattice": "Plug-and-play: LATTICE + graph refinement (RQ3)",
-    "plug_and_play_smore": "Plug-and-play: SMORE + graph refinement (RQ3)",
-    "sensitivity": "Sensitivity (RQ4)",
-    "tsne": "User representations, t-SNE (RQ5)",
-    "leakage": "Leakage audit",
-}
 MAIN_COLUMNS = (
     "valid recall@20",
     "valid ndcg@20",
@@ -326,17 +315,7 @@ def leakage_section(obj: Mapping[str, Any]) -> list[str]:
             "Held-out pairs whose item reaches the user's preference prompt (Prompt 2, "
             f"token budget {obj['settings']['token_budget']}, most recent items kept):",
             "",
-            format_table(
-                table,
-                (
-                    "mean list length",
-                    "mean items in prompt",
-                    "test pairs in prompts",
-                    "valid pairs in prompts",
-                ),
-                label="behaviour lists",
-                digits=1,
-            ),
+            format_table(table, label="behaviour lists", digits=1),
             "",
         ]
         changed = exp.get("users_with_changed_list") or {}
@@ -592,15 +571,20 @@ def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, s
     return out
 
 
-RENDERERS = {
-    "compare": compare_section,
-    "ablation": ablation_section,
-    "plug_and_play": plug_and_play_section,
-    "plug_and_play_lattice": plug_and_play_section,
-    "plug_and_play_smore": plug_and_play_section,
-    "sensitivity": sensitivity_section,
-    "tsne": tsne_section,
-    "leakage": leakage_section,
+#: experiment folder -> (section title, renderer), in report order
+SECTIONS: dict[str, tuple[str, Any]] = {
+    "compare": ("Every model tuned alike: the honest comparison", compare_section),
+    "ablation": ("Ablation (RQ2)", ablation_section),
+    **{
+        f"plug_and_play{suffix}": (
+            f"Plug-and-play: {host} + graph refinement (RQ3)",
+            plug_and_play_section,
+        )
+        for suffix, host in (("", "FREEDOM"), ("_lattice", "LATTICE"), ("_smore", "SMORE"))
+    },
+    "sensitivity": ("Sensitivity (RQ4)", sensitivity_section),
+    "tsne": ("User representations, t-SNE (RQ5)", tsne_section),
+    "leakage": ("Leakage audit", leakage_section),
 }
 
 
@@ -713,7 +697,7 @@ def build_report(root: Path, md_path: Path) -> str:
                 f"{d['test']} train / valid / test pairs (5-core, per-user split).",
                 "",
             ]
-        for exp, heading in SECTIONS.items():
+        for exp, (heading, render) in SECTIONS.items():
             if exp not in exps:
                 continue
             obj = exps[exp]
@@ -721,7 +705,7 @@ def build_report(root: Path, md_path: Path) -> str:
             note = _cap_note(obj)
             if note:
                 out += [note, ""]
-            out += RENDERERS[exp](obj)
+            out += render(obj)
             out += [""] + _figures(obj, md_dir) + [""]
     out.append(AMAZON)
     return "\n".join(out).rstrip() + "\n"

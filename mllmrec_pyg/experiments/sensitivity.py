@@ -21,7 +21,6 @@ from mllmrec_pyg.experiments.common import (
     RunCache,
     RunSpec,
     build_graph,
-    dataset_stats,
     prepare_data,
     summarise,
     write_csv,
@@ -127,19 +126,19 @@ def run_sensitivity(
         settings,
         NAME,
         {
-            "data": dataset_stats(data),
             "alphas": list(alphas),
             "k_cs": list(k_cs),
             "dims": list(dims),
             "grid": grid,
             "valid_grid": valid_grid,
             "dim_curves": {k: {"mean": v[0], "std": v[1]} for k, v in dims_out.items()},
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+            "runs": runs,
             "figures": figs,
             "findings": findings(grid, list(alphas), list(k_cs), dims_out, list(dims)),
         },
         grid_rows + dim_rows,
         command_extra=_grid_args(alphas, k_cs, dims),
+        data=data,
     )
 
 

@@ -34,7 +34,6 @@ from mllmrec_pyg.experiments.common import (
     RunCache,
     RunSpec,
     build_graph,
-    dataset_stats,
     prepare_data,
     write_results,
 )
@@ -177,10 +176,9 @@ def run_tsne(
         settings,
         NAME,
         {
-            "data": dataset_stats(data),
             "baseline": baseline,
             "colour": colour_label,
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in results.values()],
+            "runs": list(results.values()),
             "sampled_users": users.tolist(),
             "figures": [fig.name],
             "findings": {
@@ -191,6 +189,7 @@ def run_tsne(
         rows,
         command_extra=(["--baseline", baseline] if baseline != "LightGCN" else [])
         + (["--sample-users", str(num_users)] if num_users != 500 else []),
+        data=data,
     )
 
 
