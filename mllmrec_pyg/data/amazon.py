@@ -685,7 +685,17 @@ def load_amazon(
 
         data = load_amazon("raw/amazon2014", "Baby", images="raw/baby_images")
     """
-    return build_amazon(**locals()).to_heterodata()  # the same arguments
+    return build_amazon(
+        root,
+        category,
+        interactions=interactions,
+        meta=meta,
+        images=images,
+        k=k,
+        seed=seed,
+        on_error=on_error,
+        require_meta=require_meta,
+    ).to_heterodata()
 
 
 def build_amazon(

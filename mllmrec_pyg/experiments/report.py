@@ -19,6 +19,7 @@ from typing import Any
 
 from mllmrec_pyg.experiments.common import RESULTS_FORMAT
 from mllmrec_pyg.experiments.plug_and_play import HOSTS
+from mllmrec_pyg.experiments.plug_and_play import NAME as PNP
 from mllmrec_pyg.io import read_json, write_text
 from mllmrec_pyg.tables import format_table
 
@@ -576,11 +577,11 @@ SECTIONS: dict[str, tuple[str, Any]] = {
     "compare": ("Every model tuned alike: the honest comparison", compare_section),
     "ablation": ("Ablation (RQ2)", ablation_section),
     **{
-        f"plug_and_play{suffix}": (
+        PNP if key == "freedom" else f"{PNP}_{key}": (
             f"Plug-and-play: {host} + graph refinement (RQ3)",
             plug_and_play_section,
         )
-        for suffix, host in (("", "FREEDOM"), ("_lattice", "LATTICE"), ("_smore", "SMORE"))
+        for key, host in HOSTS.items()
     },
     "sensitivity": ("Sensitivity (RQ4)", sensitivity_section),
     "tsne": ("User representations, t-SNE (RQ5)", tsne_section),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import fields
 
 import numpy as np
 import torch
@@ -341,8 +340,11 @@ class ThresholdKNN(BaseTransform):
         self.block_size = check_positive_int(block_size, "block_size", allow_none=True)
         self.x_key = check_name(x_key, "x_key")
         self.backend = check_choice(backend, "backend", BACKENDS)
-        given = locals()
-        self.index_params = IndexParams(**{f.name: given[f.name] for f in fields(IndexParams)})
+        self.index_params = IndexParams(
+            nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, hnsw_m=hnsw_m,
+            ef_construction=ef_construction, ef_search=ef_search, train_size=train_size,
+            candidates=candidates, seed=seed,
+        )  # fmt: skip
 
     def forward(self, data: HeteroData) -> HeteroData:
         n = require_node_type(data, self.node_type)
