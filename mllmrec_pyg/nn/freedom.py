@@ -60,9 +60,12 @@ from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
+    check_item_graph,
     feature_parameters,
     modality_features,
     read_item_edges,
+    require_non_negative,
+    require_positive,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
@@ -125,18 +128,11 @@ class FREEDOMConfig:
                     f"{len(self.modality_weights)} modality weights for "
                     f"{len(self.modalities)} modalities {self.modalities}"
                 )
-        if self.item_graph is not None:
-            self.item_graph = tuple(self.item_graph)
-            if len(self.item_graph) != 3:
-                raise ValueError(f"item_graph must be an edge type triple, got {self.item_graph}")
+        self.item_graph = check_item_graph(self.item_graph)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for key in ("embedding_dim", "knn_k"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_item_layers"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "knn_k")
+        require_non_negative(self, "num_ui_layers", "num_item_layers")
 
 
 # -- the two graphs --------------------------------------------------------------------------

@@ -80,7 +80,6 @@ built. Everything else stays.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -88,7 +87,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
@@ -99,14 +97,14 @@ from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     cosine_knn_graph,
     feature_parameters,
+    graph_label,
     info_nce,
     layer_mean,
-    read_inputs,
+    require_non_negative,
+    require_positive,
     sym_norm_weights,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,21 +153,10 @@ class GUMEConfig:
 
     def __post_init__(self) -> None:
         self.modalities, self.item_graph = check_modalities(self.modalities, self.item_graph)
-        for key in ("embedding_dim", "knn_k", "bm_temperature", "um_temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in (
-            "num_ui_layers",
-            "num_item_layers",
-            "reg_weight",
-            "extended_reg_weight",
-            "vt_weight",
-            "bm_weight",
-            "um_weight",
-            "noise_eps",
-        ):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "knn_k", "bm_temperature", "um_temperature")
+        require_non_negative(self, "num_ui_layers", "num_item_layers", "reg_weight")
+        require_non_negative(self, "extended_reg_weight", "vt_weight", "bm_weight", "um_weight")
+        require_non_negative(self, "noise_eps")
 
 
 def semantic_neighbours(graphs: Sequence[Tensor], num_items: int) -> Tensor:
@@ -312,21 +299,9 @@ class GUME(MultimodalModel):
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: GUMEConfig | None = None) -> GUME:
-        """Build from the training pairs, ``data["item"].<modality>`` and, when
-        ``config.item_graph`` is set, that item-item edge type."""
-        cfg = config or GUMEConfig()
-        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, graph, cfg)
-        log.info(
-            "GUME: %d users, %d items, modality graphs %s, %d semantic-neighbour edges",
-            num_users,
-            num_items,
-            f"kNN(k={cfg.knn_k})" if graph is None else str(cfg.item_graph),
-            model.neighbour_index.size(1),
-        )
-        return model.set_seen(train)
+    def _summary(self) -> str:
+        edges = self.neighbour_index.size(1)
+        return f"modality graphs {graph_label(self.config)}, {edges} semantic-neighbour edges"
 
     def item_adj(self, modality: int) -> tuple[Tensor, Tensor]:
         """The normalised graph :math:`\\hat S^m` of ``modality`` and its transpose (CSR)."""
@@ -407,10 +382,10 @@ class GUME(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph}, modalities={c.modalities}"
+            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, "
+            f"modalities={c.modalities}"
         )
 
 

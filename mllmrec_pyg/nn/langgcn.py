@@ -90,6 +90,7 @@ from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mllmrec import Tower
+from mllmrec_pyg.nn.mm_common import check_item_graph, require_non_negative, require_positive
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,7 @@ class LangGCNConfig:
     negative_slope: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.item_graph is not None:  # JSON round trips turn tuples into lists
-            self.item_graph = tuple(self.item_graph)
-            if len(self.item_graph) != 3:
-                raise ValueError(f"item_graph must be an edge type triple, got {self.item_graph}")
+        self.item_graph = check_item_graph(self.item_graph)
         for key, allowed in (
             ("user_init", USER_INITS),
             ("item_graph_mode", ITEM_GRAPH_MODES),
@@ -166,12 +164,9 @@ class LangGCNConfig:
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        for key in ("embedding_dim", "hidden_dim", "temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_layers", "num_item_layers", "num_negatives", "reg_weight", "id_init_std"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "hidden_dim", "temperature")
+        require_non_negative(self, "num_layers", "num_item_layers", "num_negatives")
+        require_non_negative(self, "reg_weight", "id_init_std")
         if self.num_negatives == 0 and self.loss != "infonce":
             raise ValueError("num_negatives=0 (every unseen item) needs loss='infonce'")
         if not self.id_embeddings and (self.user_init == "id" or not self.use_item_text):

@@ -41,14 +41,12 @@ the learned graph and everything else stay.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.mm_common import (
@@ -58,14 +56,14 @@ from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     cosine_knn_graph,
     feature_parameters,
+    graph_label,
     layer_mean,
     propagate,
-    read_inputs,
+    require_non_negative,
+    require_positive,
     sym_norm_weights,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,16 +99,11 @@ class LATTICEConfig:
 
     def __post_init__(self) -> None:
         self.modalities, self.item_graph = check_modalities(self.modalities, self.item_graph)
-        for key in ("embedding_dim", "feat_embed_dim", "knn_k"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_item_layers"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "feat_embed_dim", "knn_k")
+        require_non_negative(self, "num_ui_layers", "num_item_layers")
         if not 0.0 <= self.lambda_coeff <= 1.0:
             raise ValueError(f"lambda_coeff must be in [0, 1], got {self.lambda_coeff}")
-        if self.reg_weight < 0:
-            raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
+        require_non_negative(self, "reg_weight")
 
 
 def row_normalized_ui_adjacency(pairs: Tensor, num_users: int, num_items: int) -> Tensor:
@@ -193,20 +186,8 @@ class LATTICE(MultimodalModel):
             lin.reset_parameters()
         nn.init.zeros_(self.modal_weight)  # softmax -> equal weights
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: LATTICEConfig | None = None) -> LATTICE:
-        """Build from the training pairs, ``data["item"].<modality>`` and, when
-        ``config.item_graph`` is set, that item-item edge type."""
-        cfg = config or LATTICEConfig()
-        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, graph, cfg)
-        log.info(
-            "LATTICE: %d users, %d items, initial graph %s",
-            num_users,
-            num_items,
-            f"kNN(k={cfg.knn_k})" if graph is None else str(cfg.item_graph),
-        )
-        return model.set_seen(train)
+    def _summary(self) -> str:
+        return f"initial graph {graph_label(self.config)}"
 
     # -- the item graph -----------------------------------------------------------------------
     def initial_graph(self) -> tuple[Tensor, Tensor]:
@@ -271,10 +252,10 @@ class LATTICE(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, initial_graph={graph}, lambda={c.lambda_coeff}"
+            f"item_layers={c.num_item_layers}, initial_graph={graph_label(c)}, "
+            f"lambda={c.lambda_coeff}"
         )
 
 

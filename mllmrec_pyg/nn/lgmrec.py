@@ -49,14 +49,12 @@ item-item graph, so it has no plug-and-play variant.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
@@ -66,12 +64,11 @@ from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     info_nce,
     layer_mean,
-    read_inputs,
+    require_non_negative,
+    require_positive,
     user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,12 +103,9 @@ class LGMRecConfig:
 
     def __post_init__(self) -> None:
         self.modalities, _ = check_modalities(self.modalities, None)
-        for key in ("embedding_dim", "hyper_num", "num_hyper_layers", "tau"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_mm_layers", "cl_weight", "reg_weight", "alpha"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "hyper_num", "num_hyper_layers", "tau")
+        require_non_negative(self, "num_ui_layers", "num_mm_layers", "cl_weight", "reg_weight")
+        require_non_negative(self, "alpha")
         if not 0.0 < self.keep_rate <= 1.0:
             raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
 
@@ -129,6 +123,7 @@ class LGMRec(MultimodalModel):
 
     name = "lgmrec"
     config_class = LGMRecConfig
+    constructor_inputs = ("train", "features")
 
     def __init__(
         self,
@@ -172,15 +167,6 @@ class LGMRec(MultimodalModel):
         nn.init.xavier_uniform_(self.item_emb.weight)
         for p in (*self.projections, *self.hyperedges):
             nn.init.xavier_uniform_(p)
-
-    @classmethod
-    def from_data(cls, data: HeteroData, config: LGMRecConfig | None = None) -> LGMRec:
-        """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
-        cfg = config or LGMRecConfig()
-        num_users, num_items, train, feats, _ = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, cfg)
-        log.info("LGMRec: %d users, %d items, modalities %s", num_users, num_items, cfg.modalities)
-        return model.set_seen(train)
 
     def features(self, m: int) -> Tensor:
         return getattr(self, f"feat_{m}")

@@ -20,8 +20,9 @@ propagation computes :math:`h'_a = \\sum_b S_{ab} h_b` over edges ``b -> a``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,12 +52,18 @@ class MultimodalModel(RankingModel):
     """Base class of the multimodal baselines.
 
     They read ``data["item"].<modality>`` and, when ``config.item_graph``
-    names it, the refined item graph (:meth:`requires`). Unless a subclass
-    overrides them, :meth:`pair_scores` and :meth:`scorer` are inner products
-    of the subclass's ``representations() -> (users [U, d], items [I, d])``
-    (not declared here: :func:`~mllmrec_pyg.experiments.tsne.user_representations`
+    names it, the refined item graph (:meth:`requires`). :meth:`from_data`
+    passes the constructor ``num_users, num_items``, the inputs named in
+    :attr:`constructor_inputs` and the config. Unless a subclass overrides
+    them, :meth:`pair_scores` and :meth:`scorer` are inner products of the
+    subclass's ``representations() -> (users [U, d], items [I, d])`` (not
+    declared here: :func:`~mllmrec_pyg.experiments.tsne.user_representations`
     looks for it).
     """
+
+    #: what the constructor takes between ``num_users, num_items`` and ``config``: the
+    #: training pairs, the modality features, the item graph (see :func:`read_inputs`)
+    constructor_inputs: ClassVar[tuple[str, ...]] = ("train", "features", "graph")
 
     @classmethod
     def requires(cls, config: Any) -> frozenset[str]:
@@ -64,6 +71,23 @@ class MultimodalModel(RankingModel):
         if reads_refined_graph(getattr(config, "item_graph", None)):
             return frozenset({"items", "graph"})
         return frozenset({"items"})
+
+    @classmethod
+    def from_data(cls, data: HeteroData, config: Any = None) -> MultimodalModel:
+        """Build from the training pairs, ``data["item"].<modality>`` and, when
+        ``config.item_graph`` is set, that item-item edge type."""
+        cfg = config or cls.config_class()
+        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
+        given = {"train": train, "features": feats, "graph": graph}
+        model = cls(num_users, num_items, *(given[k] for k in cls.constructor_inputs), cfg)
+        logging.getLogger(cls.__module__).info(
+            "%s: %d users, %d items, %s", cls.__name__, num_users, num_items, model._summary()
+        )
+        return model.set_seen(train)
+
+    def _summary(self) -> str:
+        """What :meth:`from_data` logs after the numbers of users and items."""
+        return f"modalities {self.config.modalities}"
 
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
@@ -94,6 +118,16 @@ def feature_parameters(features: Sequence[Tensor], trainable: bool) -> nn.Parame
     )
 
 
+def check_item_graph(item_graph: Sequence[str] | None) -> EdgeType | None:
+    """Normalise an ``item_graph`` config field (JSON turns tuples into lists)."""
+    if item_graph is None:
+        return None
+    graph = tuple(item_graph)
+    if len(graph) != 3:
+        raise ValueError(f"item_graph must be an edge type triple, got {graph}")
+    return graph
+
+
 def check_modalities(modalities: Sequence[str], item_graph: Sequence[str] | None) -> tuple:
     """Normalise the ``modalities`` / ``item_graph`` config fields (JSON turns tuples into lists)."""
     mods = tuple(modalities)
@@ -101,12 +135,21 @@ def check_modalities(modalities: Sequence[str], item_graph: Sequence[str] | None
         raise ValueError("at least one modality is needed")
     if len(set(mods)) != len(mods):
         raise ValueError(f"modalities are repeated: {mods}")
-    graph = None
-    if item_graph is not None:
-        graph = tuple(item_graph)
-        if len(graph) != 3:
-            raise ValueError(f"item_graph must be an edge type triple, got {graph}")
-    return mods, graph
+    return mods, check_item_graph(item_graph)
+
+
+def require_positive(config: Any, *keys: str) -> None:
+    """Raise a ``ValueError`` for the first of the ``config`` fields ``keys`` that is not > 0."""
+    for key in keys:
+        if getattr(config, key) <= 0:
+            raise ValueError(f"{key} must be positive, got {getattr(config, key)}")
+
+
+def require_non_negative(config: Any, *keys: str) -> None:
+    """Raise a ``ValueError`` for the first of the ``config`` fields ``keys`` that is < 0."""
+    for key in keys:
+        if getattr(config, key) < 0:
+            raise ValueError(f"{key} must be >= 0, got {getattr(config, key)}")
 
 
 def modality_features(data: HeteroData, modalities: Sequence[str], num_items: int) -> list[Tensor]:
@@ -141,18 +184,24 @@ def read_item_graph(data: HeteroData, edge_type: EdgeType, num_items: int) -> tu
 
 
 def read_inputs(
-    data: HeteroData, config: Any
-) -> tuple[int, int, Tensor, list[Tensor], tuple[Tensor, Tensor] | None]:
+    data: HeteroData, config: Any, read_graph: Callable = read_item_graph
+) -> tuple[int, int, Tensor, list[Tensor], tuple[Tensor, Tensor | None] | None]:
     """Validate ``data`` and read what a multimodal baseline is built from: the numbers of
     users and items, the training pairs, the features of ``config.modalities`` and, when
-    the config has an ``item_graph`` edge type set, that graph (else ``None``)."""
+    the config has an ``item_graph`` edge type set, that graph read with ``read_graph``
+    (:func:`read_item_graph` or :func:`read_item_edges`; else ``None``)."""
     validate(data)
     num_users = require_node_type(data, USER)
     num_items = require_node_type(data, ITEM)
     feats = modality_features(data, config.modalities, num_items)
     edge_type = getattr(config, "item_graph", None)
-    graph = None if edge_type is None else read_item_graph(data, edge_type, num_items)
+    graph = None if edge_type is None else read_graph(data, edge_type, num_items)
     return num_users, num_items, data[INTERACTS].edge_index, feats, graph
+
+
+def graph_label(config: Any) -> str:
+    """``kNN(k=...)``, or the ``item_graph`` edge type a config reads instead (for reprs/logs)."""
+    return f"kNN(k={config.knn_k})" if config.item_graph is None else str(config.item_graph)
 
 
 # -- item graphs ----------------------------------------------------------------------------
@@ -254,9 +303,11 @@ __all__ = [
     "MultimodalModel",
     "bpr_loss",
     "check_feature_count",
+    "check_item_graph",
     "check_modalities",
     "cosine_knn_graph",
     "feature_parameters",
+    "graph_label",
     "info_nce",
     "layer_mean",
     "modality_features",
@@ -264,6 +315,8 @@ __all__ = [
     "read_inputs",
     "read_item_edges",
     "read_item_graph",
+    "require_non_negative",
+    "require_positive",
     "sym_norm_weights",
     "user_item_edges",
 ]

@@ -51,14 +51,12 @@ everything else stay.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
@@ -69,15 +67,15 @@ from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     cosine_knn_graph,
     feature_parameters,
+    graph_label,
     info_nce,
     layer_mean,
-    read_inputs,
+    require_non_negative,
+    require_positive,
     sym_norm_weights,
     user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,12 +114,8 @@ class SMOREConfig:
 
     def __post_init__(self) -> None:
         self.modalities, self.item_graph = check_modalities(self.modalities, self.item_graph)
-        for key in ("embedding_dim", "knn_k", "temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_item_layers", "reg_weight", "cl_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "knn_k", "temperature")
+        require_non_negative(self, "num_ui_layers", "num_item_layers", "reg_weight", "cl_weight")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -227,20 +221,9 @@ class SMORE(MultimodalModel):
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: SMOREConfig | None = None) -> SMORE:
-        """Build from the training pairs, ``data["item"].<modality>`` and, when
-        ``config.item_graph`` is set, that item-item edge type."""
-        cfg = config or SMOREConfig()
-        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, graph, cfg)
-        log.info(
-            "SMORE: %d users, %d items, item graphs %s",
-            num_users,
-            num_items,
-            f"kNN(k={cfg.knn_k}) + max fusion" if graph is None else str(cfg.item_graph),
-        )
-        return model.set_seen(train)
+    def _summary(self) -> str:
+        fusion = " + max fusion" if self.config.item_graph is None else ""
+        return f"item graphs {graph_label(self.config)}{fusion}"
 
     def item_adj(self, view: int) -> Tensor:
         """The normalised item graph of ``view`` (modalities ``0..M-1``, fusion ``M``)."""
@@ -314,10 +297,10 @@ class SMORE(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph}, modalities={c.modalities}"
+            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, "
+            f"modalities={c.modalities}"
         )
 
 
