@@ -79,19 +79,25 @@ from mllmrec_pyg.data.schema import (
     RELATED,
     USER,
     SchemaError,
-    check_edge_index,
     check_features,
-    require_edge_type,
     require_node_type,
     validate,
 )
 from mllmrec_pyg.metrics import CSRIndex, mask_scores_
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_scorer, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mllmrec import Tower
-from mllmrec_pyg.nn.mm_common import check_item_graph, require_non_negative, require_positive
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.mm_common import (
+    check_item_graph,
+    l2_penalty,
+    layer_mean,
+    power_matmul,
+    read_item_edges,
+    require_non_negative,
+    require_positive,
+)
+from mllmrec_pyg.nn.spmm import csr_transpose
 
 log = logging.getLogger(__name__)
 
@@ -308,12 +314,7 @@ class LangGCN(RankingModel):
         train = data[INTERACTS].edge_index
         ei = ew = None
         if cfg.item_graph is not None:
-            require_edge_type(data, cfg.item_graph)
-            store = data[cfg.item_graph]
-            ei = check_edge_index(
-                store.edge_index, num_items, num_items, f"data[{cfg.item_graph}].edge_index"
-            )
-            ew = store.get("edge_weight")
+            ei, ew = read_item_edges(data, cfg.item_graph, num_items)
         user_x = data[USER].get("x") if cfg.user_init in ("preference", "mean+preference") else None
         model = cls(num_users, data[ITEM].x, train, user_x, ei, ew, cfg)
         log.info("LangGCN: %d users, %d items; %s", num_users, num_items, model.extra_repr())
@@ -332,19 +333,16 @@ class LangGCN(RankingModel):
 
     def representations(self) -> tuple[Tensor, Tensor]:
         """Final :math:`e_u` and :math:`e_i` for all users and items."""
+        cfg = self.config
         e0 = self.layer0()
-        acc, h = e0, e0
-        for _ in range(self.config.num_layers):
-            h = fixed_matmul(self.ui_adj_t, h)  # symmetric
-            acc = acc + h
-        out = acc / (self.config.num_layers + 1)
+        out = layer_mean(self.ui_adj_t, e0, cfg.num_layers)  # symmetric
         users, items = out[: self.num_users], out[self.num_users :]
         if self.item_emb_adj is not None:
             g = e0[self.num_users :]
-            for _ in range(self.config.num_item_layers):
-                g = fixed_matmul(self.item_emb_adj, g, self.item_emb_adj_t)
-            items = items + g
-        if self.config.cosine:
+            items = items + power_matmul(
+                self.item_emb_adj, g, cfg.num_item_layers, self.item_emb_adj_t
+            )
+        if cfg.cosine:
             users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
         return users, items
 
@@ -390,20 +388,11 @@ class LangGCN(RankingModel):
     def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
         if self.config.reg_weight <= 0 or self.user_id is None:
             return None
-        sq = (
-            self.user_id(users).pow(2).sum()
-            + self.item_id(pos_items).pow(2).sum()
-            + self.item_id(neg_items).pow(2).sum()
-        )
-        return self.config.reg_weight * sq / (2 * users.numel())
+        u, p, n = self.user_id(users), self.item_id(pos_items), self.item_id(neg_items)
+        return l2_penalty(u, p, n, self.config.reg_weight)
 
     def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
+        return dot_scorer(*self.representations())
 
     def extra_repr(self) -> str:
         c = self.config

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.data.schema import (
     INTERACTS,
     ITEM,
@@ -40,9 +41,15 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
-from mllmrec_pyg.nn.item_lightgcn import check_edge_weight
-from mllmrec_pyg.nn.spmm import fixed_matmul
+from mllmrec_pyg.nn.base import (
+    RankingModel,
+    ScoreFn,
+    dot_pair_scores,
+    dot_scorer,
+    reads_refined_graph,
+)
+from mllmrec_pyg.nn.item_lightgcn import check_edge_weight, to_adj_t
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 EdgeType = tuple[str, str, str]
@@ -59,6 +66,18 @@ class MultimodalModel(RankingModel):
     subclass's ``representations() -> (users [U, d], items [I, d])`` (not
     declared here: :func:`~mllmrec_pyg.experiments.tsne.user_representations`
     looks for it).
+
+    Constructor arguments of the subclasses (those without a training graph
+    or an item graph skip those):
+
+    Args:
+        num_users: number of users.
+        num_items: number of items.
+        train_edge_index: training ``(user, item)`` pairs.
+        modality_features: raw features per modality, ``[I, d_m]`` each.
+        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play graph
+            (normalised by the model), or ``None`` for the model's own kNN graphs.
+        config: the model's config dataclass.
     """
 
     #: what the constructor takes between ``num_users, num_items`` and ``config``: the
@@ -92,23 +111,24 @@ class MultimodalModel(RankingModel):
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:
-        u_all, i_all = self.representations()
-        u = u_all[users]
-        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
+        return dot_pair_scores(*self.representations(), users, pos_items, neg_items)
 
     def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
+        return dot_scorer(*self.representations())
 
 
 def check_feature_count(features: Sequence[Tensor], modalities: Sequence[str]) -> None:
     """A model's constructor gets one feature matrix per configured modality."""
     if len(features) != len(modalities):
         raise ValueError(f"{len(features)} feature matrices for modalities {modalities}")
+
+
+def reset_linear_layers(*modules: nn.Module) -> None:
+    """PyTorch's default initialisation of every linear layer in ``modules``, in order."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
 
 
 def feature_parameters(features: Sequence[Tensor], trainable: bool) -> nn.ParameterList:
@@ -222,6 +242,36 @@ def cosine_knn_graph(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return ei, w
 
 
+def sparse_csr(indices: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """The CSR matrix (:func:`~mllmrec_pyg._sparse.to_csr`) of COO ``indices`` and ``values``
+    (duplicate entries add up)."""
+    with quiet_sparse():
+        return to_csr(torch.sparse_coo_tensor(indices, values, size))
+
+
+def sym_norm_graph(
+    edge_index: Tensor, edge_weight: Tensor, num_nodes: int
+) -> tuple[Tensor, Tensor]:
+    """``edge_index`` and the :func:`sym_norm_weights` of ``edge_weight`` (as float)."""
+    return edge_index, sym_norm_weights(edge_index, edge_weight.float(), num_nodes)
+
+
+def knn_graphs(features: Sequence[Tensor], k: int, num_items: int) -> list[tuple[Tensor, Tensor]]:
+    """The normalised :func:`cosine_knn_graph` of every modality's (detached) features."""
+    return [sym_norm_graph(*cosine_knn_graph(x.detach().float(), k), num_items) for x in features]
+
+
+def register_item_graphs(
+    module: nn.Module, graphs: Sequence[tuple[Tensor, Tensor]], num_items: int
+) -> None:
+    """Non-persistent CSR buffers ``item_adj_{v}`` of ``graphs[v]`` and their transposes
+    ``item_adj_{v}_t`` (kNN graphs are not symmetric: the backward pass needs them)."""
+    for v, (ei, ew) in enumerate(graphs):
+        adj = to_adj_t(ei, ew, num_items)
+        module.register_buffer(f"item_adj_{v}", adj, persistent=False)
+        module.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
+
+
 def sym_norm_weights(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tensor:
     """Weights of :math:`D^{-1/2} S D^{-1/2}`, :math:`D_{aa} = \\sum_b S_{ab}` (owner row sums).
 
@@ -252,27 +302,49 @@ def user_item_edges(pairs: Tensor, num_users: int, num_items: int) -> tuple[Tens
     return torch.stack([src, dst]), inv[src] * inv[dst]
 
 
-def layer_mean(
+def power_matmul(
     adj: Tensor, x: Tensor, num_layers: int, adj_transposed: Tensor | None = None
 ) -> Tensor:
-    """LightGCN's mean over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (``adj`` sparse CSR;
-    ``adj_transposed`` its transpose for the backward pass, ``None`` if ``adj`` is symmetric,
-    as in :func:`~mllmrec_pyg.nn.spmm.fixed_matmul`)."""
+    """:math:`\\mathrm{adj}^L x` (``adj`` sparse CSR; ``adj_transposed`` its transpose for the
+    backward pass, ``None`` if ``adj`` is symmetric, as in
+    :func:`~mllmrec_pyg.nn.spmm.fixed_matmul`)."""
+    for _ in range(num_layers):
+        x = fixed_matmul(adj, x, adj_transposed)
+    return x
+
+
+def layer_sum(
+    adj: Tensor, x: Tensor, num_layers: int, adj_transposed: Tensor | None = None
+) -> Tensor:
+    """The sum over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (arguments as
+    :func:`power_matmul`)."""
     acc = x
     for _ in range(num_layers):
         x = fixed_matmul(adj, x, adj_transposed)
         acc = acc + x
-    return acc / (num_layers + 1)
+    return acc
+
+
+def layer_mean(
+    adj: Tensor, x: Tensor, num_layers: int, adj_transposed: Tensor | None = None
+) -> Tensor:
+    """LightGCN's mean over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (arguments as
+    :func:`power_matmul`)."""
+    return layer_sum(adj, x, num_layers, adj_transposed) / (num_layers + 1)
+
+
+def l2_penalty(u: Tensor, p: Tensor, n: Tensor, weight: float) -> Tensor:
+    """:math:`\\beta \\frac{1}{2B}(\\lVert P_u\\rVert^2 + \\lVert Q_i\\rVert^2 + \\lVert Q_j\\rVert^2)`
+    on a batch's user, positive and negative vectors (``weight`` :math:`\\beta`)."""
+    return weight * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / (2 * u.size(0))
 
 
 def bpr_loss(u: Tensor, p: Tensor, n: Tensor, l2_weight: float = 0.0) -> Tensor:
-    """BPR on the inner products of the batch's final vectors, plus
-    :math:`\\beta \\frac{1}{2B}(\\lVert P_u\\rVert^2 + \\lVert Q_i\\rVert^2 + \\lVert Q_j\\rVert^2)`
+    """BPR on the inner products of the batch's final vectors, plus :func:`l2_penalty`
     when ``l2_weight`` :math:`\\beta > 0`."""
     loss = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
     if l2_weight > 0:
-        sq = u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()
-        loss = loss + l2_weight * sq / (2 * u.size(0))
+        loss = loss + l2_penalty(u, p, n, l2_weight)
     return loss
 
 
@@ -307,7 +379,6 @@ __all__ = [
     "check_modalities",
     "cosine_knn_graph",
     "feature_parameters",
-    "graph_label",
     "info_nce",
     "layer_mean",
     "modality_features",
