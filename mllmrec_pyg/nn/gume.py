@@ -88,21 +88,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
-from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
     check_feature_count,
     check_modalities,
-    cosine_knn_graph,
     feature_parameters,
     graph_label,
     info_nce,
+    knn_graphs,
     layer_mean,
+    power_matmul,
+    register_item_graphs,
     require_non_negative,
     require_positive,
-    sym_norm_weights,
+    reset_linear_layers,
+    sparse_csr,
+    sym_norm_graph,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 
@@ -188,11 +190,8 @@ def enhanced_ui_adjacency(
     deg = torch.bincount(rows, minlength=n).float()
     inv = torch.where(deg > 0, deg.clamp_min(1).rsqrt(), torch.zeros_like(deg))
     w = inv[rows] * inv[cols]
-    nu = pairs.size(1)
-    with quiet_sparse():
-        adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), w, (n, n))
-        r_hat = torch.sparse_coo_tensor(pairs, w[:nu], (num_users, num_items))
-        return to_csr(adj), to_csr(r_hat)
+    r_hat = sparse_csr(pairs, w[: pairs.size(1)], (num_users, num_items))
+    return sparse_csr(torch.stack([rows, cols]), w, (n, n)), r_hat
 
 
 def perturb(x: Tensor, eps: float) -> Tensor:
@@ -224,16 +223,7 @@ def _gate(d_in: int, d: int) -> nn.Sequential:
 
 class GUME(MultimodalModel):
     """GUME on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: raw features per modality, ``[I, d_m]`` each.
-        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play graph,
-            or ``None`` for GUME's own kNN graphs.
-        config: :class:`GUMEConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`."""
 
     name = "gume"
     config_class = GUMEConfig
@@ -256,18 +246,13 @@ class GUME(MultimodalModel):
         # modality graphs (one per modality, or the given one for all) + semantic neighbours
         self.own_graph = item_graph is None
         if self.own_graph:
-            graphs = [cosine_knn_graph(x.detach().float(), cfg.knn_k) for x in modality_features]
+            graphs = knn_graphs(modality_features, cfg.knn_k, num_items)
             neighbours = semantic_neighbours([g[0] for g in graphs], num_items)
         else:
             gi, gw = item_graph
-            gw = gw.float()
-            graphs = [(gi, gw)]
-            neighbours = semantic_neighbours([gi[:, gw > 0]], num_items)
-        for v, (gi, gw) in enumerate(graphs):
-            adj = to_adj_t(gi, sym_norm_weights(gi, gw.float(), num_items), num_items)
-            self.register_buffer(f"item_adj_{v}", adj, persistent=False)
-            # kNN graphs are not symmetric: the backward pass needs the transposes
-            self.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
+            graphs = [sym_norm_graph(gi, gw, num_items)]
+            neighbours = semantic_neighbours([gi[:, gw.float() > 0]], num_items)
+        register_item_graphs(self, graphs, num_items)
         self.register_buffer("neighbour_index", neighbours, persistent=False)
 
         ui_adj, r_hat = enhanced_ui_adjacency(
@@ -294,10 +279,7 @@ class GUME(MultimodalModel):
         """Embeddings Xavier-uniform, linear layers PyTorch's default (as the reference)."""
         for emb in (self.user_emb, self.item_emb, *self.modal_user_emb):
             nn.init.xavier_uniform_(emb.weight)
-        for mod in (self.encoders, self.attention, self.behaviour_gates):
-            for layer in mod.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.reset_parameters()
+        reset_linear_layers(self.encoders, self.attention, self.behaviour_gates)
 
     def _summary(self) -> str:
         edges = self.neighbour_index.size(1)
@@ -320,10 +302,8 @@ class GUME(MultimodalModel):
         )
         explicit, ext = [], []
         for m, (x, enc) in enumerate(zip(self.features, self.encoders)):
-            h = e_i * enc(x)
             adj, adj_t = self.item_adj(m)
-            for _ in range(cfg.num_item_layers):
-                h = fixed_matmul(adj, h, adj_t)
+            h = power_matmul(adj, e_i * enc(x), cfg.num_item_layers, adj_t)
             explicit.append(torch.cat([fixed_matmul(self.r_hat, h, self.r_hat_t), h]))
             if extended:
                 ego = torch.cat([self.modal_user_emb[m].weight, h])

@@ -48,7 +48,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
@@ -57,10 +56,14 @@ from mllmrec_pyg.nn.mm_common import (
     cosine_knn_graph,
     feature_parameters,
     graph_label,
+    knn_graphs,
     layer_mean,
     propagate,
     require_non_negative,
     require_positive,
+    reset_linear_layers,
+    sparse_csr,
+    sym_norm_graph,
     sym_norm_weights,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose
@@ -115,23 +118,13 @@ def row_normalized_ui_adjacency(pairs: Tensor, num_users: int, num_items: int) -
     rows = torch.cat([pairs[0], pairs[1] + num_users, loops])
     cols = torch.cat([pairs[1] + num_users, pairs[0], loops])
     deg = torch.bincount(rows, minlength=n).float()
-    with quiet_sparse():
-        adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n))
-        return to_csr(adj)
+    return sparse_csr(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n))
 
 
 class LATTICE(MultimodalModel):
     """LATTICE on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: raw features per modality, ``[I, d_m]`` each.
-        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play initial
-            graph (normalised here), or ``None`` for LATTICE's own kNN graphs.
-        config: :class:`LATTICEConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (``item_graph`` is the plug-and-play *initial* graph)."""
 
     name = "lattice"
     config_class = LATTICEConfig
@@ -156,13 +149,9 @@ class LATTICE(MultimodalModel):
         # the initial graphs: one normalised kNN graph per modality, or the given one
         self.own_graph = item_graph is None
         if self.own_graph:
-            graphs = []
-            for x in modality_features:
-                ei, ew = cosine_knn_graph(x.detach().float(), cfg.knn_k)
-                graphs.append((ei, sym_norm_weights(ei, ew, num_items)))
+            graphs = knn_graphs(modality_features, cfg.knn_k, num_items)
         else:
-            ei, ew = item_graph
-            graphs = [(ei, sym_norm_weights(ei, ew.float(), num_items))]
+            graphs = [sym_norm_graph(*item_graph, num_items)]
         for m, (ei, ew) in enumerate(graphs):
             self.register_buffer(f"init_index_{m}", ei, persistent=False)
             self.register_buffer(f"init_weight_{m}", ew, persistent=False)
@@ -182,8 +171,7 @@ class LATTICE(MultimodalModel):
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
-        for lin in self.projections:
-            lin.reset_parameters()
+        reset_linear_layers(self.projections)
         nn.init.zeros_(self.modal_weight)  # softmax -> equal weights
 
     def _summary(self) -> str:

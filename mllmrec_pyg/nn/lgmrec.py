@@ -56,7 +56,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
@@ -64,8 +63,10 @@ from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     info_nce,
     layer_mean,
+    power_matmul,
     require_non_negative,
     require_positive,
+    sparse_csr,
     user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
@@ -112,14 +113,8 @@ class LGMRecConfig:
 
 class LGMRec(MultimodalModel):
     """LGMRec on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: frozen features per modality, ``[I, d_m]`` each.
-        config: :class:`LGMRecConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (no ``item_graph``; the features stay frozen)."""
 
     name = "lgmrec"
     config_class = LGMRecConfig
@@ -141,9 +136,7 @@ class LGMRec(MultimodalModel):
         deg_u = torch.bincount(pairs[0], minlength=num_users).float()
         inv_deg = torch.where(deg_u > 0, 1.0 / deg_u.clamp_min(1), torch.zeros_like(deg_u))
         norm_adj = to_adj_t(ei, ew, num_users + num_items)
-        with quiet_sparse():
-            r = torch.sparse_coo_tensor(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
-            r = to_csr(r)
+        r = sparse_csr(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
         self.register_buffer("norm_adj", norm_adj, persistent=False)
         self.register_buffer("inter", r, persistent=False)
         self.register_buffer("inter_transposed", csr_transpose(r), persistent=False)
@@ -182,9 +175,7 @@ class LGMRec(MultimodalModel):
         items = self.features(m) @ self.projections[m]
         users = fixed_matmul(self.inter, items, self.inter_transposed)
         h = torch.cat([users * self.inv_user_degree.unsqueeze(1), items])
-        for _ in range(self.config.num_mm_layers):
-            h = fixed_matmul(self.norm_adj, h)  # symmetric
-        return h
+        return power_matmul(self.norm_adj, h, self.config.num_mm_layers)  # symmetric
 
     def memberships(self, m: int) -> tuple[Tensor, Tensor]:
         """:math:`(\\Lambda^m_U, \\Lambda^m_I)`: Gumbel-softmax + dropout when training,

@@ -102,15 +102,8 @@ def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
 
 class SLMRec(MultimodalModel):
     """SLMRec (FAC task) on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: frozen features per modality, ``[I, d_m]`` each
-            (row-normalised here).
-        config: :class:`SLMRecConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (no ``item_graph``; the features stay frozen and are row-normalised here)."""
 
     name = "slmrec"
     config_class = SLMRecConfig

@@ -58,21 +58,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
     check_feature_count,
     check_modalities,
-    cosine_knn_graph,
     feature_parameters,
     graph_label,
     info_nce,
+    knn_graphs,
     layer_mean,
+    power_matmul,
+    register_item_graphs,
     require_non_negative,
     require_positive,
-    sym_norm_weights,
+    reset_linear_layers,
+    sparse_csr,
+    sym_norm_graph,
     user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
@@ -137,16 +140,7 @@ def _gate(d: int) -> nn.Sequential:
 
 class SMORE(MultimodalModel):
     """SMORE on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: raw features per modality, ``[I, d_m]`` each.
-        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play graph
-            (normalised here), or ``None`` for SMORE's own kNN graphs.
-        config: :class:`SMOREConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`."""
 
     name = "smore"
     config_class = SMOREConfig
@@ -168,32 +162,20 @@ class SMORE(MultimodalModel):
         pairs = torch.unique(train_edge_index.cpu(), dim=1)
         ei, ew = user_item_edges(pairs, num_users, num_items)
         self.register_buffer("ui_adj", to_adj_t(ei, ew, num_users + num_items), persistent=False)
-        with quiet_sparse():
-            block = ei[0] < num_users  # user -> item edges give R_hat[u, i]
-            r = torch.sparse_coo_tensor(
-                torch.stack([ei[0, block], ei[1, block] - num_users]),
-                ew[block],
-                (num_users, num_items),
-            )
-            self.register_buffer("r_hat", to_csr(r), persistent=False)
-            self.register_buffer("r_hat_t", csr_transpose(self.r_hat), persistent=False)
+        block = ei[0] < num_users  # user -> item edges give R_hat[u, i]
+        r_idx = torch.stack([ei[0, block], ei[1, block] - num_users])
+        r_hat = sparse_csr(r_idx, ew[block], (num_users, num_items))
+        self.register_buffer("r_hat", r_hat, persistent=False)
+        self.register_buffer("r_hat_t", csr_transpose(r_hat), persistent=False)
 
         # item-item graphs: one per modality + the fusion graph (or the given graph for all)
         if item_graph is None:
-            views = []
-            for x in modality_features:
-                gi, gw = cosine_knn_graph(x.detach().float(), cfg.knn_k)
-                views.append((gi, sym_norm_weights(gi, gw, num_items)))
+            views = knn_graphs(modality_features, cfg.knn_k, num_items)
             views.append(max_fusion(views, num_items))
         else:
-            gi, gw = item_graph
-            views = [(gi, sym_norm_weights(gi, gw.float(), num_items))] * (n_mod + 1)
+            views = [sym_norm_graph(*item_graph, num_items)] * (n_mod + 1)
         self.own_graph = item_graph is None
-        for v, (gi, gw) in enumerate(views):
-            adj = to_adj_t(gi, gw, num_items)
-            self.register_buffer(f"item_adj_{v}", adj, persistent=False)
-            # kNN graphs are not symmetric: the backward pass needs the transposes
-            self.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
+        register_item_graphs(self, views, num_items)
 
         self.user_emb = nn.Embedding(num_users, d)
         self.item_emb = nn.Embedding(num_items, d)
@@ -216,10 +198,7 @@ class SMORE(MultimodalModel):
         nn.init.xavier_uniform_(self.item_emb.weight)
         nn.init.normal_(self.filters)
         nn.init.normal_(self.fusion_filter)
-        for mod in (self.projections, self.item_gates, self.queries, self.prefer_gates):
-            for layer in mod.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.reset_parameters()
+        reset_linear_layers(self.projections, self.item_gates, self.queries, self.prefer_gates)
 
     def _summary(self) -> str:
         fusion = " + max fusion" if self.config.item_graph is None else ""
@@ -259,10 +238,10 @@ class SMORE(MultimodalModel):
         content = layer_mean(self.ui_adj, torch.cat([self.user_emb.weight, e_i]), cfg.num_ui_layers)
         views = []
         for v, c in enumerate([*convs, fused]):
-            h = e_i * self.item_gates[v](c)
-            adj, adj_t = self.item_adj(v), getattr(self, f"item_adj_{v}_t")
-            for _ in range(cfg.num_item_layers):
-                h = fixed_matmul(adj, h, adj_t)
+            adj_t = getattr(self, f"item_adj_{v}_t")
+            h = power_matmul(
+                self.item_adj(v), e_i * self.item_gates[v](c), cfg.num_item_layers, adj_t
+            )
             views.append(torch.cat([fixed_matmul(self.r_hat, h, self.r_hat_t), h]))
         fusion = views[-1]
         parts = []

@@ -71,14 +71,9 @@ class VBPRConfig:
 
 class VBPR(MultimodalModel):
     """VBPR on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        modality_features: frozen features per modality, ``[I, d_m]`` each
-            (concatenated into :math:`f_i`).
-        config: :class:`VBPRConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (no ``train_edge_index`` or ``item_graph``; the frozen features are concatenated
+    into :math:`f_i`)."""
 
     name = "vbpr"
     config_class = VBPRConfig
