@@ -36,6 +36,23 @@ from mllmrec_pyg.metrics import CSRIndex, mask_scores_, topk_items
 ScoreFn = Callable[[Tensor], Tensor]
 
 
+def dot_pair_scores(
+    user_out: Tensor, item_out: Tensor, users: Tensor, pos_items: Tensor, neg_items: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:meth:`RankingModel.pair_scores` as inner products of final representations."""
+    u = user_out[users]
+    return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
+
+
+def dot_scorer(user_out: Tensor, item_out: Tensor) -> ScoreFn:
+    """:meth:`RankingModel.scorer` as inner products of final representations."""
+
+    def score(users: Tensor) -> Tensor:
+        return user_out[users] @ item_out.t()
+
+    return score
+
+
 def reads_refined_graph(item_graph: Any) -> bool:
     """Whether a model's ``item_graph`` setting names the refined graph ``S*`` that the
     pipeline builds (``("item", "related", "item")``; JSON turns it into a list)."""

@@ -14,7 +14,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.nn.models import LightGCN
 
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_pair_scores, dot_scorer
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.mm_common import bpr_loss
 from mllmrec_pyg.nn.spmm import fixed_matmul
@@ -121,12 +121,7 @@ class BPRMF(RankingModel):
         return bpr_loss(u, *items.split(users.numel()), self.config.reg_weight)
 
     def scorer(self) -> ScoreFn:
-        items = self.item_emb.weight
-
-        def score(users: Tensor) -> Tensor:
-            return self.user_emb(users) @ items.t()
-
-        return score
+        return dot_scorer(self.user_emb.weight, self.item_emb.weight)
 
 
 @dataclass
@@ -206,9 +201,7 @@ class LightGCNRecommender(RankingModel):
         return out[: self.num_users], out[self.num_users :]
 
     def pair_scores(self, users: Tensor, pos_items: Tensor, neg_items: Tensor):
-        user_out, item_out = self.embeddings()
-        u = user_out[users]
-        return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
+        return dot_pair_scores(*self.embeddings(), users, pos_items, neg_items)
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """BPR on the propagated embeddings plus the L2 term of :class:`LightGCNConfig` on
@@ -222,9 +215,4 @@ class LightGCNRecommender(RankingModel):
         return loss
 
     def scorer(self) -> ScoreFn:
-        user_out, item_out = self.embeddings()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
+        return dot_scorer(*self.embeddings())

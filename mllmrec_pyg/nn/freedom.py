@@ -50,21 +50,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
-from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
+    bpr_loss,
+    check_item_graph,
     feature_parameters,
-    modality_features,
+    graph_label,
+    l2_penalty,
+    layer_mean,
+    power_matmul,
+    read_inputs,
     read_item_edges,
+    require_non_negative,
+    require_positive,
+    reset_linear_layers,
 )
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.spmm import csr_transpose
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 log = logging.getLogger(__name__)
@@ -125,18 +132,11 @@ class FREEDOMConfig:
                     f"{len(self.modality_weights)} modality weights for "
                     f"{len(self.modalities)} modalities {self.modalities}"
                 )
-        if self.item_graph is not None:
-            self.item_graph = tuple(self.item_graph)
-            if len(self.item_graph) != 3:
-                raise ValueError(f"item_graph must be an edge type triple, got {self.item_graph}")
+        self.item_graph = check_item_graph(self.item_graph)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for key in ("embedding_dim", "knn_k"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_item_layers"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "knn_k")
+        require_non_negative(self, "num_ui_layers", "num_item_layers")
 
 
 # -- the two graphs --------------------------------------------------------------------------
@@ -296,8 +296,7 @@ class FREEDOM(MultimodalModel):
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
-        for lin in self.projections:
-            lin.reset_parameters()
+        reset_linear_layers(self.projections)
 
     @classmethod
     def from_data(cls, data: HeteroData, config: FREEDOMConfig | None = None) -> FREEDOM:
@@ -307,24 +306,16 @@ class FREEDOM(MultimodalModel):
         modality, and ``data[config.item_graph]`` when that is set.
         """
         cfg = config or FREEDOMConfig()
-        validate(data)
-        num_users = require_node_type(data, USER)
-        num_items = require_node_type(data, ITEM)
-        train = data[INTERACTS].edge_index
-        feats = modality_features(data, cfg.modalities, num_items)
-        if cfg.item_graph is None:
-            ei, ew = knn_item_graph(feats, cfg.knn_k, cfg.modality_weights)
-            normalized = True
-        else:
-            ei, ew = read_item_edges(data, cfg.item_graph, num_items)
-            normalized = False
+        num_users, num_items, train, feats, graph = read_inputs(data, cfg, read_item_edges)
+        normalized = graph is None
+        ei, ew = knn_item_graph(feats, cfg.knn_k, cfg.modality_weights) if normalized else graph
         model = cls(num_users, num_items, train, feats, ei, ew, normalized, cfg)
         log.info(
             "FREEDOM: %d users, %d items, %d training pairs, item graph %s with %d edges",
             num_users,
             num_items,
             model.train_pairs.size(1),
-            f"kNN(k={cfg.knn_k})" if cfg.item_graph is None else str(cfg.item_graph),
+            graph_label(cfg),
             model.item_graph_edges,
         )
         return model.set_seen(train)
@@ -357,27 +348,28 @@ class FREEDOM(MultimodalModel):
             self.on_train_epoch_start(1)
         return self._train_adj
 
+    def _current_adj(self) -> Tensor:
+        return self._training_adj() if self.training else self.full_adj
+
     # -- representations ------------------------------------------------------------------
     def propagate(self, adj: Tensor) -> tuple[Tensor, Tensor]:
         """User and item representations over the user-item adjacency ``adj``."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        acc = ego
-        h = ego
-        for _ in range(self.config.num_ui_layers):
-            h = fixed_matmul(adj, h)  # the normalised user-item graph is symmetric
-            acc = acc + h
-        out = acc / (self.config.num_ui_layers + 1)
-        g = self.item_emb.weight
-        for _ in range(self.config.num_item_layers):
-            g = fixed_matmul(self.item_adj, g, self.item_adj_transposed)
+        # the normalised user-item graph is symmetric
+        out = layer_mean(adj, ego, self.config.num_ui_layers)
+        g = power_matmul(
+            self.item_adj,
+            self.item_emb.weight,
+            self.config.num_item_layers,
+            self.item_adj_transposed,
+        )
         users, items = out[: self.num_users], out[self.num_users :]
         return users, items + g
 
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:
-        adj = self._training_adj() if self.training else self.full_adj
-        user_out, item_out = self.propagate(adj)
+        user_out, item_out = self.propagate(self._current_adj())
         u = user_out[users]
         self._last_batch = (users, u)
         return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
@@ -386,9 +378,7 @@ class FREEDOM(MultimodalModel):
         """:math:`\\sum_m` BPR of the user representations against projected modality features."""
         total = u.new_zeros(())
         for x, proj in zip(self.features, self.projections):
-            pos = proj(x[pos_items])
-            neg = proj(x[neg_items])
-            total = total - F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
+            total = total + bpr_loss(u, proj(x[pos_items]), proj(x[neg_items]))
         return total
 
     def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
@@ -399,16 +389,11 @@ class FREEDOM(MultimodalModel):
             if last is not None and last[0] is users:
                 u = last[1]
             else:
-                adj = self._training_adj() if self.training else self.full_adj
-                u = self.propagate(adj)[0][users]
+                u = self.propagate(self._current_adj())[0][users]
             terms.append(cfg.reg_weight * self.modality_loss(u, pos_items, neg_items))
         if cfg.l2_weight > 0:
-            sq = (
-                self.user_emb(users).pow(2).sum()
-                + self.item_emb(pos_items).pow(2).sum()
-                + self.item_emb(neg_items).pow(2).sum()
-            )
-            terms.append(cfg.l2_weight * sq / (2 * users.numel()))
+            u, p, n = self.user_emb(users), self.item_emb(pos_items), self.item_emb(neg_items)
+            terms.append(l2_penalty(u, p, n, cfg.l2_weight))
         self._last_batch = None
         return sum(terms) if terms else None
 
@@ -418,10 +403,9 @@ class FREEDOM(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph}, dropout={c.dropout}, "
+            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, dropout={c.dropout}, "
             f"reg_weight={c.reg_weight}"
         )
 

@@ -80,7 +80,6 @@ built. Everything else stays.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -88,25 +87,26 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
-from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
     check_feature_count,
     check_modalities,
-    cosine_knn_graph,
     feature_parameters,
+    graph_label,
     info_nce,
+    knn_graphs,
     layer_mean,
-    read_inputs,
-    sym_norm_weights,
+    power_matmul,
+    register_item_graphs,
+    require_non_negative,
+    require_positive,
+    reset_linear_layers,
+    sparse_csr,
+    sym_norm_graph,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,21 +155,10 @@ class GUMEConfig:
 
     def __post_init__(self) -> None:
         self.modalities, self.item_graph = check_modalities(self.modalities, self.item_graph)
-        for key in ("embedding_dim", "knn_k", "bm_temperature", "um_temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in (
-            "num_ui_layers",
-            "num_item_layers",
-            "reg_weight",
-            "extended_reg_weight",
-            "vt_weight",
-            "bm_weight",
-            "um_weight",
-            "noise_eps",
-        ):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "knn_k", "bm_temperature", "um_temperature")
+        require_non_negative(self, "num_ui_layers", "num_item_layers", "reg_weight")
+        require_non_negative(self, "extended_reg_weight", "vt_weight", "bm_weight", "um_weight")
+        require_non_negative(self, "noise_eps")
 
 
 def semantic_neighbours(graphs: Sequence[Tensor], num_items: int) -> Tensor:
@@ -201,11 +190,8 @@ def enhanced_ui_adjacency(
     deg = torch.bincount(rows, minlength=n).float()
     inv = torch.where(deg > 0, deg.clamp_min(1).rsqrt(), torch.zeros_like(deg))
     w = inv[rows] * inv[cols]
-    nu = pairs.size(1)
-    with quiet_sparse():
-        adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), w, (n, n))
-        r_hat = torch.sparse_coo_tensor(pairs, w[:nu], (num_users, num_items))
-        return to_csr(adj), to_csr(r_hat)
+    r_hat = sparse_csr(pairs, w[: pairs.size(1)], (num_users, num_items))
+    return sparse_csr(torch.stack([rows, cols]), w, (n, n)), r_hat
 
 
 def perturb(x: Tensor, eps: float) -> Tensor:
@@ -237,16 +223,7 @@ def _gate(d_in: int, d: int) -> nn.Sequential:
 
 class GUME(MultimodalModel):
     """GUME on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: raw features per modality, ``[I, d_m]`` each.
-        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play graph,
-            or ``None`` for GUME's own kNN graphs.
-        config: :class:`GUMEConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`."""
 
     name = "gume"
     config_class = GUMEConfig
@@ -269,18 +246,13 @@ class GUME(MultimodalModel):
         # modality graphs (one per modality, or the given one for all) + semantic neighbours
         self.own_graph = item_graph is None
         if self.own_graph:
-            graphs = [cosine_knn_graph(x.detach().float(), cfg.knn_k) for x in modality_features]
+            graphs = knn_graphs(modality_features, cfg.knn_k, num_items)
             neighbours = semantic_neighbours([g[0] for g in graphs], num_items)
         else:
             gi, gw = item_graph
-            gw = gw.float()
-            graphs = [(gi, gw)]
-            neighbours = semantic_neighbours([gi[:, gw > 0]], num_items)
-        for v, (gi, gw) in enumerate(graphs):
-            adj = to_adj_t(gi, sym_norm_weights(gi, gw.float(), num_items), num_items)
-            self.register_buffer(f"item_adj_{v}", adj, persistent=False)
-            # kNN graphs are not symmetric: the backward pass needs the transposes
-            self.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
+            graphs = [sym_norm_graph(gi, gw, num_items)]
+            neighbours = semantic_neighbours([gi[:, gw.float() > 0]], num_items)
+        register_item_graphs(self, graphs, num_items)
         self.register_buffer("neighbour_index", neighbours, persistent=False)
 
         ui_adj, r_hat = enhanced_ui_adjacency(
@@ -307,26 +279,11 @@ class GUME(MultimodalModel):
         """Embeddings Xavier-uniform, linear layers PyTorch's default (as the reference)."""
         for emb in (self.user_emb, self.item_emb, *self.modal_user_emb):
             nn.init.xavier_uniform_(emb.weight)
-        for mod in (self.encoders, self.attention, self.behaviour_gates):
-            for layer in mod.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.reset_parameters()
+        reset_linear_layers(self.encoders, self.attention, self.behaviour_gates)
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: GUMEConfig | None = None) -> GUME:
-        """Build from the training pairs, ``data["item"].<modality>`` and, when
-        ``config.item_graph`` is set, that item-item edge type."""
-        cfg = config or GUMEConfig()
-        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, graph, cfg)
-        log.info(
-            "GUME: %d users, %d items, modality graphs %s, %d semantic-neighbour edges",
-            num_users,
-            num_items,
-            f"kNN(k={cfg.knn_k})" if graph is None else str(cfg.item_graph),
-            model.neighbour_index.size(1),
-        )
-        return model.set_seen(train)
+    def _summary(self) -> str:
+        edges = self.neighbour_index.size(1)
+        return f"modality graphs {graph_label(self.config)}, {edges} semantic-neighbour edges"
 
     def item_adj(self, modality: int) -> tuple[Tensor, Tensor]:
         """The normalised graph :math:`\\hat S^m` of ``modality`` and its transpose (CSR)."""
@@ -345,10 +302,8 @@ class GUME(MultimodalModel):
         )
         explicit, ext = [], []
         for m, (x, enc) in enumerate(zip(self.features, self.encoders)):
-            h = e_i * enc(x)
             adj, adj_t = self.item_adj(m)
-            for _ in range(cfg.num_item_layers):
-                h = fixed_matmul(adj, h, adj_t)
+            h = power_matmul(adj, e_i * enc(x), cfg.num_item_layers, adj_t)
             explicit.append(torch.cat([fixed_matmul(self.r_hat, h, self.r_hat_t), h]))
             if extended:
                 ego = torch.cat([self.modal_user_emb[m].weight, h])
@@ -407,10 +362,10 @@ class GUME(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph}, modalities={c.modalities}"
+            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, "
+            f"modalities={c.modalities}"
         )
 
 

@@ -79,18 +79,25 @@ from mllmrec_pyg.data.schema import (
     RELATED,
     USER,
     SchemaError,
-    check_edge_index,
     check_features,
-    require_edge_type,
     require_node_type,
     validate,
 )
 from mllmrec_pyg.metrics import CSRIndex, mask_scores_
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_scorer, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mllmrec import Tower
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.mm_common import (
+    check_item_graph,
+    l2_penalty,
+    layer_mean,
+    power_matmul,
+    read_item_edges,
+    require_non_negative,
+    require_positive,
+)
+from mllmrec_pyg.nn.spmm import csr_transpose
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +162,7 @@ class LangGCNConfig:
     negative_slope: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.item_graph is not None:  # JSON round trips turn tuples into lists
-            self.item_graph = tuple(self.item_graph)
-            if len(self.item_graph) != 3:
-                raise ValueError(f"item_graph must be an edge type triple, got {self.item_graph}")
+        self.item_graph = check_item_graph(self.item_graph)
         for key, allowed in (
             ("user_init", USER_INITS),
             ("item_graph_mode", ITEM_GRAPH_MODES),
@@ -166,12 +170,9 @@ class LangGCNConfig:
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        for key in ("embedding_dim", "hidden_dim", "temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_layers", "num_item_layers", "num_negatives", "reg_weight", "id_init_std"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "hidden_dim", "temperature")
+        require_non_negative(self, "num_layers", "num_item_layers", "num_negatives")
+        require_non_negative(self, "reg_weight", "id_init_std")
         if self.num_negatives == 0 and self.loss != "infonce":
             raise ValueError("num_negatives=0 (every unseen item) needs loss='infonce'")
         if not self.id_embeddings and (self.user_init == "id" or not self.use_item_text):
@@ -313,12 +314,7 @@ class LangGCN(RankingModel):
         train = data[INTERACTS].edge_index
         ei = ew = None
         if cfg.item_graph is not None:
-            require_edge_type(data, cfg.item_graph)
-            store = data[cfg.item_graph]
-            ei = check_edge_index(
-                store.edge_index, num_items, num_items, f"data[{cfg.item_graph}].edge_index"
-            )
-            ew = store.get("edge_weight")
+            ei, ew = read_item_edges(data, cfg.item_graph, num_items)
         user_x = data[USER].get("x") if cfg.user_init in ("preference", "mean+preference") else None
         model = cls(num_users, data[ITEM].x, train, user_x, ei, ew, cfg)
         log.info("LangGCN: %d users, %d items; %s", num_users, num_items, model.extra_repr())
@@ -337,19 +333,16 @@ class LangGCN(RankingModel):
 
     def representations(self) -> tuple[Tensor, Tensor]:
         """Final :math:`e_u` and :math:`e_i` for all users and items."""
+        cfg = self.config
         e0 = self.layer0()
-        acc, h = e0, e0
-        for _ in range(self.config.num_layers):
-            h = fixed_matmul(self.ui_adj_t, h)  # symmetric
-            acc = acc + h
-        out = acc / (self.config.num_layers + 1)
+        out = layer_mean(self.ui_adj_t, e0, cfg.num_layers)  # symmetric
         users, items = out[: self.num_users], out[self.num_users :]
         if self.item_emb_adj is not None:
             g = e0[self.num_users :]
-            for _ in range(self.config.num_item_layers):
-                g = fixed_matmul(self.item_emb_adj, g, self.item_emb_adj_t)
-            items = items + g
-        if self.config.cosine:
+            items = items + power_matmul(
+                self.item_emb_adj, g, cfg.num_item_layers, self.item_emb_adj_t
+            )
+        if cfg.cosine:
             users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
         return users, items
 
@@ -395,20 +388,11 @@ class LangGCN(RankingModel):
     def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
         if self.config.reg_weight <= 0 or self.user_id is None:
             return None
-        sq = (
-            self.user_id(users).pow(2).sum()
-            + self.item_id(pos_items).pow(2).sum()
-            + self.item_id(neg_items).pow(2).sum()
-        )
-        return self.config.reg_weight * sq / (2 * users.numel())
+        u, p, n = self.user_id(users), self.item_id(pos_items), self.item_id(neg_items)
+        return l2_penalty(u, p, n, self.config.reg_weight)
 
     def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
+        return dot_scorer(*self.representations())
 
     def extra_repr(self) -> str:
         c = self.config

@@ -41,16 +41,13 @@ the learned graph and everything else stay.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
@@ -58,14 +55,18 @@ from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     cosine_knn_graph,
     feature_parameters,
+    graph_label,
+    knn_graphs,
     layer_mean,
     propagate,
-    read_inputs,
+    require_non_negative,
+    require_positive,
+    reset_linear_layers,
+    sparse_csr,
+    sym_norm_graph,
     sym_norm_weights,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,16 +102,11 @@ class LATTICEConfig:
 
     def __post_init__(self) -> None:
         self.modalities, self.item_graph = check_modalities(self.modalities, self.item_graph)
-        for key in ("embedding_dim", "feat_embed_dim", "knn_k"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_item_layers"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "feat_embed_dim", "knn_k")
+        require_non_negative(self, "num_ui_layers", "num_item_layers")
         if not 0.0 <= self.lambda_coeff <= 1.0:
             raise ValueError(f"lambda_coeff must be in [0, 1], got {self.lambda_coeff}")
-        if self.reg_weight < 0:
-            raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
+        require_non_negative(self, "reg_weight")
 
 
 def row_normalized_ui_adjacency(pairs: Tensor, num_users: int, num_items: int) -> Tensor:
@@ -122,23 +118,13 @@ def row_normalized_ui_adjacency(pairs: Tensor, num_users: int, num_items: int) -
     rows = torch.cat([pairs[0], pairs[1] + num_users, loops])
     cols = torch.cat([pairs[1] + num_users, pairs[0], loops])
     deg = torch.bincount(rows, minlength=n).float()
-    with quiet_sparse():
-        adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n))
-        return to_csr(adj)
+    return sparse_csr(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n))
 
 
 class LATTICE(MultimodalModel):
     """LATTICE on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: raw features per modality, ``[I, d_m]`` each.
-        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play initial
-            graph (normalised here), or ``None`` for LATTICE's own kNN graphs.
-        config: :class:`LATTICEConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (``item_graph`` is the plug-and-play *initial* graph)."""
 
     name = "lattice"
     config_class = LATTICEConfig
@@ -163,13 +149,9 @@ class LATTICE(MultimodalModel):
         # the initial graphs: one normalised kNN graph per modality, or the given one
         self.own_graph = item_graph is None
         if self.own_graph:
-            graphs = []
-            for x in modality_features:
-                ei, ew = cosine_knn_graph(x.detach().float(), cfg.knn_k)
-                graphs.append((ei, sym_norm_weights(ei, ew, num_items)))
+            graphs = knn_graphs(modality_features, cfg.knn_k, num_items)
         else:
-            ei, ew = item_graph
-            graphs = [(ei, sym_norm_weights(ei, ew.float(), num_items))]
+            graphs = [sym_norm_graph(*item_graph, num_items)]
         for m, (ei, ew) in enumerate(graphs):
             self.register_buffer(f"init_index_{m}", ei, persistent=False)
             self.register_buffer(f"init_weight_{m}", ew, persistent=False)
@@ -189,24 +171,11 @@ class LATTICE(MultimodalModel):
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
-        for lin in self.projections:
-            lin.reset_parameters()
+        reset_linear_layers(self.projections)
         nn.init.zeros_(self.modal_weight)  # softmax -> equal weights
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: LATTICEConfig | None = None) -> LATTICE:
-        """Build from the training pairs, ``data["item"].<modality>`` and, when
-        ``config.item_graph`` is set, that item-item edge type."""
-        cfg = config or LATTICEConfig()
-        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, graph, cfg)
-        log.info(
-            "LATTICE: %d users, %d items, initial graph %s",
-            num_users,
-            num_items,
-            f"kNN(k={cfg.knn_k})" if graph is None else str(cfg.item_graph),
-        )
-        return model.set_seen(train)
+    def _summary(self) -> str:
+        return f"initial graph {graph_label(self.config)}"
 
     # -- the item graph -----------------------------------------------------------------------
     def initial_graph(self) -> tuple[Tensor, Tensor]:
@@ -271,10 +240,10 @@ class LATTICE(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, initial_graph={graph}, lambda={c.lambda_coeff}"
+            f"item_layers={c.num_item_layers}, initial_graph={graph_label(c)}, "
+            f"lambda={c.lambda_coeff}"
         )
 
 

@@ -49,16 +49,13 @@ item-item graph, so it has no plug-and-play variant.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
@@ -66,12 +63,13 @@ from mllmrec_pyg.nn.mm_common import (
     check_modalities,
     info_nce,
     layer_mean,
-    read_inputs,
+    power_matmul,
+    require_non_negative,
+    require_positive,
+    sparse_csr,
     user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,29 +104,21 @@ class LGMRecConfig:
 
     def __post_init__(self) -> None:
         self.modalities, _ = check_modalities(self.modalities, None)
-        for key in ("embedding_dim", "hyper_num", "num_hyper_layers", "tau"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_mm_layers", "cl_weight", "reg_weight", "alpha"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "hyper_num", "num_hyper_layers", "tau")
+        require_non_negative(self, "num_ui_layers", "num_mm_layers", "cl_weight", "reg_weight")
+        require_non_negative(self, "alpha")
         if not 0.0 < self.keep_rate <= 1.0:
             raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
 
 
 class LGMRec(MultimodalModel):
     """LGMRec on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: frozen features per modality, ``[I, d_m]`` each.
-        config: :class:`LGMRecConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (no ``item_graph``; the features stay frozen)."""
 
     name = "lgmrec"
     config_class = LGMRecConfig
+    constructor_inputs = ("train", "features")
 
     def __init__(
         self,
@@ -146,9 +136,7 @@ class LGMRec(MultimodalModel):
         deg_u = torch.bincount(pairs[0], minlength=num_users).float()
         inv_deg = torch.where(deg_u > 0, 1.0 / deg_u.clamp_min(1), torch.zeros_like(deg_u))
         norm_adj = to_adj_t(ei, ew, num_users + num_items)
-        with quiet_sparse():
-            r = torch.sparse_coo_tensor(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
-            r = to_csr(r)
+        r = sparse_csr(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
         self.register_buffer("norm_adj", norm_adj, persistent=False)
         self.register_buffer("inter", r, persistent=False)
         self.register_buffer("inter_transposed", csr_transpose(r), persistent=False)
@@ -173,15 +161,6 @@ class LGMRec(MultimodalModel):
         for p in (*self.projections, *self.hyperedges):
             nn.init.xavier_uniform_(p)
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: LGMRecConfig | None = None) -> LGMRec:
-        """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
-        cfg = config or LGMRecConfig()
-        num_users, num_items, train, feats, _ = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, cfg)
-        log.info("LGMRec: %d users, %d items, modalities %s", num_users, num_items, cfg.modalities)
-        return model.set_seen(train)
-
     def features(self, m: int) -> Tensor:
         return getattr(self, f"feat_{m}")
 
@@ -196,9 +175,7 @@ class LGMRec(MultimodalModel):
         items = self.features(m) @ self.projections[m]
         users = fixed_matmul(self.inter, items, self.inter_transposed)
         h = torch.cat([users * self.inv_user_degree.unsqueeze(1), items])
-        for _ in range(self.config.num_mm_layers):
-            h = fixed_matmul(self.norm_adj, h)  # symmetric
-        return h
+        return power_matmul(self.norm_adj, h, self.config.num_mm_layers)  # symmetric
 
     def memberships(self, m: int) -> tuple[Tensor, Tensor]:
         """:math:`(\\Lambda^m_U, \\Lambda^m_I)`: Gumbel-softmax + dropout when training,

@@ -20,10 +20,11 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn
+from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_pair_scores, dot_scorer
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.mm_common import layer_sum
+from mllmrec_pyg.nn.spmm import csr_transpose
 
 
 @dataclass
@@ -151,22 +152,18 @@ class MLLMRec(RankingModel):
             with quiet_sparse():
                 adj = to_adj_t(item_edge_index, item_edge_weight, self.num_items)
                 adj_t, _ = item_graph_norm(adj)
+        e_star = None
         if cfg.trainable_items:
             self.item_input = nn.Parameter(item_x.clone())
-            self.register_buffer("item_adj_t", adj_t, persistent=False)
-            self.register_buffer(
-                "item_adj_transposed",
-                csr_transpose(adj_t) if adj_t is not None else None,
-                persistent=False,
-            )
-            self.register_buffer("item_repr", None, persistent=False)
         else:
             self.item_input = None
-            self.register_buffer("item_adj_t", None, persistent=False)
-            self.register_buffer("item_adj_transposed", None, persistent=False)
             with torch.no_grad():
                 e_star = self.item_conv(item_x, adj_t) if adj_t is not None else item_x
-            self.register_buffer("item_repr", e_star.contiguous(), persistent=False)
+            e_star, adj_t = e_star.contiguous(), None
+        self.register_buffer("item_adj_t", adj_t, persistent=False)
+        transposed = csr_transpose(adj_t) if adj_t is not None else None
+        self.register_buffer("item_adj_transposed", transposed, persistent=False)
+        self.register_buffer("item_repr", e_star, persistent=False)
 
         # User side: preference features or ID embeddings (w/o RS).
         if cfg.use_user_features:
@@ -190,13 +187,12 @@ class MLLMRec(RankingModel):
         self.user_tower = Tower(d_user, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope)
         self.item_tower = Tower(d_item, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope)
 
+        ui = None
         if cfg.ui_layers > 0:
             if train_edge_index is None:
                 raise SchemaError("ui_layers > 0 needs the training pairs (train_edge_index)")
             ui = bipartite_adjacency(train_edge_index, num_users, self.num_items)
-            self.register_buffer("ui_adj_t", ui, persistent=False)
-        else:
-            self.register_buffer("ui_adj_t", None, persistent=False)
+        self.register_buffer("ui_adj_t", ui, persistent=False)
 
     @classmethod
     def from_data(cls, data: HeteroData, config: MLLMRecConfig | None = None) -> MLLMRec:
@@ -237,11 +233,8 @@ class MLLMRec(RankingModel):
             return self.item_input
         # self.item_conv(self.item_input, self.item_adj_t), with a backward pass
         # through the transpose built once
-        out = h = self.item_input
-        for _ in range(self.item_conv.num_layers):
-            h = fixed_matmul(self.item_adj_t, h, self.item_adj_transposed)
-            out = out + h
-        return out
+        layers = self.item_conv.num_layers
+        return layer_sum(self.item_adj_t, self.item_input, layers, self.item_adj_transposed)
 
     def user_inputs(self, users: Tensor | None = None) -> Tensor:
         """:math:`e_u` for ``users`` (all users if ``None``)."""
@@ -255,12 +248,7 @@ class MLLMRec(RankingModel):
         h_i = self.item_tower(self.item_inputs())
         if self.ui_adj_t is not None:
             h = torch.cat([h_u, h_i])
-            g = F.normalize(h, dim=-1)
-            acc = g
-            for _ in range(self.config.ui_layers):
-                g = fixed_matmul(self.ui_adj_t, g)  # symmetric
-                acc = acc + g
-            h = h + acc
+            h = h + layer_sum(self.ui_adj_t, F.normalize(h, dim=-1), self.config.ui_layers)
             h_u, h_i = h[: self.num_users], h[self.num_users :]
         return h_u, h_i
 
@@ -270,9 +258,7 @@ class MLLMRec(RankingModel):
     ) -> tuple[Tensor, Tensor]:
         """BPR scores of a batch, running only the batch's rows through the towers."""
         if self.ui_adj_t is not None:  # the user-item GCN needs every row
-            h_u, h_i = self.representations()
-            u = h_u[users]
-            return (u * h_i[pos_items]).sum(-1), (u * h_i[neg_items]).sum(-1)
+            return dot_pair_scores(*self.representations(), users, pos_items, neg_items)
         # Each distinct row goes through its tower once.
         # (index_select, not indexing: its backward is one index_add)
         uniq_u, inv_u = torch.unique(users, return_inverse=True)
@@ -284,12 +270,7 @@ class MLLMRec(RankingModel):
 
     def scorer(self) -> ScoreFn:
         if self.ui_adj_t is not None:
-            h_u, h_i = self.representations()
-
-            def score_all(users: Tensor) -> Tensor:
-                return h_u[users] @ h_i.t()
-
-            return score_all
+            return dot_scorer(*self.representations())
         h_i = self.item_tower(self.item_inputs())
 
         def score(users: Tensor) -> Tensor:

@@ -20,14 +20,16 @@ propagation computes :math:`h'_a = \\sum_b S_{ab} h_b` over edges ``b -> a``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.data.schema import (
     INTERACTS,
     ITEM,
@@ -39,9 +41,15 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
-from mllmrec_pyg.nn.base import RankingModel, ScoreFn, reads_refined_graph
-from mllmrec_pyg.nn.item_lightgcn import check_edge_weight
-from mllmrec_pyg.nn.spmm import fixed_matmul
+from mllmrec_pyg.nn.base import (
+    RankingModel,
+    ScoreFn,
+    dot_pair_scores,
+    dot_scorer,
+    reads_refined_graph,
+)
+from mllmrec_pyg.nn.item_lightgcn import check_edge_weight, to_adj_t
+from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 EdgeType = tuple[str, str, str]
@@ -51,12 +59,30 @@ class MultimodalModel(RankingModel):
     """Base class of the multimodal baselines.
 
     They read ``data["item"].<modality>`` and, when ``config.item_graph``
-    names it, the refined item graph (:meth:`requires`). Unless a subclass
-    overrides them, :meth:`pair_scores` and :meth:`scorer` are inner products
-    of the subclass's ``representations() -> (users [U, d], items [I, d])``
-    (not declared here: :func:`~mllmrec_pyg.experiments.tsne.user_representations`
+    names it, the refined item graph (:meth:`requires`). :meth:`from_data`
+    passes the constructor ``num_users, num_items``, the inputs named in
+    :attr:`constructor_inputs` and the config. Unless a subclass overrides
+    them, :meth:`pair_scores` and :meth:`scorer` are inner products of the
+    subclass's ``representations() -> (users [U, d], items [I, d])`` (not
+    declared here: :func:`~mllmrec_pyg.experiments.tsne.user_representations`
     looks for it).
+
+    Constructor arguments of the subclasses (those without a training graph
+    or an item graph skip those):
+
+    Args:
+        num_users: number of users.
+        num_items: number of items.
+        train_edge_index: training ``(user, item)`` pairs.
+        modality_features: raw features per modality, ``[I, d_m]`` each.
+        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play graph
+            (normalised by the model), or ``None`` for the model's own kNN graphs.
+        config: the model's config dataclass.
     """
+
+    #: what the constructor takes between ``num_users, num_items`` and ``config``: the
+    #: training pairs, the modality features, the item graph (see :func:`read_inputs`)
+    constructor_inputs: ClassVar[tuple[str, ...]] = ("train", "features", "graph")
 
     @classmethod
     def requires(cls, config: Any) -> frozenset[str]:
@@ -65,26 +91,44 @@ class MultimodalModel(RankingModel):
             return frozenset({"items", "graph"})
         return frozenset({"items"})
 
+    @classmethod
+    def from_data(cls, data: HeteroData, config: Any = None) -> MultimodalModel:
+        """Build from the training pairs, ``data["item"].<modality>`` and, when
+        ``config.item_graph`` is set, that item-item edge type."""
+        cfg = config or cls.config_class()
+        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
+        given = {"train": train, "features": feats, "graph": graph}
+        model = cls(num_users, num_items, *(given[k] for k in cls.constructor_inputs), cfg)
+        logging.getLogger(cls.__module__).info(
+            "%s: %d users, %d items, %s", cls.__name__, num_users, num_items, model._summary()
+        )
+        return model.set_seen(train)
+
+    def _summary(self) -> str:
+        """What :meth:`from_data` logs after the numbers of users and items."""
+        return f"modalities {self.config.modalities}"
+
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:
-        u_all, i_all = self.representations()
-        u = u_all[users]
-        return (u * i_all[pos_items]).sum(-1), (u * i_all[neg_items]).sum(-1)
+        return dot_pair_scores(*self.representations(), users, pos_items, neg_items)
 
     def scorer(self) -> ScoreFn:
-        user_out, item_out = self.representations()
-
-        def score(users: Tensor) -> Tensor:
-            return user_out[users] @ item_out.t()
-
-        return score
+        return dot_scorer(*self.representations())
 
 
 def check_feature_count(features: Sequence[Tensor], modalities: Sequence[str]) -> None:
     """A model's constructor gets one feature matrix per configured modality."""
     if len(features) != len(modalities):
         raise ValueError(f"{len(features)} feature matrices for modalities {modalities}")
+
+
+def reset_linear_layers(*modules: nn.Module) -> None:
+    """PyTorch's default initialisation of every linear layer in ``modules``, in order."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
 
 
 def feature_parameters(features: Sequence[Tensor], trainable: bool) -> nn.ParameterList:
@@ -94,6 +138,16 @@ def feature_parameters(features: Sequence[Tensor], trainable: bool) -> nn.Parame
     )
 
 
+def check_item_graph(item_graph: Sequence[str] | None) -> EdgeType | None:
+    """Normalise an ``item_graph`` config field (JSON turns tuples into lists)."""
+    if item_graph is None:
+        return None
+    graph = tuple(item_graph)
+    if len(graph) != 3:
+        raise ValueError(f"item_graph must be an edge type triple, got {graph}")
+    return graph
+
+
 def check_modalities(modalities: Sequence[str], item_graph: Sequence[str] | None) -> tuple:
     """Normalise the ``modalities`` / ``item_graph`` config fields (JSON turns tuples into lists)."""
     mods = tuple(modalities)
@@ -101,12 +155,21 @@ def check_modalities(modalities: Sequence[str], item_graph: Sequence[str] | None
         raise ValueError("at least one modality is needed")
     if len(set(mods)) != len(mods):
         raise ValueError(f"modalities are repeated: {mods}")
-    graph = None
-    if item_graph is not None:
-        graph = tuple(item_graph)
-        if len(graph) != 3:
-            raise ValueError(f"item_graph must be an edge type triple, got {graph}")
-    return mods, graph
+    return mods, check_item_graph(item_graph)
+
+
+def require_positive(config: Any, *keys: str) -> None:
+    """Raise a ``ValueError`` for the first of the ``config`` fields ``keys`` that is not > 0."""
+    for key in keys:
+        if getattr(config, key) <= 0:
+            raise ValueError(f"{key} must be positive, got {getattr(config, key)}")
+
+
+def require_non_negative(config: Any, *keys: str) -> None:
+    """Raise a ``ValueError`` for the first of the ``config`` fields ``keys`` that is < 0."""
+    for key in keys:
+        if getattr(config, key) < 0:
+            raise ValueError(f"{key} must be >= 0, got {getattr(config, key)}")
 
 
 def modality_features(data: HeteroData, modalities: Sequence[str], num_items: int) -> list[Tensor]:
@@ -141,18 +204,24 @@ def read_item_graph(data: HeteroData, edge_type: EdgeType, num_items: int) -> tu
 
 
 def read_inputs(
-    data: HeteroData, config: Any
-) -> tuple[int, int, Tensor, list[Tensor], tuple[Tensor, Tensor] | None]:
+    data: HeteroData, config: Any, read_graph: Callable = read_item_graph
+) -> tuple[int, int, Tensor, list[Tensor], tuple[Tensor, Tensor | None] | None]:
     """Validate ``data`` and read what a multimodal baseline is built from: the numbers of
     users and items, the training pairs, the features of ``config.modalities`` and, when
-    the config has an ``item_graph`` edge type set, that graph (else ``None``)."""
+    the config has an ``item_graph`` edge type set, that graph read with ``read_graph``
+    (:func:`read_item_graph` or :func:`read_item_edges`; else ``None``)."""
     validate(data)
     num_users = require_node_type(data, USER)
     num_items = require_node_type(data, ITEM)
     feats = modality_features(data, config.modalities, num_items)
     edge_type = getattr(config, "item_graph", None)
-    graph = None if edge_type is None else read_item_graph(data, edge_type, num_items)
+    graph = None if edge_type is None else read_graph(data, edge_type, num_items)
     return num_users, num_items, data[INTERACTS].edge_index, feats, graph
+
+
+def graph_label(config: Any) -> str:
+    """``kNN(k=...)``, or the ``item_graph`` edge type a config reads instead (for reprs/logs)."""
+    return f"kNN(k={config.knn_k})" if config.item_graph is None else str(config.item_graph)
 
 
 # -- item graphs ----------------------------------------------------------------------------
@@ -171,6 +240,36 @@ def cosine_knn_graph(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     xn = F.normalize(x, dim=1)
     w = (xn[ei[0]] * xn[ei[1]]).sum(-1)
     return ei, w
+
+
+def sparse_csr(indices: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """The CSR matrix (:func:`~mllmrec_pyg._sparse.to_csr`) of COO ``indices`` and ``values``
+    (duplicate entries add up)."""
+    with quiet_sparse():
+        return to_csr(torch.sparse_coo_tensor(indices, values, size))
+
+
+def sym_norm_graph(
+    edge_index: Tensor, edge_weight: Tensor, num_nodes: int
+) -> tuple[Tensor, Tensor]:
+    """``edge_index`` and the :func:`sym_norm_weights` of ``edge_weight`` (as float)."""
+    return edge_index, sym_norm_weights(edge_index, edge_weight.float(), num_nodes)
+
+
+def knn_graphs(features: Sequence[Tensor], k: int, num_items: int) -> list[tuple[Tensor, Tensor]]:
+    """The normalised :func:`cosine_knn_graph` of every modality's (detached) features."""
+    return [sym_norm_graph(*cosine_knn_graph(x.detach().float(), k), num_items) for x in features]
+
+
+def register_item_graphs(
+    module: nn.Module, graphs: Sequence[tuple[Tensor, Tensor]], num_items: int
+) -> None:
+    """Non-persistent CSR buffers ``item_adj_{v}`` of ``graphs[v]`` and their transposes
+    ``item_adj_{v}_t`` (kNN graphs are not symmetric: the backward pass needs them)."""
+    for v, (ei, ew) in enumerate(graphs):
+        adj = to_adj_t(ei, ew, num_items)
+        module.register_buffer(f"item_adj_{v}", adj, persistent=False)
+        module.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
 
 
 def sym_norm_weights(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tensor:
@@ -203,27 +302,49 @@ def user_item_edges(pairs: Tensor, num_users: int, num_items: int) -> tuple[Tens
     return torch.stack([src, dst]), inv[src] * inv[dst]
 
 
-def layer_mean(
+def power_matmul(
     adj: Tensor, x: Tensor, num_layers: int, adj_transposed: Tensor | None = None
 ) -> Tensor:
-    """LightGCN's mean over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (``adj`` sparse CSR;
-    ``adj_transposed`` its transpose for the backward pass, ``None`` if ``adj`` is symmetric,
-    as in :func:`~mllmrec_pyg.nn.spmm.fixed_matmul`)."""
+    """:math:`\\mathrm{adj}^L x` (``adj`` sparse CSR; ``adj_transposed`` its transpose for the
+    backward pass, ``None`` if ``adj`` is symmetric, as in
+    :func:`~mllmrec_pyg.nn.spmm.fixed_matmul`)."""
+    for _ in range(num_layers):
+        x = fixed_matmul(adj, x, adj_transposed)
+    return x
+
+
+def layer_sum(
+    adj: Tensor, x: Tensor, num_layers: int, adj_transposed: Tensor | None = None
+) -> Tensor:
+    """The sum over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (arguments as
+    :func:`power_matmul`)."""
     acc = x
     for _ in range(num_layers):
         x = fixed_matmul(adj, x, adj_transposed)
         acc = acc + x
-    return acc / (num_layers + 1)
+    return acc
+
+
+def layer_mean(
+    adj: Tensor, x: Tensor, num_layers: int, adj_transposed: Tensor | None = None
+) -> Tensor:
+    """LightGCN's mean over layers ``0..L`` of :math:`\\mathrm{adj}^l x` (arguments as
+    :func:`power_matmul`)."""
+    return layer_sum(adj, x, num_layers, adj_transposed) / (num_layers + 1)
+
+
+def l2_penalty(u: Tensor, p: Tensor, n: Tensor, weight: float) -> Tensor:
+    """:math:`\\beta \\frac{1}{2B}(\\lVert P_u\\rVert^2 + \\lVert Q_i\\rVert^2 + \\lVert Q_j\\rVert^2)`
+    on a batch's user, positive and negative vectors (``weight`` :math:`\\beta`)."""
+    return weight * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / (2 * u.size(0))
 
 
 def bpr_loss(u: Tensor, p: Tensor, n: Tensor, l2_weight: float = 0.0) -> Tensor:
-    """BPR on the inner products of the batch's final vectors, plus
-    :math:`\\beta \\frac{1}{2B}(\\lVert P_u\\rVert^2 + \\lVert Q_i\\rVert^2 + \\lVert Q_j\\rVert^2)`
+    """BPR on the inner products of the batch's final vectors, plus :func:`l2_penalty`
     when ``l2_weight`` :math:`\\beta > 0`."""
     loss = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
     if l2_weight > 0:
-        sq = u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()
-        loss = loss + l2_weight * sq / (2 * u.size(0))
+        loss = loss + l2_penalty(u, p, n, l2_weight)
     return loss
 
 
@@ -254,6 +375,7 @@ __all__ = [
     "MultimodalModel",
     "bpr_loss",
     "check_feature_count",
+    "check_item_graph",
     "check_modalities",
     "cosine_knn_graph",
     "feature_parameters",
@@ -264,6 +386,8 @@ __all__ = [
     "read_inputs",
     "read_item_edges",
     "read_item_graph",
+    "require_non_negative",
+    "require_positive",
     "sym_norm_weights",
     "user_item_edges",
 ]

@@ -44,25 +44,22 @@ item-item graph.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     check_modalities,
     layer_mean,
-    read_inputs,
+    require_non_negative,
+    require_positive,
     user_item_edges,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,12 +88,8 @@ class SLMRecConfig:
 
     def __post_init__(self) -> None:
         self.modalities, _ = check_modalities(self.modalities, None)
-        for key in ("embedding_dim", "temperature", "ssl_temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_layers", "ssl_weight", "weight_decay"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "temperature", "ssl_temperature")
+        require_non_negative(self, "num_layers", "ssl_weight", "weight_decay")
         if len(self.modalities) > 1 and self.embedding_dim < 2:
             raise ValueError("embedding_dim must be >= 2 with several modalities")
 
@@ -109,18 +102,12 @@ def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
 
 class SLMRec(MultimodalModel):
     """SLMRec (FAC task) on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: frozen features per modality, ``[I, d_m]`` each
-            (row-normalised here).
-        config: :class:`SLMRecConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (no ``item_graph``; the features stay frozen and are row-normalised here)."""
 
     name = "slmrec"
     config_class = SLMRecConfig
+    constructor_inputs = ("train", "features")
 
     def __init__(
         self,
@@ -156,15 +143,6 @@ class SLMRec(MultimodalModel):
             _xavier_linear(widths[k - 1], widths[k]) for k in range(1, n_mod)
         )
         self.ssl_modality = nn.ModuleList(_xavier_linear(d, w) for w in widths)
-
-    @classmethod
-    def from_data(cls, data: HeteroData, config: SLMRecConfig | None = None) -> SLMRec:
-        """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
-        cfg = config or SLMRecConfig()
-        num_users, num_items, train, feats, _ = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, cfg)
-        log.info("SLMRec: %d users, %d items, modalities %s", num_users, num_items, cfg.modalities)
-        return model.set_seen(train)
 
     # -- representations ------------------------------------------------------------------
     def lightgcn(self, items: Tensor) -> tuple[Tensor, Tensor]:

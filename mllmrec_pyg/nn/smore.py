@@ -51,33 +51,34 @@ everything else stay.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
-from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
     check_feature_count,
     check_modalities,
-    cosine_knn_graph,
     feature_parameters,
+    graph_label,
     info_nce,
+    knn_graphs,
     layer_mean,
-    read_inputs,
-    sym_norm_weights,
+    power_matmul,
+    register_item_graphs,
+    require_non_negative,
+    require_positive,
+    reset_linear_layers,
+    sparse_csr,
+    sym_norm_graph,
     user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,12 +117,8 @@ class SMOREConfig:
 
     def __post_init__(self) -> None:
         self.modalities, self.item_graph = check_modalities(self.modalities, self.item_graph)
-        for key in ("embedding_dim", "knn_k", "temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("num_ui_layers", "num_item_layers", "reg_weight", "cl_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        require_positive(self, "embedding_dim", "knn_k", "temperature")
+        require_non_negative(self, "num_ui_layers", "num_item_layers", "reg_weight", "cl_weight")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -143,16 +140,7 @@ def _gate(d: int) -> nn.Sequential:
 
 class SMORE(MultimodalModel):
     """SMORE on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        train_edge_index: training ``(user, item)`` pairs.
-        modality_features: raw features per modality, ``[I, d_m]`` each.
-        item_graph: ``(edge_index, edge_weight)`` of the plug-and-play graph
-            (normalised here), or ``None`` for SMORE's own kNN graphs.
-        config: :class:`SMOREConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`."""
 
     name = "smore"
     config_class = SMOREConfig
@@ -174,32 +162,20 @@ class SMORE(MultimodalModel):
         pairs = torch.unique(train_edge_index.cpu(), dim=1)
         ei, ew = user_item_edges(pairs, num_users, num_items)
         self.register_buffer("ui_adj", to_adj_t(ei, ew, num_users + num_items), persistent=False)
-        with quiet_sparse():
-            block = ei[0] < num_users  # user -> item edges give R_hat[u, i]
-            r = torch.sparse_coo_tensor(
-                torch.stack([ei[0, block], ei[1, block] - num_users]),
-                ew[block],
-                (num_users, num_items),
-            )
-            self.register_buffer("r_hat", to_csr(r), persistent=False)
-            self.register_buffer("r_hat_t", csr_transpose(self.r_hat), persistent=False)
+        block = ei[0] < num_users  # user -> item edges give R_hat[u, i]
+        r_idx = torch.stack([ei[0, block], ei[1, block] - num_users])
+        r_hat = sparse_csr(r_idx, ew[block], (num_users, num_items))
+        self.register_buffer("r_hat", r_hat, persistent=False)
+        self.register_buffer("r_hat_t", csr_transpose(r_hat), persistent=False)
 
         # item-item graphs: one per modality + the fusion graph (or the given graph for all)
         if item_graph is None:
-            views = []
-            for x in modality_features:
-                gi, gw = cosine_knn_graph(x.detach().float(), cfg.knn_k)
-                views.append((gi, sym_norm_weights(gi, gw, num_items)))
+            views = knn_graphs(modality_features, cfg.knn_k, num_items)
             views.append(max_fusion(views, num_items))
         else:
-            gi, gw = item_graph
-            views = [(gi, sym_norm_weights(gi, gw.float(), num_items))] * (n_mod + 1)
+            views = [sym_norm_graph(*item_graph, num_items)] * (n_mod + 1)
         self.own_graph = item_graph is None
-        for v, (gi, gw) in enumerate(views):
-            adj = to_adj_t(gi, gw, num_items)
-            self.register_buffer(f"item_adj_{v}", adj, persistent=False)
-            # kNN graphs are not symmetric: the backward pass needs the transposes
-            self.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
+        register_item_graphs(self, views, num_items)
 
         self.user_emb = nn.Embedding(num_users, d)
         self.item_emb = nn.Embedding(num_items, d)
@@ -222,25 +198,11 @@ class SMORE(MultimodalModel):
         nn.init.xavier_uniform_(self.item_emb.weight)
         nn.init.normal_(self.filters)
         nn.init.normal_(self.fusion_filter)
-        for mod in (self.projections, self.item_gates, self.queries, self.prefer_gates):
-            for layer in mod.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.reset_parameters()
+        reset_linear_layers(self.projections, self.item_gates, self.queries, self.prefer_gates)
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: SMOREConfig | None = None) -> SMORE:
-        """Build from the training pairs, ``data["item"].<modality>`` and, when
-        ``config.item_graph`` is set, that item-item edge type."""
-        cfg = config or SMOREConfig()
-        num_users, num_items, train, feats, graph = read_inputs(data, cfg)
-        model = cls(num_users, num_items, train, feats, graph, cfg)
-        log.info(
-            "SMORE: %d users, %d items, item graphs %s",
-            num_users,
-            num_items,
-            f"kNN(k={cfg.knn_k}) + max fusion" if graph is None else str(cfg.item_graph),
-        )
-        return model.set_seen(train)
+    def _summary(self) -> str:
+        fusion = " + max fusion" if self.config.item_graph is None else ""
+        return f"item graphs {graph_label(self.config)}{fusion}"
 
     def item_adj(self, view: int) -> Tensor:
         """The normalised item graph of ``view`` (modalities ``0..M-1``, fusion ``M``)."""
@@ -276,10 +238,10 @@ class SMORE(MultimodalModel):
         content = layer_mean(self.ui_adj, torch.cat([self.user_emb.weight, e_i]), cfg.num_ui_layers)
         views = []
         for v, c in enumerate([*convs, fused]):
-            h = e_i * self.item_gates[v](c)
-            adj, adj_t = self.item_adj(v), getattr(self, f"item_adj_{v}_t")
-            for _ in range(cfg.num_item_layers):
-                h = fixed_matmul(adj, h, adj_t)
+            adj_t = getattr(self, f"item_adj_{v}_t")
+            h = power_matmul(
+                self.item_adj(v), e_i * self.item_gates[v](c), cfg.num_item_layers, adj_t
+            )
             views.append(torch.cat([fixed_matmul(self.r_hat, h, self.r_hat_t), h]))
         fusion = views[-1]
         parts = []
@@ -314,10 +276,10 @@ class SMORE(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        graph = f"kNN(k={c.knn_k})" if c.item_graph is None else str(c.item_graph)
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph}, modalities={c.modalities}"
+            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, "
+            f"modalities={c.modalities}"
         )
 
 

@@ -27,19 +27,20 @@ VBPR uses no graph.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.nn.base import ScoreFn
-from mllmrec_pyg.nn.mm_common import MultimodalModel, check_modalities, read_inputs
-
-log = logging.getLogger(__name__)
+from mllmrec_pyg.nn.mm_common import (
+    MultimodalModel,
+    check_modalities,
+    require_non_negative,
+    require_positive,
+)
 
 
 @dataclass
@@ -64,25 +65,19 @@ class VBPRConfig:
 
     def __post_init__(self) -> None:
         self.modalities, _ = check_modalities(self.modalities, None)
-        if self.embedding_dim <= 0:
-            raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
-        if self.reg_weight < 0:
-            raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
+        require_positive(self, "embedding_dim")
+        require_non_negative(self, "reg_weight")
 
 
 class VBPR(MultimodalModel):
     """VBPR on the package's trainer; see the module docstring for the equations.
-
-    Args:
-        num_users: number of users.
-        num_items: number of items.
-        modality_features: frozen features per modality, ``[I, d_m]`` each
-            (concatenated into :math:`f_i`).
-        config: :class:`VBPRConfig`.
-    """
+    Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
+    (no ``train_edge_index`` or ``item_graph``; the frozen features are concatenated
+    into :math:`f_i`)."""
 
     name = "vbpr"
     config_class = VBPRConfig
+    constructor_inputs = ("features",)
 
     def __init__(
         self,
@@ -114,19 +109,8 @@ class VBPR(MultimodalModel):
             nn.init.zeros_(self.item_bias)
             nn.init.zeros_(self.feature_bias.weight)
 
-    @classmethod
-    def from_data(cls, data: HeteroData, config: VBPRConfig | None = None) -> VBPR:
-        """Build from the training pairs and ``data["item"].<modality>`` of every modality."""
-        cfg = config or VBPRConfig()
-        num_users, num_items, train, feats, _ = read_inputs(data, cfg)
-        model = cls(num_users, num_items, feats, cfg)
-        log.info(
-            "VBPR: %d users, %d items, %d feature dims",
-            num_users,
-            num_items,
-            sum(x.size(1) for x in feats),
-        )
-        return model.set_seen(train)
+    def _summary(self) -> str:
+        return f"{self.features.size(1)} feature dims"
 
     # -- representations ------------------------------------------------------------------
     def item_vectors(self, items: Tensor | None = None) -> Tensor:
