@@ -71,7 +71,7 @@ from mllmrec_pyg.nn.mm_common import (
     require_positive,
     reset_linear_layers,
 )
-from mllmrec_pyg.nn.spmm import csr_transpose
+from mllmrec_pyg.nn.spmm import register_with_transpose
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 log = logging.getLogger(__name__)
@@ -277,9 +277,8 @@ class FREEDOM(MultimodalModel):
             item_adj = to_adj_t(item_edge_index, item_edge_weight, num_items)
         else:
             item_adj, _ = item_graph_norm(to_adj_t(item_edge_index, item_edge_weight, num_items))
-        self.register_buffer("item_adj", item_adj, persistent=False)
         # the backward pass of item_adj @ g multiplies by the transpose, built once here
-        self.register_buffer("item_adj_transposed", csr_transpose(item_adj), persistent=False)
+        register_with_transpose(self, "item_adj", item_adj, "item_adj_transposed")
         self.item_graph_edges = int(item_edge_index.size(1))
 
         self.user_emb = nn.Embedding(num_users, d)

@@ -106,7 +106,7 @@ from mllmrec_pyg.nn.mm_common import (
     sparse_csr,
     sym_norm_graph,
 )
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
 
 @dataclass
@@ -258,10 +258,8 @@ class GUME(MultimodalModel):
         ui_adj, r_hat = enhanced_ui_adjacency(
             train_edge_index.cpu(), neighbours, num_users, num_items
         )
-        self.register_buffer("ui_adj", ui_adj, persistent=False)
-        self.register_buffer("ui_adj_t", csr_transpose(ui_adj), persistent=False)
-        self.register_buffer("r_hat", r_hat, persistent=False)
-        self.register_buffer("r_hat_t", csr_transpose(r_hat), persistent=False)
+        register_with_transpose(self, "ui_adj", ui_adj, "ui_adj_t")
+        register_with_transpose(self, "r_hat", r_hat, "r_hat_t")
 
         self.user_emb = nn.Embedding(num_users, d)
         self.item_emb = nn.Embedding(num_items, d)

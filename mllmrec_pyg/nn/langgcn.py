@@ -97,7 +97,7 @@ from mllmrec_pyg.nn.mm_common import (
     require_non_negative,
     require_positive,
 )
-from mllmrec_pyg.nn.spmm import csr_transpose
+from mllmrec_pyg.nn.spmm import register_with_transpose
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +239,8 @@ class LangGCN(RankingModel):
         smooth = item_adj is not None and cfg.item_graph_mode == "features"
         with torch.no_grad():
             item_in = self.item_conv(item_x, item_adj) if smooth else item_x
-        self.register_buffer("item_emb_adj", item_adj if not smooth else None, persistent=False)
-        self.register_buffer(
-            "item_emb_adj_t",
-            csr_transpose(item_adj) if item_adj is not None and not smooth else None,
-            persistent=False,
+        register_with_transpose(
+            self, "item_emb_adj", None if smooth else item_adj, "item_emb_adj_t"
         )
         self._train_index = CSRIndex(pairs, num_users)  # the full softmax's masks
 

@@ -66,7 +66,7 @@ from mllmrec_pyg.nn.mm_common import (
     sym_norm_graph,
     sym_norm_weights,
 )
-from mllmrec_pyg.nn.spmm import csr_transpose
+from mllmrec_pyg.nn.spmm import register_with_transpose
 
 
 @dataclass
@@ -143,9 +143,8 @@ class LATTICE(MultimodalModel):
         check_feature_count(modality_features, cfg.modalities)
         d = cfg.embedding_dim
         ui_adj = row_normalized_ui_adjacency(train_edge_index.cpu(), num_users, num_items)
-        self.register_buffer("ui_adj", ui_adj, persistent=False)
         # row-normalised, so not symmetric: the backward pass needs its transpose
-        self.register_buffer("ui_adj_transposed", csr_transpose(ui_adj), persistent=False)
+        register_with_transpose(self, "ui_adj", ui_adj, "ui_adj_transposed")
         # the initial graphs: one normalised kNN graph per modality, or the given one
         self.own_graph = item_graph is None
         if self.own_graph:

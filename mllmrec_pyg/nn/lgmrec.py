@@ -69,7 +69,7 @@ from mllmrec_pyg.nn.mm_common import (
     sparse_csr,
     user_item_edges,
 )
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
 
 @dataclass
@@ -138,8 +138,7 @@ class LGMRec(MultimodalModel):
         norm_adj = to_adj_t(ei, ew, num_users + num_items)
         r = sparse_csr(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
         self.register_buffer("norm_adj", norm_adj, persistent=False)
-        self.register_buffer("inter", r, persistent=False)
-        self.register_buffer("inter_transposed", csr_transpose(r), persistent=False)
+        register_with_transpose(self, "inter", r, "inter_transposed")
         self.register_buffer("inv_user_degree", inv_deg, persistent=False)
         for m, x in enumerate(modality_features):
             self.register_buffer(f"feat_{m}", x.detach().float(), persistent=False)

@@ -24,7 +24,7 @@ from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_pair_scores, dot_scor
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mm_common import layer_sum
-from mllmrec_pyg.nn.spmm import csr_transpose
+from mllmrec_pyg.nn.spmm import register_with_transpose
 
 
 @dataclass
@@ -160,9 +160,7 @@ class MLLMRec(RankingModel):
             with torch.no_grad():
                 e_star = self.item_conv(item_x, adj_t) if adj_t is not None else item_x
             e_star, adj_t = e_star.contiguous(), None
-        self.register_buffer("item_adj_t", adj_t, persistent=False)
-        transposed = csr_transpose(adj_t) if adj_t is not None else None
-        self.register_buffer("item_adj_transposed", transposed, persistent=False)
+        register_with_transpose(self, "item_adj_t", adj_t, "item_adj_transposed")
         self.register_buffer("item_repr", e_star, persistent=False)
 
         # User side: preference features or ID embeddings (w/o RS).

@@ -49,7 +49,7 @@ from mllmrec_pyg.nn.base import (
     reads_refined_graph,
 )
 from mllmrec_pyg.nn.item_lightgcn import check_edge_weight, to_adj_t
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
 EdgeType = tuple[str, str, str]
@@ -268,8 +268,7 @@ def register_item_graphs(
     ``item_adj_{v}_t`` (kNN graphs are not symmetric: the backward pass needs them)."""
     for v, (ei, ew) in enumerate(graphs):
         adj = to_adj_t(ei, ew, num_items)
-        module.register_buffer(f"item_adj_{v}", adj, persistent=False)
-        module.register_buffer(f"item_adj_{v}_t", csr_transpose(adj), persistent=False)
+        register_with_transpose(module, f"item_adj_{v}", adj, f"item_adj_{v}_t")
 
 
 def sym_norm_weights(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tensor:

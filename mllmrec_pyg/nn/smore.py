@@ -78,7 +78,7 @@ from mllmrec_pyg.nn.mm_common import (
     sym_norm_graph,
     user_item_edges,
 )
-from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul
+from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
 
 @dataclass
@@ -165,8 +165,7 @@ class SMORE(MultimodalModel):
         block = ei[0] < num_users  # user -> item edges give R_hat[u, i]
         r_idx = torch.stack([ei[0, block], ei[1, block] - num_users])
         r_hat = sparse_csr(r_idx, ew[block], (num_users, num_items))
-        self.register_buffer("r_hat", r_hat, persistent=False)
-        self.register_buffer("r_hat_t", csr_transpose(r_hat), persistent=False)
+        register_with_transpose(self, "r_hat", r_hat, "r_hat_t")
 
         # item-item graphs: one per modality + the fusion graph (or the given graph for all)
         if item_graph is None:

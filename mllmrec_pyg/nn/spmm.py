@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 
@@ -73,6 +73,14 @@ def csr_transpose(adj: Tensor) -> Tensor:
         return to_csr(adj.to_sparse_coo().t())
 
 
+def register_with_transpose(module: nn.Module, name: str, adj: Tensor | None, t_name: str) -> None:
+    """Non-persistent buffers ``name`` (the CSR ``adj``, or ``None``) and ``t_name`` (its
+    :func:`csr_transpose`, for the backward pass of :func:`fixed_matmul` when ``adj`` is not
+    symmetric)."""
+    module.register_buffer(name, adj, persistent=False)
+    module.register_buffer(t_name, None if adj is None else csr_transpose(adj), persistent=False)
+
+
 def fixed_matmul(adj: Tensor, x: Tensor, adj_transposed: Tensor | None = None) -> Tensor:
     """``adj @ x`` with a backward pass through ``adj_transposed`` (``adj`` if ``None``,
     i.e. ``adj`` symmetric); both CSR."""
@@ -81,4 +89,4 @@ def fixed_matmul(adj: Tensor, x: Tensor, adj_transposed: Tensor | None = None) -
     return _FixedSparseMM.apply(x, adj, adj if adj_transposed is None else adj_transposed)
 
 
-__all__ = ["csr_transpose", "fixed_matmul", "spmm"]
+__all__ = ["csr_transpose", "fixed_matmul", "register_with_transpose", "spmm"]
