@@ -120,6 +120,10 @@ class RankingModel(nn.Module):
         self._seen = CSRIndex(edge_index.cpu(), self.num_users)
         return self
 
+    def _id_tables(self, dim: int) -> tuple[nn.Embedding, nn.Embedding]:
+        """New user and item ID embedding tables, ``[U, dim]`` then ``[I, dim]``."""
+        return nn.Embedding(self.num_users, dim), nn.Embedding(self.num_items, dim)
+
     # -- the trainer's interface -----------------------------------------------------
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor

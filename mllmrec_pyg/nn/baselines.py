@@ -97,8 +97,7 @@ class BPRMF(RankingModel):
     def __init__(self, num_users: int, num_items: int, config: BPRConfig | None = None) -> None:
         super().__init__(num_users, num_items)
         self.config = config or BPRConfig()
-        self.user_emb = nn.Embedding(num_users, self.config.embedding_dim)
-        self.item_emb = nn.Embedding(num_items, self.config.embedding_dim)
+        self.user_emb, self.item_emb = self._id_tables(self.config.embedding_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

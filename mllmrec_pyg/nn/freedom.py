@@ -281,8 +281,7 @@ class FREEDOM(MultimodalModel):
         register_with_transpose(self, "item_adj", item_adj, "item_adj_transposed")
         self.item_graph_edges = int(item_edge_index.size(1))
 
-        self.user_emb = nn.Embedding(num_users, d)
-        self.item_emb = nn.Embedding(num_items, d)
+        self.user_emb, self.item_emb = self._id_tables(d)
         self.features = feature_parameters(modality_features, cfg.train_features)
         self.projections = nn.ModuleList(nn.Linear(x.size(1), d) for x in modality_features)
         self.reset_parameters()

@@ -261,8 +261,7 @@ class GUME(MultimodalModel):
         register_with_transpose(self, "ui_adj", ui_adj, "ui_adj_t")
         register_with_transpose(self, "r_hat", r_hat, "r_hat_t")
 
-        self.user_emb = nn.Embedding(num_users, d)
-        self.item_emb = nn.Embedding(num_items, d)
+        self.user_emb, self.item_emb = self._id_tables(d)
         self.modal_user_emb = nn.ModuleList(nn.Embedding(num_users, d) for _ in range(n_mod))
         self.features = feature_parameters(modality_features, cfg.train_features)
         self.encoders = nn.ModuleList(

@@ -268,11 +268,9 @@ class LangGCN(RankingModel):
         self.mlp = (
             Tower(d_t, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope) if needs_mlp else None
         )
+        self.user_id = self.item_id = None
         if cfg.id_embeddings:
-            self.user_id = nn.Embedding(num_users, cfg.embedding_dim)
-            self.item_id = nn.Embedding(self.num_items, cfg.embedding_dim)
-        else:
-            self.user_id = self.item_id = None
+            self.user_id, self.item_id = self._id_tables(cfg.embedding_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -156,8 +156,7 @@ class LATTICE(MultimodalModel):
             self.register_buffer(f"init_weight_{m}", ew, persistent=False)
         self.num_init_graphs = len(graphs)
 
-        self.user_emb = nn.Embedding(num_users, d)
-        self.item_emb = nn.Embedding(num_items, d)
+        self.user_emb, self.item_emb = self._id_tables(d)
         self.features = feature_parameters(modality_features, cfg.train_features)
         self.projections = nn.ModuleList(
             nn.Linear(x.size(1), cfg.feat_embed_dim) for x in modality_features

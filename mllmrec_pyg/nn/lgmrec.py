@@ -144,8 +144,7 @@ class LGMRec(MultimodalModel):
             self.register_buffer(f"feat_{m}", x.detach().float(), persistent=False)
         self.num_modalities = len(modality_features)
 
-        self.user_emb = nn.Embedding(num_users, d)
-        self.item_emb = nn.Embedding(num_items, d)
+        self.user_emb, self.item_emb = self._id_tables(d)
         self.projections = nn.ParameterList(
             nn.Parameter(torch.empty(x.size(1), d)) for x in modality_features
         )
@@ -155,9 +154,7 @@ class LGMRec(MultimodalModel):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
-        for p in (*self.projections, *self.hyperedges):
+        for p in (self.user_emb.weight, self.item_emb.weight, *self.projections, *self.hyperedges):
             nn.init.xavier_uniform_(p)
 
     def features(self, m: int) -> Tensor:

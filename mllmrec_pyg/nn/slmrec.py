@@ -127,8 +127,7 @@ class SLMRec(MultimodalModel):
         for m, x in enumerate(modality_features):
             self.register_buffer(f"feat_{m}", F.normalize(x.detach().float(), dim=1), False)
 
-        self.user_emb = nn.Embedding(num_users, d)
-        self.item_emb = nn.Embedding(num_items, d)
+        self.user_emb, self.item_emb = self._id_tables(d)
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
         self.projections = nn.ModuleList(_xavier_linear(x.size(1), d) for x in modality_features)

@@ -176,8 +176,7 @@ class SMORE(MultimodalModel):
         self.own_graph = item_graph is None
         register_item_graphs(self, views, num_items)
 
-        self.user_emb = nn.Embedding(num_users, d)
-        self.item_emb = nn.Embedding(num_items, d)
+        self.user_emb, self.item_emb = self._id_tables(d)
         self.features = feature_parameters(modality_features, cfg.train_features)
         self.projections = nn.ModuleList(nn.Linear(x.size(1), d) for x in modality_features)
         self.filters = nn.Parameter(torch.empty(n_mod, d // 2 + 1, 2))
