@@ -352,14 +352,12 @@ class FREEDOM(MultimodalModel):
     # -- representations ------------------------------------------------------------------
     def propagate(self, adj: Tensor) -> tuple[Tensor, Tensor]:
         """User and item representations over the user-item adjacency ``adj``."""
+        cfg = self.config
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         # the normalised user-item graph is symmetric
-        out = layer_mean(adj, ego, self.config.num_ui_layers)
+        out = layer_mean(adj, ego, cfg.num_ui_layers)
         g = power_matmul(
-            self.item_adj,
-            self.item_emb.weight,
-            self.config.num_item_layers,
-            self.item_adj_transposed,
+            self.item_adj, self.item_emb.weight, cfg.num_item_layers, self.item_adj_transposed
         )
         users, items = out[: self.num_users], out[self.num_users :]
         return users, items + g

@@ -310,14 +310,8 @@ class GUME(MultimodalModel):
         fine = [gate(behaviour) * (h - coarse) for gate, h in zip(self.behaviour_gates, explicit)]
         integration = (coarse + sum(fine)) / (self.num_modalities + 1)
         out = behaviour + integration
-        return GUMEOutputs(
-            out[:nu],
-            out[nu:],
-            behaviour,
-            integration,
-            explicit,
-            torch.stack(ext).mean(0) if extended else None,
-        )
+        ext_mean = torch.stack(ext).mean(0) if extended else None
+        return GUMEOutputs(out[:nu], out[nu:], behaviour, integration, explicit, ext_mean)
 
     def representations(self) -> tuple[Tensor, Tensor]:
         """Final user and item representations."""
@@ -333,11 +327,8 @@ class GUME(MultimodalModel):
         out = self.encode(extended=True)
         ext = out.extended
         assert ext is not None
-        terms = {
-            "bpr": bpr_loss(
-                out.users[users], out.items[pos_items], out.items[neg_items], cfg.reg_weight
-            )
-        }
+        u, p, n = out.users[users], out.items[pos_items], out.items[neg_items]
+        terms = {"bpr": bpr_loss(u, p, n, cfg.reg_weight)}
         pairs = list(itertools.combinations(out.explicit, 2))
         vt = sum((moment_gap(a, b) for a, b in pairs), out.users.new_zeros(()))
         terms["vt"] = cfg.vt_weight * vt / max(len(pairs), 1)
