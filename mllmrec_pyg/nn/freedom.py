@@ -399,11 +399,8 @@ class FREEDOM(MultimodalModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        return (
-            f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, dropout={c.dropout}, "
-            f"reg_weight={c.reg_weight}"
-        )
+        tail = f"dropout={c.dropout}, reg_weight={c.reg_weight}"
+        return f"{super().extra_repr()}, {self._graph_repr()}, {tail}"
 
 
 __all__ = [

@@ -349,12 +349,7 @@ class GUME(MultimodalModel):
         return sum(self.loss_terms(users, pos_items, neg_items).values())
 
     def extra_repr(self) -> str:
-        c = self.config
-        return (
-            f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, "
-            f"modalities={c.modalities}"
-        )
+        return f"{super().extra_repr()}, {self._graph_repr()}, modalities={self.config.modalities}"
 
 
 __all__ = [

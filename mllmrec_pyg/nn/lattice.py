@@ -237,12 +237,8 @@ class LATTICE(MultimodalModel):
         return bpr_loss(u_all[users], i_all[pos_items], i_all[neg_items], self.config.reg_weight)
 
     def extra_repr(self) -> str:
-        c = self.config
-        return (
-            f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, initial_graph={graph_label(c)}, "
-            f"lambda={c.lambda_coeff}"
-        )
+        graph = self._graph_repr("initial_graph")
+        return f"{super().extra_repr()}, {graph}, lambda={self.config.lambda_coeff}"
 
 
 __all__ = ["LATTICE", "LATTICEConfig", "row_normalized_ui_adjacency"]

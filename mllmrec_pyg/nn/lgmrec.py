@@ -49,6 +49,7 @@ item-item graph, so it has no plug-and-play variant.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,7 +57,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
@@ -67,7 +67,6 @@ from mllmrec_pyg.nn.mm_common import (
     require_non_negative,
     require_positive,
     sparse_csr,
-    user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
@@ -132,12 +131,10 @@ class LGMRec(MultimodalModel):
         cfg = self.config = config or LGMRecConfig()
         d = cfg.embedding_dim
         pairs = torch.unique(train_edge_index.cpu(), dim=1)
-        ei, ew = user_item_edges(pairs, num_users, num_items)
+        self._register_ui_adj("norm_adj", pairs)
         deg_u = torch.bincount(pairs[0], minlength=num_users).float()
         inv_deg = torch.where(deg_u > 0, 1.0 / deg_u.clamp_min(1), torch.zeros_like(deg_u))
-        norm_adj = to_adj_t(ei, ew, num_users + num_items)
         r = sparse_csr(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
-        self.register_buffer("norm_adj", norm_adj, persistent=False)
         register_with_transpose(self, "inter", r, "inter_transposed")
         self.register_buffer("inv_user_degree", inv_deg, persistent=False)
         for m, x in enumerate(modality_features):
@@ -220,13 +217,9 @@ class LGMRec(MultimodalModel):
         """The hypergraph contrastive loss between every pair of modalities (0 with one)."""
         tau = self.config.tau
         total = hyper[0][0].new_zeros(())
-        for a in range(len(hyper)):
-            for b in range(a + 1, len(hyper)):
-                (ua, ia), (ub, ib) = hyper[a], hyper[b]
-                total = total + info_nce(ua[users], ub[users], tau, candidates=ub, reduce="sum")
-                total = total + info_nce(
-                    ia[pos_items], ib[pos_items], tau, candidates=ib, reduce="sum"
-                )
+        for (ua, ia), (ub, ib) in itertools.combinations(hyper, 2):
+            total = total + info_nce(ua[users], ub[users], tau, candidates=ub, reduce="sum")
+            total = total + info_nce(ia[pos_items], ib[pos_items], tau, candidates=ib, reduce="sum")
         return total
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
@@ -243,9 +236,8 @@ class LGMRec(MultimodalModel):
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"mm_layers={c.num_mm_layers}, hyper_num={c.hyper_num}, alpha={c.alpha}, "
-            f"modalities={c.modalities}"
+            f"{super().extra_repr()}, ui_layers={c.num_ui_layers}, mm_layers={c.num_mm_layers}, "
+            f"hyper_num={c.hyper_num}, alpha={c.alpha}, modalities={c.modalities}"
         )
 
 

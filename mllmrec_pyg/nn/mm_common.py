@@ -108,6 +108,26 @@ class MultimodalModel(RankingModel):
         """What :meth:`from_data` logs after the numbers of users and items."""
         return f"modalities {self.config.modalities}"
 
+    def _register_ui_adj(self, name: str, pairs: Tensor) -> tuple[Tensor, Tensor]:
+        """Register LightGCN's adjacency of the training ``pairs`` (:func:`user_item_edges`)
+        as the non-persistent CSR buffer ``name``; return its edges and weights."""
+        n = self.num_users + self.num_items
+        ei, ew = user_item_edges(pairs, self.num_users, self.num_items)
+        self.register_buffer(name, to_adj_t(ei, ew, n), persistent=False)
+        return ei, ew
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.config.embedding_dim}"
+
+    def _graph_repr(self, graph_key: str = "item_graph") -> str:
+        """``ui_layers``, ``item_layers`` and the :func:`graph_label` (as ``graph_key``) of the
+        config, for :meth:`extra_repr`."""
+        c = self.config
+        return (
+            f"ui_layers={c.num_ui_layers}, item_layers={c.num_item_layers}, "
+            f"{graph_key}={graph_label(c)}"
+        )
+
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:

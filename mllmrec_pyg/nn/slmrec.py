@@ -51,14 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     check_modalities,
     layer_mean,
     require_non_negative,
     require_positive,
-    user_item_edges,
 )
 
 
@@ -121,9 +119,7 @@ class SLMRec(MultimodalModel):
         cfg = self.config = config or SLMRecConfig()
         d = cfg.embedding_dim
         n_mod = self.num_modalities = len(modality_features)
-        pairs = torch.unique(train_edge_index.cpu(), dim=1)
-        ei, ew = user_item_edges(pairs, num_users, num_items)
-        self.register_buffer("ui_adj", to_adj_t(ei, ew, num_users + num_items), persistent=False)
+        self._register_ui_adj("ui_adj", train_edge_index.cpu())
         for m, x in enumerate(modality_features):
             self.register_buffer(f"feat_{m}", F.normalize(x.detach().float(), dim=1), False)
 
@@ -200,8 +196,8 @@ class SLMRec(MultimodalModel):
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"{super().extra_repr()}, dim={c.embedding_dim}, layers={c.num_layers}, "
-            f"ssl_weight={c.ssl_weight}, modalities={c.modalities}"
+            f"{super().extra_repr()}, layers={c.num_layers}, ssl_weight={c.ssl_weight}, "
+            f"modalities={c.modalities}"
         )
 
 

@@ -58,7 +58,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg.nn.item_lightgcn import to_adj_t
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
@@ -76,7 +75,6 @@ from mllmrec_pyg.nn.mm_common import (
     reset_linear_layers,
     sparse_csr,
     sym_norm_graph,
-    user_item_edges,
 )
 from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
@@ -159,9 +157,7 @@ class SMORE(MultimodalModel):
         check_feature_count(modality_features, cfg.modalities)
         d = cfg.embedding_dim
         n_mod = self.num_modalities = len(modality_features)
-        pairs = torch.unique(train_edge_index.cpu(), dim=1)
-        ei, ew = user_item_edges(pairs, num_users, num_items)
-        self.register_buffer("ui_adj", to_adj_t(ei, ew, num_users + num_items), persistent=False)
+        ei, ew = self._register_ui_adj("ui_adj", train_edge_index.cpu())
         block = ei[0] < num_users  # user -> item edges give R_hat[u, i]
         r_idx = torch.stack([ei[0, block], ei[1, block] - num_users])
         r_hat = sparse_csr(r_idx, ew[block], (num_users, num_items))
@@ -273,12 +269,7 @@ class SMORE(MultimodalModel):
         return loss
 
     def extra_repr(self) -> str:
-        c = self.config
-        return (
-            f"{super().extra_repr()}, dim={c.embedding_dim}, ui_layers={c.num_ui_layers}, "
-            f"item_layers={c.num_item_layers}, item_graph={graph_label(c)}, "
-            f"modalities={c.modalities}"
-        )
+        return f"{super().extra_repr()}, {self._graph_repr()}, modalities={self.config.modalities}"
 
 
 __all__ = ["SMORE", "SMOREConfig", "max_fusion"]

@@ -163,7 +163,7 @@ class VBPR(MultimodalModel):
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"{super().extra_repr()}, dim={c.embedding_dim}, features={self.features.size(1)}, "
+            f"{super().extra_repr()}, features={self.features.size(1)}, "
             f"modalities={c.modalities}, reg_weight={c.reg_weight}, bias={c.bias}"
         )
 
