@@ -166,12 +166,9 @@ class LightGCNRecommender(RankingModel):
         config: LightGCNConfig | None = None,
     ) -> None:
         super().__init__(num_users, num_items)
-        self.config = config or LightGCNConfig()
+        cfg = self.config = config or LightGCNConfig()
         self.lightgcn = LightGCN(
-            num_users + num_items,
-            self.config.embedding_dim,
-            self.config.num_layers,
-            normalize=False,
+            num_users + num_items, cfg.embedding_dim, cfg.num_layers, normalize=False
         )
         self.register_buffer(
             "adj_t", bipartite_adjacency(edge_index, num_users, num_items), persistent=False

@@ -28,5 +28,4 @@ def bipartite_adjacency(edge_index: Tensor, num_users: int, num_items: int) -> T
         torch.stack([src, dst]), None, n, add_self_loops=False
     )
     with quiet_sparse():
-        adj_t = torch.sparse_coo_tensor(torch.stack([col, row]), weight, (n, n)).coalesce()
-        return to_csr(adj_t)
+        return to_csr(torch.sparse_coo_tensor(torch.stack([col, row]), weight, (n, n)))

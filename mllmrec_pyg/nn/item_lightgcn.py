@@ -75,11 +75,9 @@ def to_adj_t(edge_index: Tensor, edge_weight: OptTensor, num_nodes: int) -> Tens
     (the paper's :math:`S`), from a PyG ``edge_index`` (``[1]`` = owner)."""
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1), device=edge_index.device)
-    adj = torch.sparse_coo_tensor(
-        edge_index.flip(0), edge_weight, (num_nodes, num_nodes)
-    ).coalesce()
+    size = (num_nodes, num_nodes)
     with quiet_sparse():
-        return to_csr(adj)
+        return to_csr(torch.sparse_coo_tensor(edge_index.flip(0), edge_weight, size))
 
 
 class ItemLightGCN(MessagePassing):
