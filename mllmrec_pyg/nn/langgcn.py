@@ -178,6 +178,11 @@ class LangGCNConfig:
         if not self.id_embeddings and (self.user_init == "id" or not self.use_item_text):
             raise ValueError("user_init='id' and use_item_text=False need id_embeddings=True")
 
+    @property
+    def reads_user_text(self) -> bool:
+        """Whether ``user_init`` takes the preference-text vectors ``data["user"].x``."""
+        return self.user_init in ("preference", "mean+preference")
+
 
 def mean_item_vectors(edge_index: Tensor, item_x: Tensor, num_users: int) -> Tensor:
     """:math:`\\bar x_u`, the mean of each user's items' vectors (zero for users without items).
@@ -249,7 +254,7 @@ class LangGCN(RankingModel):
         user_in = None
         if cfg.user_init in ("mean", "mean+preference"):
             user_in = mean_item_vectors(pairs, item_in, num_users)
-        if cfg.user_init in ("preference", "mean+preference"):
+        if cfg.reads_user_text:
             if user_x is None:
                 raise SchemaError(f"user_init={cfg.user_init!r} needs data['user'].x")
             user_x = check_features(user_x, "user features").float()
@@ -264,10 +269,9 @@ class LangGCN(RankingModel):
         )
         self.register_buffer("user_lang", user_in, persistent=False)
 
-        needs_mlp = cfg.use_item_text or user_in is not None
-        self.mlp = (
-            Tower(d_t, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope) if needs_mlp else None
-        )
+        self.mlp = None
+        if cfg.use_item_text or user_in is not None:
+            self.mlp = Tower(d_t, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope)
         self.user_id = self.item_id = None
         if cfg.id_embeddings:
             self.user_id, self.item_id = self._id_tables(cfg.embedding_dim)
@@ -289,7 +293,7 @@ class LangGCN(RankingModel):
     @classmethod
     def requires(cls, config: LangGCNConfig) -> frozenset[str]:
         needs = {"items"}
-        if config.user_init in ("preference", "mean+preference"):
+        if config.reads_user_text:
             needs.add("users")
         if reads_refined_graph(config.item_graph):
             needs.add("graph")
@@ -300,17 +304,14 @@ class LangGCN(RankingModel):
         """Build from the HeteroData contract: training pairs, ``data["item"].x``,
         ``data["user"].x`` for preference inputs, ``data[config.item_graph]`` if set."""
         cfg = config or LangGCNConfig()
-        require = ["item.x"]
-        if cfg.user_init in ("preference", "mean+preference"):
-            require.append("user.x")
-        validate(data, require=require)
+        validate(data, require=["item.x", "user.x"] if cfg.reads_user_text else ["item.x"])
         num_users = require_node_type(data, USER)
         num_items = require_node_type(data, ITEM)
         train = data[INTERACTS].edge_index
         ei = ew = None
         if cfg.item_graph is not None:
             ei, ew = read_item_edges(data, cfg.item_graph, num_items)
-        user_x = data[USER].get("x") if cfg.user_init in ("preference", "mean+preference") else None
+        user_x = data[USER].get("x") if cfg.reads_user_text else None
         model = cls(num_users, data[ITEM].x, train, user_x, ei, ew, cfg)
         log.info("LangGCN: %d users, %d items; %s", num_users, num_items, model.extra_repr())
         return model.set_seen(train)

@@ -210,17 +210,11 @@ class MLLMRec(RankingModel):
         num_users = require_node_type(data, USER)
         require_node_type(data, ITEM)
         train = data[INTERACTS].edge_index
-        related = data[RELATED] if cfg.item_conv else None
-        model = cls(
-            num_users,
-            data[ITEM].x,
-            related.edge_index if related is not None else None,
-            related.get("edge_weight") if related is not None else None,
-            data[USER].get("x") if cfg.use_user_features else None,
-            train,
-            cfg,
-        )
-        return model.set_seen(train)
+        ei = ew = None
+        if cfg.item_conv:
+            ei, ew = data[RELATED].edge_index, data[RELATED].get("edge_weight")
+        user_x = data[USER].get("x") if cfg.use_user_features else None
+        return cls(num_users, data[ITEM].x, ei, ew, user_x, train, cfg).set_seen(train)
 
     # -- representations -------------------------------------------------------------
     def item_inputs(self) -> Tensor:
