@@ -8,6 +8,7 @@ fixed adjacency at every training step, so :func:`fixed_matmul` takes
 CSR, and the backward pass is one more product,
 :math:`\\partial L / \\partial X = A^\\top G`. For a symmetric
 adjacency (the normalised user-item graph) :math:`A^\\top` is :math:`A` itself.
+:func:`register_with_transpose` keeps the pair as a module's buffers.
 
 Only the dense operand receives a gradient; the adjacency is a constant.
 
