@@ -287,7 +287,7 @@ def test_given_graph_replaces_the_modality_graphs(monkeypatch):
     def no_knn(*args, **kwargs):
         raise AssertionError("the kNN graph must not be built")
 
-    monkeypatch.setattr(gume_module, "cosine_knn_graph", no_knn)
+    monkeypatch.setattr(gume_module, "knn_graphs", no_knn)
     model = build(data, item_graph=RELATED).eval()
     assert GUME.requires(model.config) == frozenset({"items", "graph"})
     ref = dense_reference(model, data, graph=s)
