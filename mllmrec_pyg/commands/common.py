@@ -112,8 +112,39 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return build(DataConfig, args, **fixed)
 
 
-def add_text_arguments(parser: argparse.ArgumentParser) -> None:
-    """User text source, reasoning backend, encoder, cache."""
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training, item-graph and text flags, in this order (after the data flags)."""
+    g = parser.add_argument_group("training (the paper's protocol)")
+    option(g, TrainConfig, "lr", "Adam learning rate", type=float)
+    option(g, TrainConfig, "batch_size", "positive pairs per step", type=int)
+    option(g, TrainConfig, "epochs", "epoch cap", type=int)
+    option(g, TrainConfig, "patience", "early-stopping patience (epochs)", type=int)
+    option(
+        g,
+        TrainConfig,
+        "ks",
+        "metric cut-offs (those above the item count are dropped)",
+        type=int,
+        nargs="+",
+    )
+    option(g, TrainConfig, "eval_block_size", "users ranked at once", type=int)
+    g.add_argument(
+        "--mask-valid-at-test", action="store_true", help="also mask valid items when testing"
+    )
+    option(g, TrainConfig, "device", "where models train")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    g = parser.add_argument_group("refined item-item graph")
+    option(g, GraphConfig, "k_s", "semantic top-K", type=int)
+    option(g, GraphConfig, "alpha", "similarity threshold", type=float)
+    option(g, GraphConfig, "k_c", "co-occurrence top-K", type=int)
+    option(g, GraphConfig, "knn_backend", "semantic top-K search: auto, torch, ivfjoin, ivf, hnsw")
+    g.add_argument("--no-threshold", action="store_true", help="w/o GD: plain top-K")
+    g.add_argument("--no-cooccurrence", action="store_true", help="w/o TE: no co-occurrence graph")
+    g.add_argument(
+        "--no-self-loop", action="store_true", help="exclude the item from its own semantic top-K"
+    )
+
     g = parser.add_argument_group("item and user text")
     option(g, TextConfig, "user_text", "preference text source", choices=USER_TEXT_SOURCES)
     option(g, TextConfig, "backend", "reasoning backend for preferences")
@@ -141,20 +172,6 @@ def text_config(args: argparse.Namespace) -> TextConfig:
     return build(TextConfig, args, backend_options=tuple(sorted(dict(args.backend_option).items())))
 
 
-def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
-    """The refined item-item graph S*."""
-    g = parser.add_argument_group("refined item-item graph")
-    option(g, GraphConfig, "k_s", "semantic top-K", type=int)
-    option(g, GraphConfig, "alpha", "similarity threshold", type=float)
-    option(g, GraphConfig, "k_c", "co-occurrence top-K", type=int)
-    option(g, GraphConfig, "knn_backend", "semantic top-K search: auto, torch, ivfjoin, ivf, hnsw")
-    g.add_argument("--no-threshold", action="store_true", help="w/o GD: plain top-K")
-    g.add_argument("--no-cooccurrence", action="store_true", help="w/o TE: no co-occurrence graph")
-    g.add_argument(
-        "--no-self-loop", action="store_true", help="exclude the item from its own semantic top-K"
-    )
-
-
 def graph_config(args: argparse.Namespace) -> GraphConfig:
     fixed: dict[str, Any] = {}
     if args.no_threshold:
@@ -166,29 +183,6 @@ def graph_config(args: argparse.Namespace) -> GraphConfig:
     if args.no_self_loop:
         fixed["loop"] = False
     return build(GraphConfig, args, **fixed)
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Optimisation, early stopping, evaluation."""
-    g = parser.add_argument_group("training (the paper's protocol)")
-    option(g, TrainConfig, "lr", "Adam learning rate", type=float)
-    option(g, TrainConfig, "batch_size", "positive pairs per step", type=int)
-    option(g, TrainConfig, "epochs", "epoch cap", type=int)
-    option(g, TrainConfig, "patience", "early-stopping patience (epochs)", type=int)
-    option(
-        g,
-        TrainConfig,
-        "ks",
-        "metric cut-offs (those above the item count are dropped)",
-        type=int,
-        nargs="+",
-    )
-    option(g, TrainConfig, "eval_block_size", "users ranked at once", type=int)
-    g.add_argument(
-        "--mask-valid-at-test", action="store_true", help="also mask valid items when testing"
-    )
-    option(g, TrainConfig, "device", "where models train")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def train_config(args: argparse.Namespace, num_items: int) -> TrainConfig:
@@ -217,9 +211,7 @@ __all__ = [
     "CommandError",
     "HelpFormatter",
     "add_data_arguments",
-    "add_graph_arguments",
-    "add_text_arguments",
-    "add_train_arguments",
+    "add_stage_arguments",
     "build",
     "check_train_arguments",
     "data_config",

@@ -20,9 +20,7 @@ from mllmrec_pyg.commands.common import (
     CommandError,
     HelpFormatter,
     add_data_arguments,
-    add_graph_arguments,
-    add_text_arguments,
-    add_train_arguments,
+    add_stage_arguments,
     data_config,
     graph_config,
     key_value,
@@ -55,9 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(p)
     g = p.add_argument_group("seeds")
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
-    add_train_arguments(p)
-    add_graph_arguments(p)
-    add_text_arguments(p)
+    add_stage_arguments(p)
 
     g = p.add_argument_group("per experiment")
     g.add_argument("--variants", nargs="+", help="ablation: subset of variants")

@@ -17,9 +17,7 @@ from mllmrec_pyg.commands.common import (
     CommandError,
     HelpFormatter,
     add_data_arguments,
-    add_graph_arguments,
-    add_text_arguments,
-    add_train_arguments,
+    add_stage_arguments,
     check_train_arguments,
     data_config,
     graph_config,
@@ -80,9 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are used for every flag not given",
     )
     add_data_arguments(p, training_seed=True)
-    add_train_arguments(p)
-    add_graph_arguments(p)
-    add_text_arguments(p)
+    add_stage_arguments(p)
 
     g = p.add_argument_group("model settings (each model's own default unless given)")
     mm, bpr, lg, fr = MLLMRecConfig, BPRConfig, LightGCNConfig, FREEDOMConfig
