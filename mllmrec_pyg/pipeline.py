@@ -262,6 +262,15 @@ def build_graph(data: HeteroData, graph: GraphConfig) -> HeteroData:
     return graph.transform()(copy.copy(data))
 
 
+def cached_graph(
+    graphs: dict[GraphConfig, HeteroData], data: HeteroData, graph: GraphConfig
+) -> HeteroData:
+    """:func:`build_graph` of ``graph``, built once per recipe and kept in ``graphs``."""
+    if graph not in graphs:
+        graphs[graph] = build_graph(data, graph)
+    return graphs[graph]
+
+
 # -- 4. training ----------------------------------------------------------------------------
 def train_model(
     name: str,
@@ -279,6 +288,7 @@ __all__ = [
     "add_features",
     "build_graph",
     "cache_dir",
+    "cached_graph",
     "default_cache_root",
     "history_summary_texts",
     "load_data",
