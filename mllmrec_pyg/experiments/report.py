@@ -94,11 +94,10 @@ def _cap_note(obj: Mapping[str, Any]) -> str:
 
 
 def _figures(obj: Mapping[str, Any], md_dir: Path) -> list[str]:
-    out = []
-    for name in obj.get("figures", []):
-        rel = os.path.relpath(Path(obj["_dir"]) / name, md_dir)
-        out.append(f"![{name}]({Path(rel).as_posix()})")
-    return out
+    return [
+        f"![{name}]({Path(os.path.relpath(Path(obj['_dir']) / name, md_dir)).as_posix()})"
+        for name in obj.get("figures", [])
+    ]
 
 
 # -- one section per experiment ------------------------------------------------------------
@@ -300,18 +299,16 @@ def leakage_section(obj: Mapping[str, Any]) -> list[str]:
     exp = obj.get("exposure") or {}
     lines = [format_table(rows, MAIN_COLUMNS), ""]
     if exp:
-        table = []
-        for mode, label in (("train", "train history"), ("full", "full history (audit)")):
-            e = exp[mode]
-            table.append(
-                {
-                    "behaviour lists": label,
-                    "mean list length": e["mean_list_length"],
-                    "mean items in prompt": e["mean_prompt_items"],
-                    "test pairs in prompts": f"{e['test_in_prompt']} / {e['test_pairs']}",
-                    "valid pairs in prompts": f"{e['valid_in_prompt']} / {e['valid_pairs']}",
-                }
-            )
+        table = [
+            {
+                "behaviour lists": label,
+                "mean list length": e["mean_list_length"],
+                "mean items in prompt": e["mean_prompt_items"],
+                "test pairs in prompts": f"{e['test_in_prompt']} / {e['test_pairs']}",
+                "valid pairs in prompts": f"{e['valid_in_prompt']} / {e['valid_pairs']}",
+            }
+            for e, label in ((exp["train"], "train history"), (exp["full"], "full history (audit)"))
+        ]
         lines += [
             "Held-out pairs whose item reaches the user's preference prompt (Prompt 2, "
             f"token budget {obj['settings']['token_budget']}, most recent items kept):",
