@@ -169,9 +169,7 @@ def main(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     names = PAPER_EXPERIMENTS if args.name == "all" else (args.name,)
-    data = None
-    if any(n != "leakage" for n in names):
-        data = prepare_data(settings)
+    data = prepare_data(settings) if any(n != "leakage" for n in names) else None
     for name in names:
         result = run_experiment(name, args, settings, data)
         folder = settings.experiment_dir(result["experiment"])
