@@ -52,6 +52,11 @@ def key_value(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def add_key_values(g: Any, flag: str, metavar: str, help: str) -> None:
+    """A repeatable ``KEY=VALUE`` flag of group ``g`` (:func:`key_value`), collected in a list."""
+    g.add_argument(flag, type=key_value, action="append", default=[], metavar=metavar, help=help)
+
+
 def option(group: Any, cls: type, name: str, help: str, flag: str | None = None, **kw: Any) -> None:
     """Add the flag of field ``name`` of ``cls`` (``--name-with-dashes`` unless ``flag``);
     its argparse default is ``None`` and its help ends with the field's default."""
@@ -119,14 +124,8 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     option(g, TrainConfig, "batch_size", "positive pairs per step", type=int)
     option(g, TrainConfig, "epochs", "epoch cap", type=int)
     option(g, TrainConfig, "patience", "early-stopping patience (epochs)", type=int)
-    option(
-        g,
-        TrainConfig,
-        "ks",
-        "metric cut-offs (those above the item count are dropped)",
-        type=int,
-        nargs="+",
-    )
+    ks_help = "metric cut-offs (those above the item count are dropped)"
+    option(g, TrainConfig, "ks", ks_help, type=int, nargs="+")
     option(g, TrainConfig, "eval_block_size", "users ranked at once", type=int)
     g.add_argument(
         "--mask-valid-at-test", action="store_true", help="also mask valid items when testing"
@@ -150,13 +149,11 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     option(g, TextConfig, "backend", "reasoning backend for preferences")
     option(g, TextConfig, "backend_model", "model path or name for the backend")
     option(g, TextConfig, "backend_url", "server URL (openai backend)")
-    g.add_argument(
+    add_key_values(
+        g,
         "--backend-option",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="further backend setting (repeatable), e.g. repetition_penalty=1.2",
+        "KEY=VALUE",
+        "further backend setting (repeatable), e.g. repetition_penalty=1.2",
     )
     option(g, TextConfig, "token_budget", "Prompt 2 token budget", type=int)
     option(g, TextConfig, "encoder", "sentence-transformers folder (none: bundled MiniLM)")
@@ -210,6 +207,7 @@ def check_train_arguments(args: argparse.Namespace) -> None:
 __all__ = [
     "CommandError",
     "HelpFormatter",
+    "add_key_values",
     "add_data_arguments",
     "add_stage_arguments",
     "build",

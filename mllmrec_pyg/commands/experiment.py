@@ -20,10 +20,10 @@ from mllmrec_pyg.commands.common import (
     CommandError,
     HelpFormatter,
     add_data_arguments,
+    add_key_values,
     add_stage_arguments,
     data_config,
     graph_config,
-    key_value,
     text_config,
     train_config,
 )
@@ -63,13 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--dims", type=int, nargs="+", help="sensitivity: d values")
     g.add_argument("--baseline", default="LightGCN", help="tsne: LightGCN, BPR-MF or FREEDOM")
     g.add_argument("--sample-users", type=int, default=500, help="tsne: users drawn")
-    g.add_argument(
+    add_key_values(
+        g,
         "--freedom",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="plug-and-play: FREEDOM config value (repeatable), e.g. dropout=0.9",
+        "KEY=VALUE",
+        "plug-and-play: FREEDOM config value (repeatable), e.g. dropout=0.9",
     )
     g.add_argument("--no-gd", action="store_true", help="plug-and-play: skip the GD-only graph")
     g.add_argument(

@@ -17,11 +17,11 @@ from mllmrec_pyg.commands.common import (
     CommandError,
     HelpFormatter,
     add_data_arguments,
+    add_key_values,
     add_stage_arguments,
     check_train_arguments,
     data_config,
     graph_config,
-    key_value,
     text_config,
     train_config,
 )
@@ -110,13 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             g.add_argument(flag, action="store_true", help=text)
         else:
             g.add_argument(flag, type=kind, help=f"{text} ({default_of(*default)})")
-    g.add_argument(
+    add_key_values(
+        g,
         "--set",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="any field of the model's config (repeatable), e.g. --set dropout=0.9",
+        "FIELD=VALUE",
+        "any field of the model's config (repeatable), e.g. --set dropout=0.9",
     )
 
     g = p.add_argument_group("output")
