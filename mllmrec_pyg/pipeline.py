@@ -110,12 +110,9 @@ def history_summary_texts(data: HeteroData, max_items: int = 10, max_chars: int 
         if len(lists[u]) < max_items:
             lists[u].append(i)
     out = []
-    for u in range(num_users):
-        if not lists[u]:
-            out.append("")
-            continue
-        parts = [" ".join(texts[i].split())[:max_chars] for i in lists[u]]
-        out.append("Recently bought or watched: " + " | ".join(parts))
+    for listed in lists:
+        parts = [" ".join(texts[i].split())[:max_chars] for i in listed]
+        out.append(("Recently bought or watched: " + " | ".join(parts)) if parts else "")
     return out
 
 
