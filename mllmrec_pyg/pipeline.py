@@ -110,12 +110,9 @@ def history_summary_texts(data: HeteroData, max_items: int = 10, max_chars: int 
         if len(lists[u]) < max_items:
             lists[u].append(i)
     out = []
-    for u in range(num_users):
-        if not lists[u]:
-            out.append("")
-            continue
-        parts = [" ".join(texts[i].split())[:max_chars] for i in lists[u]]
-        out.append("Recently bought or watched: " + " | ".join(parts))
+    for listed in lists:
+        parts = [" ".join(texts[i].split())[:max_chars] for i in listed]
+        out.append(("Recently bought or watched: " + " | ".join(parts)) if parts else "")
     return out
 
 
@@ -262,6 +259,15 @@ def build_graph(data: HeteroData, graph: GraphConfig) -> HeteroData:
     return graph.transform()(copy.copy(data))
 
 
+def cached_graph(
+    graphs: dict[GraphConfig, HeteroData], data: HeteroData, graph: GraphConfig
+) -> HeteroData:
+    """:func:`build_graph` of ``graph``, built once per recipe and kept in ``graphs``."""
+    if graph not in graphs:
+        graphs[graph] = build_graph(data, graph)
+    return graphs[graph]
+
+
 # -- 4. training ----------------------------------------------------------------------------
 def train_model(
     name: str,
@@ -279,6 +285,7 @@ __all__ = [
     "add_features",
     "build_graph",
     "cache_dir",
+    "cached_graph",
     "default_cache_root",
     "history_summary_texts",
     "load_data",

@@ -41,7 +41,7 @@ from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.io import read_json, write_json
 from mllmrec_pyg.nn.registry import make_config, model_class
-from mllmrec_pyg.pipeline import build_graph, load_data, prepare, train_model
+from mllmrec_pyg.pipeline import cached_graph, load_data, prepare, train_model
 from mllmrec_pyg.train import TrainConfig, fit_cutoffs
 
 log = logging.getLogger(__name__)
@@ -341,11 +341,7 @@ def tune(
     for point in _pending(points, path, same, done, claims):
         parts = split_point(point)
         g = dataclasses.replace(graph, **parts["graph"])
-        trial_data = data
-        if "graph" in needs:
-            if g not in graphs:
-                graphs[g] = build_graph(data, g)
-            trial_data = graphs[g]
+        trial_data = cached_graph(graphs, data, g) if "graph" in needs else data
         cfg = dataclasses.replace(base, **parts["train"])
         start = time.perf_counter()
         model, result = train_model(cand.model, trial_data, cfg, {**cand.fixed, **parts["model"]})

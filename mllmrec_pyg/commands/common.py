@@ -52,6 +52,11 @@ def key_value(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def add_key_values(g: Any, flag: str, metavar: str, help: str) -> None:
+    """A repeatable ``KEY=VALUE`` flag of group ``g`` (:func:`key_value`), collected in a list."""
+    g.add_argument(flag, type=key_value, action="append", default=[], metavar=metavar, help=help)
+
+
 def option(group: Any, cls: type, name: str, help: str, flag: str | None = None, **kw: Any) -> None:
     """Add the flag of field ``name`` of ``cls`` (``--name-with-dashes`` unless ``flag``);
     its argparse default is ``None`` and its help ends with the field's default."""
@@ -112,20 +117,43 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return build(DataConfig, args, **fixed)
 
 
-def add_text_arguments(parser: argparse.ArgumentParser) -> None:
-    """User text source, reasoning backend, encoder, cache."""
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training, item-graph and text flags, in this order (after the data flags)."""
+    g = parser.add_argument_group("training (the paper's protocol)")
+    option(g, TrainConfig, "lr", "Adam learning rate", type=float)
+    option(g, TrainConfig, "batch_size", "positive pairs per step", type=int)
+    option(g, TrainConfig, "epochs", "epoch cap", type=int)
+    option(g, TrainConfig, "patience", "early-stopping patience (epochs)", type=int)
+    ks_help = "metric cut-offs (those above the item count are dropped)"
+    option(g, TrainConfig, "ks", ks_help, type=int, nargs="+")
+    option(g, TrainConfig, "eval_block_size", "users ranked at once", type=int)
+    g.add_argument(
+        "--mask-valid-at-test", action="store_true", help="also mask valid items when testing"
+    )
+    option(g, TrainConfig, "device", "where models train")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    g = parser.add_argument_group("refined item-item graph")
+    option(g, GraphConfig, "k_s", "semantic top-K", type=int)
+    option(g, GraphConfig, "alpha", "similarity threshold", type=float)
+    option(g, GraphConfig, "k_c", "co-occurrence top-K", type=int)
+    option(g, GraphConfig, "knn_backend", "semantic top-K search: auto, torch, ivfjoin, ivf, hnsw")
+    g.add_argument("--no-threshold", action="store_true", help="w/o GD: plain top-K")
+    g.add_argument("--no-cooccurrence", action="store_true", help="w/o TE: no co-occurrence graph")
+    g.add_argument(
+        "--no-self-loop", action="store_true", help="exclude the item from its own semantic top-K"
+    )
+
     g = parser.add_argument_group("item and user text")
     option(g, TextConfig, "user_text", "preference text source", choices=USER_TEXT_SOURCES)
     option(g, TextConfig, "backend", "reasoning backend for preferences")
     option(g, TextConfig, "backend_model", "model path or name for the backend")
     option(g, TextConfig, "backend_url", "server URL (openai backend)")
-    g.add_argument(
+    add_key_values(
+        g,
         "--backend-option",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="further backend setting (repeatable), e.g. repetition_penalty=1.2",
+        "KEY=VALUE",
+        "further backend setting (repeatable), e.g. repetition_penalty=1.2",
     )
     option(g, TextConfig, "token_budget", "Prompt 2 token budget", type=int)
     option(g, TextConfig, "encoder", "sentence-transformers folder (none: bundled MiniLM)")
@@ -141,20 +169,6 @@ def text_config(args: argparse.Namespace) -> TextConfig:
     return build(TextConfig, args, backend_options=tuple(sorted(dict(args.backend_option).items())))
 
 
-def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
-    """The refined item-item graph S*."""
-    g = parser.add_argument_group("refined item-item graph")
-    option(g, GraphConfig, "k_s", "semantic top-K", type=int)
-    option(g, GraphConfig, "alpha", "similarity threshold", type=float)
-    option(g, GraphConfig, "k_c", "co-occurrence top-K", type=int)
-    option(g, GraphConfig, "knn_backend", "semantic top-K search: auto, torch, ivfjoin, ivf, hnsw")
-    g.add_argument("--no-threshold", action="store_true", help="w/o GD: plain top-K")
-    g.add_argument("--no-cooccurrence", action="store_true", help="w/o TE: no co-occurrence graph")
-    g.add_argument(
-        "--no-self-loop", action="store_true", help="exclude the item from its own semantic top-K"
-    )
-
-
 def graph_config(args: argparse.Namespace) -> GraphConfig:
     fixed: dict[str, Any] = {}
     if args.no_threshold:
@@ -166,29 +180,6 @@ def graph_config(args: argparse.Namespace) -> GraphConfig:
     if args.no_self_loop:
         fixed["loop"] = False
     return build(GraphConfig, args, **fixed)
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Optimisation, early stopping, evaluation."""
-    g = parser.add_argument_group("training (the paper's protocol)")
-    option(g, TrainConfig, "lr", "Adam learning rate", type=float)
-    option(g, TrainConfig, "batch_size", "positive pairs per step", type=int)
-    option(g, TrainConfig, "epochs", "epoch cap", type=int)
-    option(g, TrainConfig, "patience", "early-stopping patience (epochs)", type=int)
-    option(
-        g,
-        TrainConfig,
-        "ks",
-        "metric cut-offs (those above the item count are dropped)",
-        type=int,
-        nargs="+",
-    )
-    option(g, TrainConfig, "eval_block_size", "users ranked at once", type=int)
-    g.add_argument(
-        "--mask-valid-at-test", action="store_true", help="also mask valid items when testing"
-    )
-    option(g, TrainConfig, "device", "where models train")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def train_config(args: argparse.Namespace, num_items: int) -> TrainConfig:
@@ -216,10 +207,9 @@ def check_train_arguments(args: argparse.Namespace) -> None:
 __all__ = [
     "CommandError",
     "HelpFormatter",
+    "add_key_values",
     "add_data_arguments",
-    "add_graph_arguments",
-    "add_text_arguments",
-    "add_train_arguments",
+    "add_stage_arguments",
     "build",
     "check_train_arguments",
     "data_config",

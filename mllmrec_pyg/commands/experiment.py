@@ -20,12 +20,10 @@ from mllmrec_pyg.commands.common import (
     CommandError,
     HelpFormatter,
     add_data_arguments,
-    add_graph_arguments,
-    add_text_arguments,
-    add_train_arguments,
+    add_key_values,
+    add_stage_arguments,
     data_config,
     graph_config,
-    key_value,
     text_config,
     train_config,
 )
@@ -55,9 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(p)
     g = p.add_argument_group("seeds")
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
-    add_train_arguments(p)
-    add_graph_arguments(p)
-    add_text_arguments(p)
+    add_stage_arguments(p)
 
     g = p.add_argument_group("per experiment")
     g.add_argument("--variants", nargs="+", help="ablation: subset of variants")
@@ -67,13 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--dims", type=int, nargs="+", help="sensitivity: d values")
     g.add_argument("--baseline", default="LightGCN", help="tsne: LightGCN, BPR-MF or FREEDOM")
     g.add_argument("--sample-users", type=int, default=500, help="tsne: users drawn")
-    g.add_argument(
+    add_key_values(
+        g,
         "--freedom",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="plug-and-play: FREEDOM config value (repeatable), e.g. dropout=0.9",
+        "KEY=VALUE",
+        "plug-and-play: FREEDOM config value (repeatable), e.g. dropout=0.9",
     )
     g.add_argument("--no-gd", action="store_true", help="plug-and-play: skip the GD-only graph")
     g.add_argument(
@@ -173,9 +167,7 @@ def main(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     names = PAPER_EXPERIMENTS if args.name == "all" else (args.name,)
-    data = None
-    if any(n != "leakage" for n in names):
-        data = prepare_data(settings)
+    data = prepare_data(settings) if any(n != "leakage" for n in names) else None
     for name in names:
         result = run_experiment(name, args, settings, data)
         folder = settings.experiment_dir(result["experiment"])

@@ -17,13 +17,11 @@ from mllmrec_pyg.commands.common import (
     CommandError,
     HelpFormatter,
     add_data_arguments,
-    add_graph_arguments,
-    add_text_arguments,
-    add_train_arguments,
+    add_key_values,
+    add_stage_arguments,
     check_train_arguments,
     data_config,
     graph_config,
-    key_value,
     text_config,
     train_config,
 )
@@ -80,9 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are used for every flag not given",
     )
     add_data_arguments(p, training_seed=True)
-    add_train_arguments(p)
-    add_graph_arguments(p)
-    add_text_arguments(p)
+    add_stage_arguments(p)
 
     g = p.add_argument_group("model settings (each model's own default unless given)")
     mm, bpr, lg, fr = MLLMRecConfig, BPRConfig, LightGCNConfig, FREEDOMConfig
@@ -114,13 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             g.add_argument(flag, action="store_true", help=text)
         else:
             g.add_argument(flag, type=kind, help=f"{text} ({default_of(*default)})")
-    g.add_argument(
+    add_key_values(
+        g,
         "--set",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="any field of the model's config (repeatable), e.g. --set dropout=0.9",
+        "FIELD=VALUE",
+        "any field of the model's config (repeatable), e.g. --set dropout=0.9",
     )
 
     g = p.add_argument_group("output")

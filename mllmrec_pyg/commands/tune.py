@@ -8,9 +8,7 @@ import logging
 from mllmrec_pyg.commands.common import (
     HelpFormatter,
     add_data_arguments,
-    add_graph_arguments,
-    add_text_arguments,
-    add_train_arguments,
+    add_stage_arguments,
     data_config,
     graph_config,
     text_config,
@@ -37,9 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--search-seed", type=int, default=0, help="seeds the draw and the trials")
     p.add_argument("--out", default="tuned", help="results root")
     add_data_arguments(p)
-    add_train_arguments(p)
-    add_graph_arguments(p)
-    add_text_arguments(p)
+    add_stage_arguments(p)
     p.set_defaults(func=main)
 
 

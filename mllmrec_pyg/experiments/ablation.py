@@ -28,13 +28,13 @@ from mllmrec_pyg.experiments.common import (
     ExperimentSettings,
     RunCache,
     RunSpec,
-    build_graph,
     graph_stats,
     prepare_data,
     summarise,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
+from mllmrec_pyg.pipeline import cached_graph
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,13 @@ def run_ablation(
     for name in names:
         change, config = VARIANTS[name]
         spec = replace(base, **change)
-        if spec not in graphs:
-            graphs[spec] = build_graph(data, spec)
+        graph = cached_graph(graphs, data, spec)
         graph_info[name] = {
             "graph": spec.as_dict(),
-            **graph_stats(graphs[spec], ("item", "related", "item")),
+            **graph_stats(graph, ("item", "related", "item")),
         }
         for seed in settings.seeds:
-            jobs.append((RunSpec(name, "mllmrec", dict(config), seed), graphs[spec]))
+            jobs.append((RunSpec(name, "mllmrec", dict(config), seed), graph))
     order = list(names)
     if anchors:
         for name, (model, config) in ANCHORS.items():

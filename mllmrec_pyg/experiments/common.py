@@ -409,9 +409,7 @@ def summarise(
         groups.setdefault(r["variant"], []).append(r)
     names = list(order) if order is not None else list(groups)
     rows = []
-    for name in names:
-        if name not in groups:
-            continue
+    for name in (n for n in names if n in groups):
         rs = groups[name]
         row: dict[str, Any] = {"variant": name, "seeds": len(rs)}
         for split in ("valid", "test"):

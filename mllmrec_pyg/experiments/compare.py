@@ -35,12 +35,12 @@ from mllmrec_pyg.experiments.common import (
     ExperimentSettings,
     RunCache,
     RunSpec,
-    build_graph,
     prepare_data,
     summarise,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
+from mllmrec_pyg.pipeline import cached_graph
 from mllmrec_pyg.train import TrainConfig, Trainer
 from mllmrec_pyg.tuning import CANDIDATES, candidate, tune
 
@@ -163,10 +163,7 @@ def run_compare(
         }
         run_data = data
         if "graph" in cand.needs([search.best["point"]]):
-            g = GraphConfig(**chosen["graph"])
-            if g not in graphs:
-                graphs[g] = build_graph(data, g)
-            run_data = graphs[g]
+            run_data = cached_graph(graphs, data, GraphConfig(**chosen["graph"]))
         values = {k: v for k, v in chosen["model"].items() if k != "seed"}
         train_values = {k: chosen["train"][k] for k in ("lr", "batch_size")}
         for seed in settings.seeds:
@@ -273,11 +270,7 @@ def ablation_jobs(
         g = dataclasses.replace(graph, **graph_change)
         if model == base and g == graph:
             continue  # the chosen settings already are this variant
-        run_data = data
-        if model["item_graph"] is not None:
-            if g not in graphs:
-                graphs[g] = build_graph(data, g)
-            run_data = graphs[g]
+        run_data = data if model["item_graph"] is None else cached_graph(graphs, data, g)
         for seed in seeds:
             config = {**model, **({"seed": seed} if "seed" in chosen["model"] else {})}
             spec = RunSpec(

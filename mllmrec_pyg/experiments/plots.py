@@ -88,15 +88,8 @@ def heatmaps(
         mid = (max(finite) + min(finite)) / 2 if finite else 0.0
         for r, row in enumerate(grid):
             for c, v in enumerate(row):
-                ax.text(
-                    c,
-                    r,
-                    f"{v:.4f}",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="black" if v > mid else "white",
-                )
+                colour = "black" if v > mid else "white"
+                ax.text(c, r, f"{v:.4f}", ha="center", va="center", fontsize=8, color=colour)
         fig.colorbar(im, ax=ax, shrink=0.9)
     fig.suptitle(title)
     return save_figure(fig, path)
@@ -141,17 +134,10 @@ def scatter_panels(
     """Side-by-side 2-D scatter plots (``panels[name]`` is an ``[N, 2]`` array)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.0), squeeze=False)
+    cmap = "tab20" if categorical else "viridis"
     sc = None
     for ax, (name, xy) in zip(axes[0], panels.items()):
-        sc = ax.scatter(
-            xy[:, 0],
-            xy[:, 1],
-            c=colours,
-            s=9,
-            cmap="tab20" if categorical else "viridis",
-            alpha=0.85,
-            linewidths=0,
-        )
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=9, cmap=cmap, alpha=0.85, linewidths=0)
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -94,11 +94,10 @@ def _cap_note(obj: Mapping[str, Any]) -> str:
 
 
 def _figures(obj: Mapping[str, Any], md_dir: Path) -> list[str]:
-    out = []
-    for name in obj.get("figures", []):
-        rel = os.path.relpath(Path(obj["_dir"]) / name, md_dir)
-        out.append(f"![{name}]({Path(rel).as_posix()})")
-    return out
+    return [
+        f"![{name}]({Path(os.path.relpath(Path(obj['_dir']) / name, md_dir)).as_posix()})"
+        for name in obj.get("figures", [])
+    ]
 
 
 # -- one section per experiment ------------------------------------------------------------
@@ -300,18 +299,16 @@ def leakage_section(obj: Mapping[str, Any]) -> list[str]:
     exp = obj.get("exposure") or {}
     lines = [format_table(rows, MAIN_COLUMNS), ""]
     if exp:
-        table = []
-        for mode, label in (("train", "train history"), ("full", "full history (audit)")):
-            e = exp[mode]
-            table.append(
-                {
-                    "behaviour lists": label,
-                    "mean list length": e["mean_list_length"],
-                    "mean items in prompt": e["mean_prompt_items"],
-                    "test pairs in prompts": f"{e['test_in_prompt']} / {e['test_pairs']}",
-                    "valid pairs in prompts": f"{e['valid_in_prompt']} / {e['valid_pairs']}",
-                }
-            )
+        table = [
+            {
+                "behaviour lists": label,
+                "mean list length": e["mean_list_length"],
+                "mean items in prompt": e["mean_prompt_items"],
+                "test pairs in prompts": f"{e['test_in_prompt']} / {e['test_pairs']}",
+                "valid pairs in prompts": f"{e['valid_in_prompt']} / {e['valid_pairs']}",
+            }
+            for e, label in ((exp["train"], "train history"), (exp["full"], "full history (audit)"))
+        ]
         lines += [
             "Held-out pairs whose item reaches the user's preference prompt (Prompt 2, "
             f"token budget {obj['settings']['token_budget']}, most recent items kept):",
@@ -493,41 +490,40 @@ def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, s
             {"claim": claim, "dataset": tag, "here": "yes" if holds else "no", "evidence": evidence}
         )
 
-    if "ablation" in exps:
-        f = exps["ablation"].get("findings") or {}
-        if f.get("drop"):  # an ablation run without removals has nothing to claim
-            worst = min(f["drop"], key=f["drop"].get)
+    def found(exp: str) -> Mapping[str, Any]:
+        return (exps.get(exp) or {}).get("findings") or {}
+
+    f = found("ablation")
+    if f.get("drop"):  # an ablation run without removals has nothing to claim
+        worst = min(f["drop"], key=f["drop"].get)
+        add(
+            "RQ2: removing any component lowers R@20",
+            f["every_removal_hurts"],
+            f"removal that hurts least: {worst} {-f['drop'][worst]:+.4f} test R@20",
+        )
+        add(
+            "RQ2: removing RS lowers it most",
+            _rs_lowers_most(f),
+            f"largest drop: {f['largest_drop']} {-f['drop'][f['largest_drop']]:+.4f} test R@20",
+        )
+        by = {r["variant"]: r for r in exps["ablation"]["rows"]}
+        if f.get("best_anchor"):
             add(
-                "RQ2: removing any component lowers R@20",
-                f["every_removal_hurts"],
-                f"removal that hurts least: {worst} {-f['drop'][worst]:+.4f} test R@20",
+                "RQ1: MLLMRec beats the ID-based baselines",
+                f["full_beats_anchors"],
+                f"MLLMRec {_fmt(f['full'])} vs {f['best_anchor']} "
+                f"{_fmt(by[f['best_anchor']]['test recall@20'])} test R@20",
             )
-            add(
-                "RQ2: removing RS lowers it most",
-                _rs_lowers_most(f),
-                f"largest drop: {f['largest_drop']} {-f['drop'][f['largest_drop']]:+.4f} test R@20",
-            )
-            by = {r["variant"]: r for r in exps["ablation"]["rows"]}
-            if f.get("best_anchor"):
-                add(
-                    "RQ1: MLLMRec beats the ID-based baselines",
-                    f["full_beats_anchors"],
-                    f"MLLMRec {_fmt(f['full'])} vs {f['best_anchor']} "
-                    f"{_fmt(by[f['best_anchor']]['test recall@20'])} test R@20",
-                )
-    if "compare" in exps:
-        obj = exps["compare"]
-        f = obj.get("findings") or {}
-        if f:
-            gain = f["relative_gain"]
-            add(
-                "A leakage-free language-driven model beats the best tuned baseline by 3%",
-                f["beats_by_3_percent"],
-                f"{obj['proposed']} vs {f['best_baseline']}: R@20 {_pct(gain['recall@20'])}, "
-                f"N@20 {_pct(gain['ndcg@20'])}",
-            )
+    if f := found("compare"):
+        gain = f["relative_gain"]
+        add(
+            "A leakage-free language-driven model beats the best tuned baseline by 3%",
+            f["beats_by_3_percent"],
+            f"{exps['compare']['proposed']} vs {f['best_baseline']}: "
+            f"R@20 {_pct(gain['recall@20'])}, N@20 {_pct(gain['ndcg@20'])}",
+        )
     for exp in (e for e in SECTIONS if e.startswith("plug_and_play") and e in exps):
-        f = exps[exp].get("findings") or {}
+        f = found(exp)
         host = _host(exps[exp])
         imp = (f.get("relative_improvement") or {}).get(f"{host} + GR")
         if imp:
@@ -536,39 +532,33 @@ def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, s
                 bool(f.get("gr_helps_recall") and f.get("gr_helps_ndcg")),
                 f"R@20 {_pct(imp['recall@20'])}, N@20 {_pct(imp['ndcg@20'])}",
             )
-    if "sensitivity" in exps:
-        f = exps["sensitivity"].get("findings") or {}
-        if f:
-            add(
-                "RQ4: less sensitive to K_c than to alpha",
-                f["less_sensitive_to_k_c"],
-                f"mean spread {_fmt(f['mean_spread_over_k_c'])} (K_c) vs "
-                f"{_fmt(f['mean_spread_over_alpha'])} (alpha)",
-            )
-            add(
-                "RQ4: R@20 rises with d up to 64",
-                f.get("rises_to_64"),
-                "d curve " + ", ".join(f"{d}: {_fmt(v)}" for d, v in f["d_curve"].items()),
-            )
-    if "tsne" in exps:
+    if f := found("sensitivity"):
+        add(
+            "RQ4: less sensitive to K_c than to alpha",
+            f["less_sensitive_to_k_c"],
+            f"mean spread {_fmt(f['mean_spread_over_k_c'])} (K_c) vs "
+            f"{_fmt(f['mean_spread_over_alpha'])} (alpha)",
+        )
+        add(
+            "RQ4: R@20 rises with d up to 64",
+            f.get("rises_to_64"),
+            "d curve " + ", ".join(f"{d}: {_fmt(v)}" for d, v in f["d_curve"].items()),
+        )
+    if f := found("tsne"):
         obj = exps["tsne"]
-        f = obj.get("findings") or {}
-        if f:
-            by = {r["model"]: r for r in obj["rows"]}
-            add(
-                f"RQ5: MLLMRec's users are spread more uniformly (vs {obj['baseline']})",
-                f["mllmrec_more_uniform"],
-                f"uniformity {_fmt(by['MLLMRec']['uniformity'])} vs "
-                f"{_fmt(by[obj['baseline']]['uniformity'])}",
-            )
-    if "leakage" in exps:
-        gap = ((exps["leakage"].get("findings") or {}).get("gap") or {}).get("test recall@20")
-        if gap:
-            add(
-                "Audit: full-history preferences inflate test R@20",
-                gap["gap"] > 0,
-                f"{_fmt(gap['train'])} -> {_fmt(gap['full'])} ({_pct(gap['relative'])})",
-            )
+        by = {r["model"]: r for r in obj["rows"]}
+        add(
+            f"RQ5: MLLMRec's users are spread more uniformly (vs {obj['baseline']})",
+            f["mllmrec_more_uniform"],
+            f"uniformity {_fmt(by['MLLMRec']['uniformity'])} vs "
+            f"{_fmt(by[obj['baseline']]['uniformity'])}",
+        )
+    if gap := (found("leakage").get("gap") or {}).get("test recall@20"):
+        add(
+            "Audit: full-history preferences inflate test R@20",
+            gap["gap"] > 0,
+            f"{_fmt(gap['train'])} -> {_fmt(gap['full'])} ({_pct(gap['relative'])})",
+        )
     return out
 
 

@@ -136,8 +136,7 @@ def run_tsne(
     graph = build_graph(data, settings.graph)
     cache = RunCache(settings, NAME)
     model_name, config = BASELINES[baseline]
-    models = {}
-    results = {}
+    models, results = {}, {}
     for label, spec in (
         ("MLLMRec", RunSpec("MLLMRec", "mllmrec", {}, seed)),
         (baseline, RunSpec(baseline, model_name, dict(config), seed)),
