@@ -377,3 +377,39 @@ def test_text_sources_table_compares_each_model_with_its_no_text_row():
     )
     assert text_sources_section({"movielens": results["movielens"]}) != []
     assert text_sources_section({}) == []
+
+
+def test_compare_section_compares_an_ablation_on_the_seeds_both_were_trained_with():
+    from mllmrec_pyg.experiments.report import compare_section
+
+    def run(variant, seed, r):
+        return {"variant": variant, "seed": seed, "test": {"recall@20": r, "ndcg@20": r / 2}}
+
+    def row(variant, r):
+        return {
+            "variant": variant,
+            "seeds": 1,
+            "valid recall@20": r,
+            "test recall@20": r,
+            "test ndcg@20": r / 2,
+            "epochs": 10,
+            "seconds": 1.0,
+        }
+
+    obj = {
+        "budget": 6,
+        "settings": {"seeds": [0]},
+        "proposed": "langgcn",
+        "rows": [row("langgcn", 0.25), row("langgcn-ablate-preference-text", 0.27)],
+        # the proposed model has seed 0 only, the ablation seeds 0, 1 and 2
+        "runs": [
+            run("langgcn", 0, 0.25),
+            *(
+                run("langgcn-ablate-preference-text", s, v)
+                for s, v in ((0, 0.26), (1, 0.3), (2, 0.3))
+            ),
+        ],
+    }
+    text = "\n".join(compare_section(obj))
+    assert "Ablation `preference-text` (seed(s) 0;" in text
+    assert "test R@20 +0.0100, N@20 +0.0050 against langgcn" in text

@@ -380,11 +380,11 @@ def compare_section(obj: Mapping[str, Any]) -> list[str]:
         vals = [r["test"][metric] for r in runs if r["variant"] == variant and r["seed"] in seeds]
         return sum(vals) / len(vals)
 
+    mine = {r["seed"] for r in runs if r["variant"] == obj["proposed"]}
     for name in by:
-        seeds = sorted(r["seed"] for r in runs if r["variant"] == name)
+        # compared on the seeds both were trained with
+        seeds = sorted(r["seed"] for r in runs if r["variant"] == name and r["seed"] in mine)
         if not (me and name.startswith(prefix) and seeds):
-            continue
-        if not any(r["variant"] == obj["proposed"] and r["seed"] in seeds for r in runs):
             continue
         d = {
             m: mean_test(name, m, seeds) - mean_test(obj["proposed"], m, seeds)
