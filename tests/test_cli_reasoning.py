@@ -348,3 +348,42 @@ def test_commands_drive_the_transformers_backend_on_tiny_gemma(folder, tiny_gemm
         assert g.request == request_hash(item_prompt("Baby"), [path], g.fingerprint)
     for g in users:
         assert g.request == request_hash(expected[int(g.entity)], [], g.fingerprint)
+
+
+def test_cli_flags_reach_the_backend_settings():
+    from mllmrec_pyg.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "infer-preferences",
+            "folder",
+            "--backend",
+            "transformers",
+            "--model",
+            "models/smol",
+            "--gguf-file",
+            "m.gguf",
+            "--repetition-penalty",
+            "1.3",
+            "--no-repeat-ngram-size",
+            "3",
+            "--temperature",
+            "0.7",
+            "--seed",
+            "5",
+        ]
+    )
+    kwargs = backend_kwargs(args)
+    assert kwargs["gguf_file"] == "m.gguf" and kwargs["repetition_penalty"] == 1.3
+    assert kwargs["no_repeat_ngram_size"] == 3
+    assert kwargs["do_sample"] is True and kwargs["temperature"] == 0.7 and kwargs["seed"] == 5
+    off = parser.parse_args(
+        ["describe-items", "f", "--backend", "transformers", "--no-repeat-ngram-size", "0"]
+    )
+    assert backend_kwargs(off)["no_repeat_ngram_size"] == 0  # 0 is a value, not "unset"
+    wrong = parser.parse_args(["infer-preferences", "f", "--repetition-penalty", "1.2"])
+    with pytest.raises(CommandError, match="--repetition-penalty does not apply to --backend none"):
+        backend_kwargs(wrong)
+    fetch = parser.parse_args(["fetch-model", "smollm2"])
+    assert fetch.name == "smollm2" and fetch.install is False
