@@ -413,3 +413,21 @@ def test_compare_section_compares_an_ablation_on_the_seeds_both_were_trained_wit
     text = "\n".join(compare_section(obj))
     assert "Ablation `preference-text` (seed(s) 0;" in text
     assert "test R@20 +0.0100, N@20 +0.0050 against langgcn" in text
+
+
+def test_report_carries_the_language_model_measurements(tmp_path):
+    from mllmrec_pyg.experiments.report import llm_sections
+
+    llm = tmp_path / "results" / "movielens" / "llm"
+    llm.mkdir(parents=True)
+    (llm / "README.md").write_text(
+        "# Title\n\n## Reproduce\n\nsteps\n\n## Throughput on CPU\n\n| a |\n|---|\n| 1 |\n\n"
+        "## NF4 against fp32\n\n```bash\ncmd\n```\n\n## Files\n\nlist\n"
+    )
+    text = "\n".join(llm_sections(tmp_path / "results", tmp_path))
+    assert "## Language model on CPU (movielens)" in text
+    assert "(results/movielens/llm/README.md)" in text
+    assert "### Throughput on CPU\n\n| a |\n|---|\n| 1 |" in text
+    assert "### NF4 against fp32\n\n```bash\ncmd\n```" in text
+    assert "Reproduce" not in text and "Files" not in text
+    assert llm_sections(tmp_path / "nothing", tmp_path) == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -479,6 +480,25 @@ def text_sources_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+#: the sections of ``<results>/<dataset>/llm/README.md`` (language-model measurements on CPU,
+#: each table under the ``benchmarks/llm_cpu.py`` command that measured it) the report carries
+LLM_SECTIONS = ("Throughput", "NF4")
+
+
+def llm_sections(root: Path, md_dir: Path) -> list[str]:
+    """The :data:`LLM_SECTIONS` of every dataset's ``llm/README.md``, one heading level down."""
+    out = []
+    for path in sorted(root.glob("*/llm/README.md")):
+        parts = re.split(r"(?m)^## ", path.read_text(encoding="utf-8"))[1:]
+        kept = [p.rstrip() for p in parts if p.startswith(LLM_SECTIONS)]
+        if kept:
+            rel = Path(os.path.relpath(path, md_dir)).as_posix()
+            out += [f"## Language model on CPU ({path.parent.parent.name})", ""]
+            out += [f"From [{rel}]({rel}), which also lists the generation settings.", ""]
+            out += [line for part in kept for line in (f"### {part}", "")]
+    return out
+
+
 def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
     """One row per paper claim that the results of dataset ``tag`` can check."""
     out = []
@@ -676,6 +696,7 @@ def build_report(root: Path, md_path: Path) -> str:
             "",
         ]
     out += text_sources_section(results)
+    out += llm_sections(root, md_dir)
     for tag in order:
         exps = results[tag]
         any_obj = next(iter(exps.values()))
