@@ -105,13 +105,18 @@ def _figures(obj: Mapping[str, Any], md_dir: Path) -> list[str]:
 
 
 def _noise(rows: Sequence[Mapping[str, Any]], a: str, b: str, col: str) -> str:
-    """`` (within seed noise)`` when the two rows differ by less than their larger std."""
+    """:func:`_noise_between` the rows of variants ``a`` and ``b`` (``""`` if one is missing)."""
     by = {r["variant"]: r for r in rows}
-    if a not in by or b not in by or by[a].get("seeds", 1) < 2:
+    return _noise_between(by[a], by[b], col) if a in by and b in by else ""
+
+
+def _noise_between(a: Mapping[str, Any], b: Mapping[str, Any], col: str) -> str:
+    """`` (smaller than the seed standard deviation)`` when rows ``a`` and ``b`` (means over
+    several seeds) differ in ``col`` by less than the larger of their stds."""
+    if a.get("seeds", 1) < 2:
         return ""
-    diff = abs(by[a][col] - by[b][col])
-    spread = max(by[a].get(f"{col} std", 0.0), by[b].get(f"{col} std", 0.0))
-    return " (smaller than the seed standard deviation)" if diff < spread else ""
+    spread = max(a.get(f"{col} std") or 0.0, b.get(f"{col} std") or 0.0)
+    return " (smaller than the seed standard deviation)" if abs(a[col] - b[col]) < spread else ""
 
 
 def _graph_table(graphs: Mapping[str, Any], title: str) -> list[str]:
@@ -463,19 +468,10 @@ def text_sources_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
         base_text, base = got[0]
         for text, row in got[1:]:
             d = {m: row[f"test {m}"] - base[f"test {m}"] for m in ("recall@20", "ndcg@20")}
-            spread = max(
-                row.get("test recall@20 std") or 0.0, base.get("test recall@20 std") or 0.0
-            )
             lines.append(
                 f"- {model}, {text} against {base_text}: test R@20 {d['recall@20']:+.4f} "
                 f"({_pct(d['recall@20'] / base['test recall@20'])}), N@20 "
-                f"{d['ndcg@20']:+.4f}"
-                + (
-                    " (smaller than the seed standard deviation)"
-                    if abs(d["recall@20"]) < spread
-                    else ""
-                )
-                + "."
+                f"{d['ndcg@20']:+.4f}" + _noise_between(row, base, "test recall@20") + "."
             )
     return lines + [""]
 
