@@ -189,9 +189,9 @@ CFG = dict(
     noise_eps=0.2,
     modalities=MODS,
 )
-BATCH = (
+BATCH = (  # a repeated user and a repeated item
     torch.tensor([0, 3, 5, 3, 1]),
-    torch.tensor([2, 4, 7, 0, 1]),
+    torch.tensor([2, 4, 7, 0, 4]),
     torch.tensor([1, 5, 6, 3, 2]),
 )
 

@@ -80,7 +80,12 @@ def test_loss_is_bpr_plus_hypergraph_contrast_plus_norm_penalty():
     data = clustered_data()
     cfg = LGMRecConfig(embedding_dim=8, modalities=("x", "image"), cl_weight=0.1, reg_weight=0.01)
     model = LGMRec.from_data(data, cfg).eval()  # eval: deterministic memberships
-    users, pos, neg = torch.tensor([0, 2, 4]), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5])
+    # a repeated user and a repeated item
+    users, pos, neg = (
+        torch.tensor([0, 2, 4, 2]),
+        torch.tensor([0, 2, 4, 0]),
+        torch.tensor([1, 3, 5, 1]),
+    )
     u_all, i_all, hyper = dense_reference(model, data)
     u, p, n = u_all[users], i_all[pos], i_all[neg]
     bpr = -torch.log(torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
@@ -93,7 +98,7 @@ def test_loss_is_bpr_plus_hypergraph_contrast_plus_norm_penalty():
 
     (uv, iv), (ut, it) = hyper
     cl = nce(uv[users], ut[users], ut) + nce(iv[pos], it[pos], it)
-    reg = (u.pow(2).sum().sqrt() + p.pow(2).sum().sqrt() + n.pow(2).sum().sqrt()) / 3
+    reg = (u.pow(2).sum().sqrt() + p.pow(2).sum().sqrt() + n.pow(2).sum().sqrt()) / 4
     with torch.no_grad():
         got = model.batch_loss(users, pos, neg)
     assert torch.allclose(got, bpr + 0.1 * cl + 0.01 * reg, atol=1e-5)

@@ -5,11 +5,13 @@ equations are checked against dense references in its own test file."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import clustered_data
 
 from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import RELATED
 from mllmrec_pyg.nn import GUME, LATTICE, SMORE, VBPR, LGMRec, SLMRec
+from mllmrec_pyg.nn.mm_common import in_batch_softmax, info_nce
 from mllmrec_pyg.nn.registry import MODELS, build_model, make_config
 from mllmrec_pyg.train import TrainConfig, Trainer
 
@@ -92,3 +94,42 @@ def test_tuning_candidates_build_valid_configs(name):
         assert CANDIDATES[name].needs() == frozenset({"items"})
         assert CANDIDATES[f"{name}-refined"].needs() == frozenset({"items", "graph"})
         assert {"graph.alpha", "graph.k_c"} <= set(CANDIDATES[f"{name}-refined"].space)
+
+
+def _plain_softmax_loss(q, k, temperature):
+    return F.cross_entropy(q @ k.t() / temperature, torch.arange(q.size(0)))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_in_batch_softmax_equals_the_batch_cross_entropy_with_repeated_ids(normalize):
+    g = torch.Generator().manual_seed(0)
+    queries = torch.randn(30, 6, generator=g, dtype=torch.double, requires_grad=True)
+    keys = torch.randn(20, 6, generator=g, dtype=torch.double, requires_grad=True)
+    rows = torch.randint(0, 30, (64,), generator=g)  # many repeats, as in a real batch
+    cols = torch.randint(0, 20, (64,), generator=g)
+    got = in_batch_softmax(queries, keys, rows, cols, 0.3, normalize=normalize)
+    q, k = queries[rows], keys[cols]
+    if normalize:
+        q, k = q / q.norm(dim=1, keepdim=True), k / k.norm(dim=1, keepdim=True)
+    want = _plain_softmax_loss(q, k, 0.3)
+    assert torch.allclose(got, want, rtol=1e-12)
+    for a, b in zip(
+        torch.autograd.grad(got, [queries, keys]), torch.autograd.grad(want, [queries, keys])
+    ):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+@pytest.mark.parametrize("with_candidates", [False, True])
+def test_info_nce_on_indexed_tables_equals_it_on_gathered_rows(reduce, with_candidates):
+    g = torch.Generator().manual_seed(1)
+    anchor = torch.randn(25, 5, generator=g, dtype=torch.double, requires_grad=True)
+    positive = torch.randn(25, 5, generator=g, dtype=torch.double, requires_grad=True)
+    index = torch.randint(0, 25, (40,), generator=g)
+    cands = (lambda: positive * 2) if with_candidates else (lambda: None)
+    got = info_nce(anchor, positive, 0.2, cands(), reduce, index=index)
+    want = info_nce(anchor[index], positive[index], 0.2, cands(), reduce)
+    assert torch.allclose(got, want, rtol=1e-12)
+    grads = [torch.autograd.grad(x, [anchor, positive]) for x in (got, want)]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)

@@ -73,7 +73,9 @@ def test_loss_is_infonce_plus_fac_plus_weight_decay(modalities):
         ssl_temperature=0.7,
     )
     model = SLMRec.from_data(data, cfg)
-    users, pos, neg = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3]), torch.tensor([9] * 4)
+    # repeated users, a repeated item and a repeated pair
+    users, pos = torch.tensor([0, 1, 1, 3, 0, 3]), torch.tensor([0, 2, 3, 3, 5, 3])
+    neg = torch.tensor([9] * 6)
     u_all, i_all, views = dense_reference(model, data)
     main = ce_diag(rownorm(u_all[users]) @ rownorm(i_all[pos]).t() / 0.5)
     z = lin(model.ssl_id, views[0][1][pos])

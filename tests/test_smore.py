@@ -132,14 +132,14 @@ def test_loss_is_bpr_plus_half_squared_norms_plus_in_batch_infonce():
     cfg = SMOREConfig(embedding_dim=8, knn_k=4, reg_weight=0.2, cl_weight=0.5)
     model = SMORE.from_data(data, cfg).eval()  # eval: no gate dropout
     users, pos, neg = (
-        torch.tensor([0, 3, 6, 3]),
-        torch.tensor([0, 3, 6, 7]),
-        torch.tensor([1, 2, 5, 9]),
+        torch.tensor([0, 3, 6, 3, 0]),  # repeated users and a repeated item
+        torch.tensor([0, 3, 6, 7, 6]),
+        torch.tensor([1, 2, 5, 9, 2]),
     )
     u_all, i_all, side, content, _ = dense_reference(model, data)
     u, p, n = u_all[users], i_all[pos], i_all[neg]
     bpr = -torch.log(torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
-    reg = (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / (2 * 4)
+    reg = (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / (2 * 5)
 
     def nce(a, b):
         a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)

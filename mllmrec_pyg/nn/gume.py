@@ -332,12 +332,14 @@ class GUME(MultimodalModel):
         pairs = list(itertools.combinations(out.explicit, 2))
         vt = sum((moment_gap(a, b) for a, b in pairs), out.users.new_zeros(()))
         terms["vt"] = cfg.vt_weight * vt / max(len(pairs), 1)
-        s_u, s_i = out.integration[users], out.integration[nu:][pos_items]
-        b_u, b_i = out.behaviour[users], out.behaviour[nu:][pos_items]
+        s, b = out.integration, out.behaviour
         tb = cfg.bm_temperature
-        terms["bm"] = cfg.bm_weight * (info_nce(s_u, b_u, tb) + info_nce(s_i, b_i, tb))
-        x_u, tu, eps = ext[users], cfg.um_temperature, cfg.noise_eps
-        um = info_nce(x_u, s_u, tu)
+        terms["bm"] = cfg.bm_weight * (
+            info_nce(s[:nu], b[:nu], tb, index=users)
+            + info_nce(s[nu:], b[nu:], tb, index=pos_items)
+        )
+        s_u, x_u, tu, eps = s[users], ext[users], cfg.um_temperature, cfg.noise_eps
+        um = info_nce(ext[:nu], s[:nu], tu, index=users)
         um = um + info_nce(perturb(s_u, eps), perturb(s_u, eps), tu)
         um = um + info_nce(perturb(x_u, eps), perturb(x_u, eps), tu)
         terms["um"] = cfg.um_weight * um

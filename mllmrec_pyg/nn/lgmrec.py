@@ -218,8 +218,8 @@ class LGMRec(MultimodalModel):
         tau = self.config.tau
         total = hyper[0][0].new_zeros(())
         for (ua, ia), (ub, ib) in itertools.combinations(hyper, 2):
-            total = total + info_nce(ua[users], ub[users], tau, candidates=ub, reduce="sum")
-            total = total + info_nce(ia[pos_items], ib[pos_items], tau, candidates=ib, reduce="sum")
+            total = total + info_nce(ua, ub, tau, candidates=ub, reduce="sum", index=users)
+            total = total + info_nce(ia, ib, tau, candidates=ib, reduce="sum", index=pos_items)
         return total
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     check_modalities,
+    in_batch_softmax,
     layer_mean,
     require_non_negative,
     require_positive,
@@ -167,25 +168,22 @@ class SLMRec(MultimodalModel):
     # -- the trainer's interface ----------------------------------------------------------
     def fac_loss(self, views: list[tuple[Tensor, Tensor]], items: Tensor) -> Tensor:
         """:math:`\\mathcal L_{ssl}`: the hierarchy of in-batch alignments on ``items``."""
-        labels = torch.arange(items.numel(), device=items.device)
         t = self.config.ssl_temperature
-        z = self.ssl_id(views[0][1][items])
+        uniq, inv = torch.unique(items, return_inverse=True)  # each distinct item projected once
+        z = self.ssl_id(views[0][1][uniq])
         total = z.new_zeros(())
         for k in range(self.num_modalities):
             if k > 0:
                 z = self.ssl_chain[k - 1](z)
-            y = self.ssl_modality[k](views[k + 1][1][items])
-            total = total + F.cross_entropy(z @ y.t() / t, labels)
+            y = self.ssl_modality[k](views[k + 1][1][uniq])
+            total = total + in_batch_softmax(z, y, inv, inv, t)
         return total
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """Main InfoNCE + :math:`\\alpha` FAC + weight decay (``neg_items`` is not used)."""
         cfg = self.config
         u_all, i_all, views = self.forward_all()
-        u = F.normalize(u_all[users], dim=1)
-        i = F.normalize(i_all[pos_items], dim=1)
-        labels = torch.arange(users.numel(), device=users.device)
-        loss = F.cross_entropy(u @ i.t() / cfg.temperature, labels)
+        loss = in_batch_softmax(u_all, i_all, users, pos_items, cfg.temperature, normalize=True)
         if cfg.ssl_weight > 0:
             loss = loss + cfg.ssl_weight * self.fac_loss(views, pos_items)
         if cfg.weight_decay > 0:

@@ -262,8 +262,8 @@ class SMORE(MultimodalModel):
         loss = bpr_loss(u_all[users], i_all[pos_items], i_all[neg_items], cfg.reg_weight)
         if cfg.cl_weight > 0:
             t = cfg.temperature
-            cl = info_nce(side[nu:][pos_items], content[nu:][pos_items], t) + info_nce(
-                side[users], content[users], t
+            cl = info_nce(side[nu:], content[nu:], t, index=pos_items) + info_nce(
+                side[:nu], content[:nu], t, index=users
             )
             loss = loss + cfg.cl_weight * cl
         return loss
