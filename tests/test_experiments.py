@@ -431,3 +431,25 @@ def test_report_carries_the_language_model_measurements(tmp_path):
     assert "### NF4 against fp32\n\n```bash\ncmd\n```" in text
     assert "Reproduce" not in text and "Files" not in text
     assert llm_sections(tmp_path / "nothing", tmp_path) == []
+
+
+def test_paper_order_lists_the_pairs_ranked_the_other_way():
+    from mllmrec_pyg.experiments.report import PAPER_BABY_R20, kendall_tau, paper_order_lines
+
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # paper: lgmrec > freedom > lightgcn; here freedom falls below lightgcn
+    rows = [
+        {"variant": "lightgcn", "test recall@20": 0.20},
+        {"variant": "freedom", "test recall@20": 0.18},
+        {"variant": "lgmrec", "test recall@20": 0.25},
+        {"variant": "langgcn", "test recall@20": 0.30},  # not in the paper: left out
+    ]
+    assert PAPER_BABY_R20["lgmrec"] > PAPER_BABY_R20["freedom"] > PAPER_BABY_R20["lightgcn"]
+    text = "\n".join(paper_order_lines(rows))
+    assert "langgcn" not in text
+    assert "+0.33 over 3 models" in text
+    assert "freedom / lightgcn" in text and "lgmrec / freedom" not in text
+    assert "| freedom | 0.0992 | 2 | 0.1800 | 3 |" in text
+    assert paper_order_lines(rows[:2]) == []  # too few models to order
