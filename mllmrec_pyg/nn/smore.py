@@ -91,7 +91,8 @@ class SMOREConfig:
         knn_k: neighbours per item in each modality graph (the authors search
             10, 15, 20, 40 per modality; one value for all modalities here).
         reg_weight: :math:`\\beta` of the embedding penalty (searched in 1e-5, 1e-4).
-        cl_weight: :math:`\\lambda_c` of the contrastive term (0.01).
+        cl_weight: :math:`\\lambda_c` of the contrastive term (the authors fix 0.01; the
+            tuning here also tries 0.001, see :data:`mllmrec_pyg.tuning.SMORE_SPACE`).
         temperature: InfoNCE temperature (0.2).
         dropout: dropout on the behaviour gates (searched in 0, 0.1).
         modalities: attributes of ``data["item"]`` holding the modality features.
