@@ -124,7 +124,8 @@ class GUMEConfig:
             extended interest features (0.1).
         vt_weight: :math:`\\lambda_{vt}`, internal modality alignment (0.1; 0.01
             and 0.001 on other datasets).
-        bm_weight: :math:`\\lambda_{bm}`, behaviour-modality alignment (0.01).
+        bm_weight: :math:`\\lambda_{bm}`, behaviour-modality alignment (0.01; the tuning
+            here also tries 0.001, see :data:`mllmrec_pyg.tuning.GUME_CL`).
         bm_temperature: :math:`\\tau_{bm}` (0.4; 0.2 on other datasets).
         um_weight: :math:`\\lambda_{um}`, user modality enhancement (0.01; 0.1
             on other datasets).
