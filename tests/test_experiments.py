@@ -453,3 +453,23 @@ def test_paper_order_lists_the_pairs_ranked_the_other_way():
     assert "freedom / lightgcn" in text and "lgmrec / freedom" not in text
     assert "| freedom | 0.0992 | 2 | 0.1800 | 3 |" in text
     assert paper_order_lines(rows[:2]) == []  # too few models to order
+
+
+def test_claims_average_the_refined_graph_gain_over_hosts():
+    from mllmrec_pyg.experiments.report import _claims
+
+    def pnp(host, r20, n20):
+        label = {"freedom": "FREEDOM", "smore": "SMORE"}[host]
+        imp = {f"{label} + GR": {"recall@20": r20, "ndcg@20": n20}}
+        return {"host": host, "findings": {"relative_improvement": imp}}
+
+    exps = {
+        "plug_and_play": pnp("freedom", 0.04, -0.01),
+        "plug_and_play_smore": pnp("smore", 0.02, -0.03),
+    }
+    rows = {r["claim"]: r for r in _claims("x", exps)}
+    avg = next(r for c, r in rows.items() if c.startswith("RQ3: on average"))
+    assert avg["here"] == "no"  # N@20 falls on average
+    assert "FREEDOM, SMORE: R@20 +3.00%, N@20 -2.00%" in avg["evidence"]
+    one = _claims("x", {"plug_and_play": pnp("freedom", 0.04, 0.01)})
+    assert not any(r["claim"].startswith("RQ3: on average") for r in one)  # one host: no mean
