@@ -421,18 +421,22 @@ def info_nce(
         if candidates is None:
             loss = in_batch_softmax(anchor, positive, index, index, temperature, normalize=True)
             return loss if reduce == "mean" else loss * index.numel()
+        # every candidate is a key once: only the anchor rows repeat
         uniq, cnt = torch.unique(index, return_counts=True)
-        z = F.normalize(anchor[uniq], dim=1)
-        p = F.normalize(positive[uniq], dim=1)
-        c = F.normalize(candidates, dim=1)
-        per = torch.logsumexp(z @ c.t() / temperature, dim=1) - (z * p).sum(-1) / temperature
-        total = (per * cnt).sum()
+        total = (_info_nce_rows(anchor[uniq], positive[uniq], temperature, candidates) * cnt).sum()
         return total / index.numel() if reduce == "mean" else total
+    loss = _info_nce_rows(anchor, positive, temperature, candidates)
+    return loss.mean() if reduce == "mean" else loss.sum()
+
+
+def _info_nce_rows(
+    anchor: Tensor, positive: Tensor, temperature: float, candidates: Tensor | None
+) -> Tensor:
+    """:func:`info_nce`'s loss of every row, unreduced."""
     z = F.normalize(anchor, dim=1)
     p = F.normalize(positive, dim=1)
     c = p if candidates is None else F.normalize(candidates, dim=1)
-    loss = torch.logsumexp(z @ c.t() / temperature, dim=1) - (z * p).sum(-1) / temperature
-    return loss.mean() if reduce == "mean" else loss.sum()
+    return torch.logsumexp(z @ c.t() / temperature, dim=1) - (z * p).sum(-1) / temperature
 
 
 __all__ = [
