@@ -137,6 +137,18 @@ def test_finished_runs_are_reused_and_stale_ones_retrained(settings, data, monke
     other = build_graph(data, GraphConfig(alpha=0.4))
     assert cache.load(spec, other) is None
     path = cache.path(spec)
+    # a run trained on another device counts (its JSON says where it ran) ...
+    stored = json.loads(path.read_text())
+    assert stored["device"] == "cpu"
+    on_gpu = {**stored, "device": "cuda", "key": cache.key(spec, g, "cuda")}
+    path.write_text(json.dumps(on_gpu))
+    assert cache.key(spec, g, "cuda") != cache.key(spec, g)
+    assert cache.load(spec, g)["device"] == "cuda"
+    # ... but not when its key was made from other settings
+    path.write_text(json.dumps({**on_gpu, "key": cache.key(spec, other, "cuda")}))
+    assert cache.load(spec, g) is None
+    path.write_text(json.dumps({**on_gpu, "device": "cpu"}))
+    assert cache.load(spec, g) is None
     path.write_text("{not json")
     with pytest.raises(ValueError, match=str(path.name)):
         cache.load(spec, g)

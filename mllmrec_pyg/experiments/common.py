@@ -282,13 +282,17 @@ class RunCache:
         self.dir = settings.experiment_dir(experiment) / "runs"
         self.work = settings.cache_dir() / "checkpoints" / experiment
 
-    def key(self, spec: RunSpec, data: HeteroData) -> str:
+    def key(self, spec: RunSpec, data: HeteroData, device: str | None = None) -> str:
+        """The hash of everything that makes the run; ``device`` in place of the settings'."""
+        train = {**self.settings.train_key(), **spec.train}
+        if device is not None:
+            train["device"] = device
         return _hash(
             {
                 "model": spec.model,
                 "config": spec.config,
                 "seed": spec.seed,
-                "train": {**self.settings.train_key(), **spec.train},
+                "train": train,
                 "data": data_fingerprint(data)["sha256"],
             }
         )
@@ -302,7 +306,13 @@ class RunCache:
         if not path.is_file():
             return None
         stored = read_json(path)
-        if stored.get("format") != RUN_FORMAT or stored.get("key") != self.key(spec, data):
+        # a run trained on another device is the same experiment (the device changes the
+        # order of float sums, as the thread count does): it counts if all else matches
+        device = stored.get("device")
+        if stored.get("format") != RUN_FORMAT or stored.get("key") not in (
+            self.key(spec, data),
+            self.key(spec, data, device) if device is not None else None,
+        ):
             log.info("%s is stale (settings or data changed); training again", path)
             return None
         return stored
@@ -323,8 +333,8 @@ class RunCache:
             ``best_epoch``, ``epochs``, ``seconds``, ``history``.
         """
         key = self.key(spec, data)
-        work = self.work / f"{spec.slug()}-{key[:12]}"
         stored = self.load(spec, data)
+        work = self.work / f"{spec.slug()}-{(stored or {}).get('key', key)[:12]}"
         if stored is not None:
             model = None
             if keep_model:
@@ -360,6 +370,7 @@ class RunCache:
             "config": model.config_dict(),
             "train": spec.train,
             "seed": spec.seed,
+            "device": str(cfg.device),
             "extra": spec.extra,
             "valid": result.valid,
             "test": result.test,

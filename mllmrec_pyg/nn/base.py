@@ -23,6 +23,7 @@ config so that checkpoints can be rebuilt.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -163,7 +164,8 @@ class RankingModel(nn.Module):
                 :meth:`set_seen`, done by :meth:`from_data`).
 
         Returns:
-            ``LongTensor [len(user_ids), k]`` of item ids; equal scores are
+            ``LongTensor [len(user_ids), k]`` of item ids, on the CPU wherever the
+            model runs; equal scores are
             ordered by item id. A user with fewer than ``k`` unseen items gets
             them first, then seen items (ranked last, by id).
         """
@@ -176,12 +178,18 @@ class RankingModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            scores = self.scorer()(users).float().clone()
+            scores = self.scorer()(users.to(self._device())).float().cpu().clone()
         finally:
             self.train(was_training)
         if exclude_seen:
             mask_scores_(scores, users.cpu(), [self._seen])
         return topk_items(scores, k)
+
+    def _device(self) -> torch.device:
+        """Where the model's parameters (or, without any, its buffers) live."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            return t.device
+        return torch.device("cpu")
 
     def extra_repr(self) -> str:
         return f"num_users={self.num_users}, num_items={self.num_items}"

@@ -128,7 +128,7 @@ def max_fusion(graphs: Sequence[tuple[Tensor, Tensor]], num_nodes: int) -> tuple
     ew = torch.cat([g[1] for g in graphs])
     key = ei[1] * num_nodes + ei[0]
     uniq, inv = torch.unique(key, return_inverse=True)
-    out = torch.full((uniq.numel(),), float("-inf"), dtype=ew.dtype)
+    out = torch.full((uniq.numel(),), float("-inf"), dtype=ew.dtype, device=ew.device)
     out = out.scatter_reduce(0, inv, ew, reduce="amax")
     return torch.stack([uniq % num_nodes, uniq // num_nodes]), out
 
