@@ -37,7 +37,11 @@ def _noise(seed: int, size=(48, 40)) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def backend(tiny_gemma_dir) -> TransformersBackend:
-    b = TransformersBackend(model=str(tiny_gemma_dir), batch_size=3, max_new_tokens=MAX_NEW)
+    # on the CPU everywhere: the exact-answer checks below need float32 kernels whose
+    # results do not depend on the batch (a GPU's bf16 ones can flip a near-tied token)
+    b = TransformersBackend(
+        model=str(tiny_gemma_dir), batch_size=3, max_new_tokens=MAX_NEW, device="cpu"
+    )
     b.load()
     return b
 
@@ -156,6 +160,28 @@ def test_batched_generation_matches_one_at_a_time(backend, requests_mixed):
     assert not [t for t in out if any(s in t for s in specials)]  # decoded, specials dropped
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nf4_on_cuda(tiny_gemma_dir, requests_mixed):
+    """The default device on a GPU machine: NF4 weights with bf16 compute on CUDA,
+    greedy answers repeatable, and the image reaching the model there too."""
+    import bitsandbytes as bnb
+
+    b = TransformersBackend(model=str(tiny_gemma_dir), batch_size=3, max_new_tokens=MAX_NEW)
+    b.load()
+    assert b.model.device.type == "cuda"
+    layers = [m for m in b.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and {m.weight.quant_state.quant_type for m in layers} == {"nf4"}
+    assert all(m.weight.device.type == "cuda" for m in layers)
+    assert b.fingerprint()["compute_dtype"] == "bfloat16"
+    out = b.generate(requests_mixed)
+    assert len(out) == len(requests_mixed) and all(isinstance(t, str) and t for t in out)
+    assert b.generate(requests_mixed) == out  # the same batches give the same greedy text
+    prompt = "soft blue blanket"
+    images = [_noise(s) for s in range(5)]
+    texts = b.generate([GenerationRequest(str(i), prompt, [im]) for i, im in enumerate(images)])
+    assert len(set(texts)) >= 2, texts
+
+
 def test_image_content_reaches_the_model(backend):
     prompt = "soft blue blanket"
     images = [_noise(s) for s in range(5)] + [
@@ -182,7 +208,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_answer(
     """A CUDA out-of-memory error (raised here for batches over 1 prompt) makes
     the backend retry in smaller batches; the answers are the same."""
     expected = backend.generate(requests_mixed)
-    small = TransformersBackend(model=str(tiny_gemma_dir), batch_size=3, max_new_tokens=MAX_NEW)
+    small = TransformersBackend(
+        model=str(tiny_gemma_dir), batch_size=3, max_new_tokens=MAX_NEW, device="cpu"
+    )
     small.load()
     real = small._generate_batch
     sizes: list[int] = []

@@ -91,8 +91,9 @@ def test_model_on_cuda_matches_cpu(name, data):
     gpu = build_model(name, data)
     gpu.load_state_dict(cpu.state_dict())
     gpu.to(DEVICE)
+    where = torch.empty(0, device=DEVICE).device  # "cuda" -> cuda:0
     for t in list(gpu.parameters()) + list(gpu.buffers()):
-        assert t.device == torch.device(DEVICE), f"{name}: a parameter or buffer stayed on the CPU"
+        assert t.device == where, f"{name}: a parameter or buffer stayed on the CPU"
     users = data["user"].num_nodes
     assert torch.allclose(_scores(gpu, users, DEVICE), _scores(cpu, users, "cpu"), RTOL, ATOL)
     if not any(p.requires_grad for p in cpu.parameters()):
@@ -103,7 +104,7 @@ def test_model_on_cuda_matches_cpu(name, data):
     loss_cpu = _loss(cpu, _batch(data, "cpu"), 0)
     loss_cpu.backward()
     loss_gpu = _loss(gpu, _batch(data, DEVICE), 0)
-    assert loss_gpu.device == torch.device(DEVICE) and torch.isfinite(loss_gpu)
+    assert loss_gpu.device == where and torch.isfinite(loss_gpu)
     loss_gpu.backward()
     g_cpu, g_gpu = _grads(cpu), _grads(gpu)
     assert g_gpu.keys() == g_cpu.keys() and g_gpu

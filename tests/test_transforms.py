@@ -78,7 +78,20 @@ def test_threshold_knn_cuda_matches_cpu():
     cpu = ThresholdKNN(k=10, threshold=0.5, block_size=64)(_data_with_x(x))[SEMANTIC]
     gpu = ThresholdKNN(k=10, threshold=0.5, block_size=64)(_data_with_x(x.cuda()))[SEMANTIC]
     assert gpu.edge_index.is_cuda
-    assert torch.equal(cpu.edge_index, gpu.edge_index.cpu())
+    # x holds exact ties (a duplicate row, a rescaled row): a cosine of 1 on one device can
+    # be 1 - 1 ulp on the other, which reorders tied neighbours. Each node's selected
+    # similarities must agree, so any swapped neighbour is a tie up to float error.
+    xn = torch.nn.functional.normalize(x.double(), dim=1)
+    sim = xn @ xn.T
+
+    def picked(store):
+        ei = store.edge_index.cpu()
+        return [sim[ei[0][ei[1] == i], i].sort().values for i in range(x.size(0))]
+
+    a, b = picked(cpu), picked(gpu)
+    assert all(u.shape == v.shape and torch.allclose(u, v, atol=1e-5) for u, v in zip(a, b))
+    same = (cpu.edge_index == gpu.edge_index.cpu()).all(0).float().mean()
+    assert same > 0.99, f"only {same:.1%} of the edges agree"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

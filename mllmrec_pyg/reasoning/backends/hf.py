@@ -659,9 +659,11 @@ class TransformersBackend:
         self, requests: list[GenerationRequest], idx: list[int], gen_config
     ) -> list[str]:
         """Generate for ``requests[idx]``, halving the batch on an out-of-memory
-        error (CUDA, or the CPU allocator; greedy answers do not depend on the
-        batch they are in). The smaller size is kept for the rest of the run;
-        one request that still does not fit is an error."""
+        error (CUDA, or the CPU allocator). On the CPU in float32 a greedy answer
+        does not depend on the batch it is in; on a GPU the bf16 kernels differ
+        with the batch shape, so a near-tied token, and the text after it, can
+        change. The smaller size is kept for the rest of the run; one request
+        that still does not fit is an error."""
         torch = self._torch()
         limit = self._batch_limit or len(idx)
         out: list[str] = []
