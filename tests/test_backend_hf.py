@@ -76,6 +76,9 @@ def _reference_one(model, processor, request: GenerationRequest) -> str:
         for im in request.images
     ]
     inputs = processor(text=[text], images=[images] if images else None, return_tensors="pt")
+    inputs = inputs.to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
     new = out[0, inputs["input_ids"].shape[1] :]
@@ -411,7 +414,7 @@ def _reference_text(backend: TransformersBackend, prompt: str) -> str:
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
-    )
+    ).to(backend.model.device)
     with torch.inference_mode():
         out = backend.model.generate(
             **enc,
