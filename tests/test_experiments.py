@@ -485,3 +485,20 @@ def test_claims_average_the_refined_graph_gain_over_hosts():
     assert "FREEDOM, SMORE: R@20 +3.00%, N@20 -2.00%" in avg["evidence"]
     one = _claims("x", {"plug_and_play": pnp("freedom", 0.04, 0.01)})
     assert not any(r["claim"].startswith("RQ3: on average") for r in one)  # one host: no mean
+
+
+def test_report_says_which_runs_trained_on_a_gpu():
+    from mllmrec_pyg.experiments.report import _cap_note
+
+    settings = {"lr": 0.001, "batch_size": 2048, "patience": 20, "epochs": 200, "seeds": [0, 1]}
+    runs = [
+        {"variant": "GUME", "device": "cuda", "stopped_early": True},
+        {"variant": "GUME", "device": "cuda", "stopped_early": True},
+        {"variant": "FREEDOM", "device": "cpu", "stopped_early": True},
+        {"variant": "LightGCN", "stopped_early": True},  # stored before runs named a device
+    ]
+    note = _cap_note({"runs": runs, "settings": settings})
+    assert "Trained on a GPU, the rest on the CPU: GUME (cuda) x2 " in note
+    assert "FREEDOM" not in note and "LightGCN" not in note
+    cpu_only = _cap_note({"runs": runs[2:], "settings": settings})
+    assert "GPU" not in cpu_only

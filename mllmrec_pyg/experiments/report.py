@@ -11,6 +11,7 @@ or ``mllmrec experiment report --out docs/experiments --report-out docs/results.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import re
@@ -105,6 +106,15 @@ def _cap_note(obj: Mapping[str, Any]) -> str:
         )
     else:
         text += f" All {len(runs)} runs stopped early, before the cap."
+    elsewhere = collections.Counter(
+        f"{r['variant']} ({r['device']})" for r in runs if r.get("device", "cpu") != "cpu"
+    )
+    if elsewhere:
+        text += (
+            " Trained on a GPU, the rest on the CPU: "
+            + ", ".join(f"{name} x{n}" for name, n in elsewhere.items())
+            + " (same code and settings; float sums in another order)."
+        )
     return text
 
 
