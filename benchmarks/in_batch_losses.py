@@ -1,6 +1,6 @@
 """In-batch contrastive losses per distinct id against the same losses on the gathered batch.
 
-SMORE, SLMRec, GUME and LGMRec contrast a batch's users or items with each
+SMORE, SLMRec, GUME, LGMRec and SOIL contrast a batch's users or items with each
 other. A batch of 2048 training pairs repeats ids (MovieLens has 610 users),
 and the package computes those losses once per distinct id
 (``mllmrec_pyg.nn.mm_common.in_batch_softmax``, ``info_nce(index=...)``).
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mllmrec_pyg.threads import apply_thread_policy
 
-MODELS = ("smore", "slmrec", "gume", "lgmrec")
+MODELS = ("smore", "slmrec", "gume", "lgmrec", "soil")
 
 
 def gathered_info_nce(plain):
@@ -53,11 +53,11 @@ def gathered_softmax(queries, keys, rows, cols, temperature, normalize=False):
 @contextlib.contextmanager
 def gathered_losses():
     """Every model module's in-batch losses replaced by the gathered way."""
-    from mllmrec_pyg.nn import gume, lgmrec, mm_common, slmrec, smore
+    from mllmrec_pyg.nn import gume, lgmrec, mm_common, slmrec, smore, soil
 
     plain = mm_common.info_nce
-    saved = [(m, "info_nce", m.info_nce) for m in (smore, gume, lgmrec)]
-    saved.append((slmrec, "in_batch_softmax", slmrec.in_batch_softmax))
+    saved = [(m, "info_nce", m.info_nce) for m in (smore, gume, lgmrec, soil)]
+    saved += [(m, "in_batch_softmax", m.in_batch_softmax) for m in (slmrec, soil)]
     try:
         for m, name, _ in saved:
             setattr(m, name, gathered_info_nce(plain) if name == "info_nce" else gathered_softmax)

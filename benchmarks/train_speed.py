@@ -59,7 +59,10 @@ from mllmrec_pyg.threads import apply_thread_policy, configure_openmp
 MODELS = ("pop", "bpr", "lightgcn", "mllmrec", "freedom")
 #: every registered model (``--models all``): the defaults plus LangGCN and the
 #: multimodal baselines
-ALL_MODELS = (*MODELS, "langgcn", "vbpr", "lattice", "lgmrec", "smore", "slmrec", "gume")
+ALL_MODELS = (
+    *MODELS,
+    *("langgcn", "vbpr", "lattice", "lgmrec", "smore", "slmrec", "gume", "soil"),
+)
 SETTINGS = ("1", "2", "auto", "torch")
 
 

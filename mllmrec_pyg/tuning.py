@@ -114,6 +114,16 @@ SMORE_SPACE = {
 #: 0.01 they stop BPR from learning on MovieLens (valid R@20 0.072, 0.073, 0.055 over the
 #: first three epochs; 0.120, 0.165, 0.163 with both at 0.001)
 GUME_CL = {"model.bm_weight": (0.01, 0.001), "model.um_weight": (0.001, 0.01, 0.1)}
+#: SOIL: its authors' grid (as published with a re-implementation of SOIL,
+#: RecAnon/Multimodal-PopBias configs/SOIL.yaml, which fixes lr 1e-3), plus the learning
+#: rate every other candidate here searches
+SOIL_SPACE = {
+    "train.lr": LR,
+    "model.knn_i": (5, 10, 15, 20),
+    "model.knn_a": (3, 5, 10),
+    "model.cl_weight": (0.001, 0.01, 0.1),
+    "model.ui_cl_weight": (0.001, 0.01, 0.1),
+}
 ITEM_GRAPH = {"model.item_graph": (RELATED, None)}
 #: the models of the comparison and their search spaces (each gets the same trial budget);
 #: every multimodal baseline that reads an item-item graph also has a ``<model>-refined``
@@ -223,6 +233,8 @@ CANDIDATES: dict[str, Candidate] = {
                 **REFINED,
             },
         ),
+        Candidate("soil", "soil", space=SOIL_SPACE),
+        Candidate("soil-refined", "soil", {"item_graph": RELATED}, {**SOIL_SPACE, **REFINED}),
         Candidate(
             "slmrec",
             "slmrec",

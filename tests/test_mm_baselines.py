@@ -1,7 +1,7 @@
-"""Checks every multimodal baseline (VBPR, LATTICE, LGMRec, SLMRec, SMORE, GUME) passes alike:
-registration and requirements, training on clustered data (the loss falls, the test recall
-beats MostPop's), checkpoint round trips and the tuning candidates. Each model's
-equations are checked against dense references in its own test file."""
+"""Checks every multimodal baseline (VBPR, LATTICE, LGMRec, SLMRec, SMORE, GUME, SOIL)
+passes alike: registration and requirements, training on clustered data (the loss falls,
+the test recall beats MostPop's), checkpoint round trips and the tuning candidates. Each
+model's equations are checked against dense references in its own test file."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from conftest import clustered_data
 
 from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data import RELATED
-from mllmrec_pyg.nn import GUME, LATTICE, SMORE, VBPR, LGMRec, SLMRec
+from mllmrec_pyg.nn import GUME, LATTICE, SMORE, SOIL, VBPR, LGMRec, SLMRec
 from mllmrec_pyg.nn.mm_common import in_batch_softmax, info_nce
 from mllmrec_pyg.nn.registry import MODELS, build_model, make_config
 from mllmrec_pyg.train import TrainConfig, Trainer
@@ -22,9 +22,10 @@ CLASSES = {
     "slmrec": SLMRec,
     "smore": SMORE,
     "gume": GUME,
+    "soil": SOIL,
 }
 #: models that take the refined item graph as a plug-and-play variant
-PLUG_AND_PLAY = ("lattice", "smore", "gume")
+PLUG_AND_PLAY = ("lattice", "smore", "gume", "soil")
 
 #: name -> (build_model kwargs, bound on last/first epoch loss, scores compared exactly)
 TRAINING = {
@@ -34,6 +35,11 @@ TRAINING = {
     "slmrec": ({"embedding_dim": 16, "modalities": ["x", "image"]}, 0.7, False),
     "smore": ({"embedding_dim": 16, "knn_k": 4, "dropout": 0.1}, 0.7, False),
     "gume": ({"embedding_dim": 16, "knn_k": 4, "modalities": ["x", "image"]}, 0.7, False),
+    "soil": (
+        {"embedding_dim": 16, "knn_k": 4, "knn_i": 4, "modalities": ["x", "image"]},
+        0.7,
+        False,
+    ),
 }
 
 

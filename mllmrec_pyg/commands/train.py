@@ -41,7 +41,7 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
     "embedding_dim": {
         m: "embedding_dim"
         for m in ("mllmrec", "bpr", "lightgcn", "freedom", "langgcn", "vbpr", "lattice", "lgmrec")
-        + ("smore", "slmrec", "gume")
+        + ("smore", "slmrec", "gume", "soil")
     },
     "item_layers": {"mllmrec": "num_item_layers", "freedom": "num_item_layers"},
     "ui_layers": {"mllmrec": "ui_layers"},
@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         (
             "--refined-graph",
             None,
-            "FREEDOM, LATTICE, SMORE or GUME reads the refined graph S* "
+            "FREEDOM, LATTICE, SMORE, GUME or SOIL reads the refined graph S* "
             "(built with the graph flags) instead of its own kNN graph",
         ),
         ("--edge-dropout", float, "FREEDOM: user-item edges pruned", fr, "dropout"),

@@ -1,8 +1,8 @@
 """RQ3, plug-and-play: a host model with its own item-item graph vs. the refined one.
 
 Three runs of one host model (FREEDOM by default; any registered model with
-an ``item_graph`` config field: FREEDOM, LATTICE, SMORE, GUME) that differ only in
-the item-item graph they read:
+an ``item_graph`` config field: FREEDOM, LATTICE, SMORE, GUME, SOIL) that differ
+only in the item-item graph they read:
 
 * ``<HOST>`` -- its own kNN graph of the raw item features (:math:`k = 10`);
 * ``<HOST> + GD`` -- the output of ``ThresholdKNN`` alone
@@ -14,6 +14,13 @@ The graphs come from the public transforms applied to the same
 :class:`~torch_geometric.data.HeteroData`; the host only gets
 ``item_graph=("item", "related", "item")``. FREEDOM's results go to
 ``plug_and_play/``, another host's to ``plug_and_play_<host>/``.
+
+SOIL's item-item graph of a modality is the sum of an interest graph (items
+linked to what their users' histories point to) and the feature kNN graph;
+the refined graph replaces the kNN part only, the part the refinement is
+about (see :mod:`mllmrec_pyg.nn.soil`), so all three SOIL variants keep the
+same interest graphs and second-order user-item graph, and the edge count
+reported for vanilla SOIL is that of the kNN part it replaces.
 """
 
 from __future__ import annotations
@@ -48,7 +55,13 @@ VANILLA = "FREEDOM"
 GD = "FREEDOM + GD"
 GR = "FREEDOM + GR"
 #: hosts: registry name -> label
-HOSTS = {"freedom": "FREEDOM", "lattice": "LATTICE", "smore": "SMORE", "gume": "GUME"}
+HOSTS = {
+    "freedom": "FREEDOM",
+    "lattice": "LATTICE",
+    "smore": "SMORE",
+    "gume": "GUME",
+    "soil": "SOIL",
+}
 
 
 def run_plug_and_play(

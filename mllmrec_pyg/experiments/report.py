@@ -60,6 +60,7 @@ PAPER_BABY_R20 = {
     "lgmrec": 0.1002,
     "gume": 0.1042,
     "smore": 0.1035,
+    "soil": 0.1028,
 }
 
 

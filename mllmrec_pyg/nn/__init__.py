@@ -19,6 +19,7 @@ from mllmrec_pyg.nn.mllmrec import MLLMRec, MLLMRecConfig, Tower
 from mllmrec_pyg.nn.registry import MODELS, build_model
 from mllmrec_pyg.nn.slmrec import SLMRec, SLMRecConfig
 from mllmrec_pyg.nn.smore import SMORE, SMOREConfig
+from mllmrec_pyg.nn.soil import SOIL, SOILConfig
 from mllmrec_pyg.nn.vbpr import VBPR, VBPRConfig
 
 __all__ = [
@@ -52,4 +53,6 @@ __all__ = [
     "SLMRecConfig",
     "GUME",
     "GUMEConfig",
+    "SOIL",
+    "SOILConfig",
 ]

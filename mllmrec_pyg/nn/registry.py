@@ -17,12 +17,13 @@ from mllmrec_pyg.nn.lgmrec import LGMRec
 from mllmrec_pyg.nn.mllmrec import MLLMRec
 from mllmrec_pyg.nn.slmrec import SLMRec
 from mllmrec_pyg.nn.smore import SMORE
+from mllmrec_pyg.nn.soil import SOIL
 from mllmrec_pyg.nn.vbpr import VBPR
 
 MODELS: dict[str, type[RankingModel]] = {
     cls.name: cls
     for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM, LangGCN)
-    + (VBPR, LATTICE, LGMRec, SMORE, SLMRec, GUME)
+    + (VBPR, LATTICE, LGMRec, SMORE, SLMRec, GUME, SOIL)
 }
 
 
