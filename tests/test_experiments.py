@@ -502,3 +502,28 @@ def test_report_says_which_runs_trained_on_a_gpu():
     assert "FREEDOM" not in note and "LightGCN" not in note
     cpu_only = _cap_note({"runs": runs[2:], "settings": settings})
     assert "GPU" not in cpu_only
+
+
+def test_tuned_refined_pairs_and_their_mean():
+    from mllmrec_pyg.experiments.report import tuned_refined_lines
+
+    def row(name, r, n, r_std=0.001):
+        return {"variant": name, "seeds": 3, "test recall@20": r, "test ndcg@20": n,
+                "test recall@20 std": r_std, "test ndcg@20 std": 0.001}  # fmt: skip
+
+    rows = [
+        row("lattice", 0.20, 0.10),
+        row("lattice-refined", 0.22, 0.09),  # +10% R@20, -10% N@20
+        row("gume", 0.25, 0.20),
+        row("gume-refined", 0.2505, 0.21, r_std=0.01),  # +0.2% R@20, inside the noise
+        row("bpr", 0.1, 0.1),
+    ]
+    lines = tuned_refined_lines(rows)
+    text = "\n".join(lines)
+    assert "- lattice-refined vs lattice: test R@20 +10.00%, N@20 -10.00%." in text
+    assert (
+        "gume-refined vs gume: test R@20 +0.20% (smaller than the seed standard deviation)" in text
+    )
+    assert "Mean over the 2 hosts: R@20 +5.10%, N@20 -2.50%" in text
+    assert "bpr" not in text
+    assert tuned_refined_lines([row("bpr", 0.1, 0.1)]) == []
