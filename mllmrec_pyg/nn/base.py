@@ -164,10 +164,10 @@ class RankingModel(nn.Module):
                 :meth:`set_seen`, done by :meth:`from_data`).
 
         Returns:
-            ``LongTensor [len(user_ids), k]`` of item ids, on the CPU wherever the
-            model runs; equal scores are
-            ordered by item id. A user with fewer than ``k`` unseen items gets
-            them first, then seen items (ranked last, by id).
+            ``LongTensor [len(user_ids), k]`` of item ids, on the CPU wherever
+            the model runs; equal scores are ordered by item id. A user with
+            fewer than ``k`` unseen items gets them first, then seen items
+            (ranked last, by id).
         """
         users = torch.as_tensor(user_ids, dtype=torch.long).flatten()
         if users.numel() and (users.min() < 0 or users.max() >= self.num_users):
