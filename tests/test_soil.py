@@ -18,7 +18,6 @@ from mllmrec_pyg.experiments.plug_and_play import HOSTS
 from mllmrec_pyg.experiments.report import PAPER_BABY_R20
 from mllmrec_pyg.nn import SOIL, SOILConfig
 from mllmrec_pyg.nn.registry import MODELS, build_model, make_config
-from mllmrec_pyg.train import TrainConfig, Trainer
 from mllmrec_pyg.tuning import CANDIDATES, split_point
 
 NU, NI = 6, 8  # fewer users than items: the reference code's R normalisation would fail
@@ -468,35 +467,6 @@ def test_config_normalises_json_lists_and_counts_features():
     data = tiny_data()
     with pytest.raises(ValueError, match="feature matrices"):
         SOIL(NU, NI, data[INTERACTS].edge_index, [data["item"].text], None, SOILConfig(**CFG))
-
-
-def test_two_epochs_on_the_trainer_and_recommend_skips_training_items():
-    data = make_scale_data((30, 20, 200), dim=8, seed=0)
-    data["item"].image = torch.randn(20, 5, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(0)
-    model = build_model(
-        "soil", data, embedding_dim=8, knn_k=4, num_ui_layers=2, modalities=["x", "image"]
-    )
-    cfg = TrainConfig(
-        epochs=2,
-        patience=5,
-        lr=0.01,
-        batch_size=64,
-        ks=(5, 10),
-        monitor="recall@10",
-        show_progress=False,
-    )
-    before = model.user_emb.weight.detach().clone()
-    result = Trainer(model, data, cfg).fit()
-    assert result.epochs == 2 and len(result.history) == 2
-    assert all(math.isfinite(h["loss"]) for h in result.history)
-    assert all(math.isfinite(v) for v in [*result.valid.values(), *result.test.values()])
-    assert not torch.equal(model.user_emb.weight, before)
-    users = torch.arange(30)
-    rec = model.recommend(users, k=5)
-    seen = {(int(u), int(i)) for u, i in data[INTERACTS].edge_index.t()}
-    assert rec.shape == (30, 5)
-    assert not any((int(u), int(i)) in seen for u in users for i in rec[u])
 
 
 def test_registry_tuning_cli_and_plug_and_play_host():
