@@ -118,6 +118,48 @@ def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
     text = build_report(Path(settings.out), tmp_path / "results.md")
     assert "the honest comparison" in text and "paired sign-flip p =" in text
     assert "beats the best tuned baseline by 3%" in text
+    # every run stores its per-user test metrics, whose means are its test metrics ...
+    import json
+    import shutil
+
+    from mllmrec_pyg import train as train_module
+    from mllmrec_pyg.experiments.compare import PER_USER
+
+    for run in result["runs"]:
+        stored = json.loads(
+            (Path(settings.out) / DATA.tag() / "compare" / "runs" /
+             f"{run['variant']}-seed{run['seed']}.json").read_text()
+        )  # fmt: skip
+        pu = stored[PER_USER]
+        assert len(pu["users"]) == len(pu["recall@20"]) == sig["users"]
+        for m in ("recall@20", "ndcg@20"):
+            assert sum(pu[m]) / len(pu[m]) == pytest.approx(run["test"][m], abs=1e-6)
+    # ... so a second compare tests the win again from them: no checkpoint, no training
+    shutil.rmtree(Path(settings.cache))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_module.Trainer, "fit", lambda self: pytest.fail("trained again"))
+        again = run_compare(
+            settings, models=["pop", "bpr"], proposed="bpr", trials=2,
+            tuned_dir=str(tmp_path / "t"),
+        )  # fmt: skip
+    sig2 = again["significance"]
+    assert (sig2["against"], sig2["users"]) == (sig["against"], sig["users"])
+    for m in ("recall@20", "ndcg@20"):
+        a, b = sig2[m], sig[m]
+        assert (a["users better"], a["users worse"]) == (b["users better"], b["users worse"])
+        assert a["mean difference"] == pytest.approx(b["mean difference"], abs=1e-6)
+        key = "p (paired sign-flip, per user)"
+        assert a[key] == pytest.approx(b[key], abs=1e-3)
+    # a run stored before runs held them gets them once, here by training it again (its
+    # checkpoint is gone), and keeps them in its JSON
+    path = Path(settings.out) / DATA.tag() / "compare" / "runs" / "bpr-seed0.json"
+    before = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in before.items() if k != PER_USER}))
+    third = run_compare(
+        settings, models=["pop", "bpr"], proposed="bpr", trials=2, tuned_dir=str(tmp_path / "t")
+    )
+    assert json.loads(path.read_text())[PER_USER]["users"] == before[PER_USER]["users"]
+    assert third["significance"]["recall@20"]["users better"] == sig["recall@20"]["users better"]
     # per-user metrics average to the trainer's test metric; a constant shift is significant
     import torch
 

@@ -25,7 +25,7 @@ import re
 import shlex
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,7 +318,11 @@ class RunCache:
         return stored
 
     def run(
-        self, spec: RunSpec, data: HeteroData, keep_model: bool = False
+        self,
+        spec: RunSpec,
+        data: HeteroData,
+        keep_model: bool = False,
+        extra: Callable[[Any, HeteroData], dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], Any]:
         """Train ``spec`` on ``data`` unless it is already stored.
 
@@ -327,6 +331,8 @@ class RunCache:
             data: the prepared dataset (with the item graph the model reads).
             keep_model: also return the trained model (rebuilt from its saved
                 best checkpoint when the run was already stored).
+            extra: ``extra(model, data)`` adds fields to a newly trained run's JSON
+                (computed from the best weights, before the checkpoint is dropped).
 
         Returns:
             ``(result, model or None)``; ``result`` holds ``valid``, ``test``,
@@ -379,6 +385,7 @@ class RunCache:
             "seconds": round(result.seconds, 3),
             "stopped_early": result.epochs < cfg.epochs,
             "history": trim_history(result.history),
+            **(extra(model, data) if extra is not None else {}),
         }
         out = jsonable(out)  # the same types as a result read back from disk
         write_json(self.path(spec), out, indent=None)

@@ -40,6 +40,7 @@ from mllmrec_pyg.experiments.common import (
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
+from mllmrec_pyg.io import jsonable, write_json
 from mllmrec_pyg.pipeline import cached_graph
 from mllmrec_pyg.train import TrainConfig, Trainer
 from mllmrec_pyg.tuning import CANDIDATES, candidate, tune
@@ -92,6 +93,36 @@ def per_user_metrics(model: Any, data: HeteroData, k: int = 20) -> dict[str, Ten
         f"recall@{k}": hits.sum(1) / n_pos,
         f"ndcg@{k}": (hits * discount).sum(1) / idcg,
     }
+
+
+#: a run JSON's field with its per-user test metrics (:func:`per_user_record`)
+PER_USER = "per_user_test"
+
+
+def per_user_record(model: Any, data: HeteroData) -> dict[str, Any]:
+    """``{PER_USER: {"users": [...], "recall@20": [...], "ndcg@20": [...]}}`` of ``model``
+    (values rounded to 1e-7), for :meth:`RunCache.run`'s ``extra``."""
+    m = per_user_metrics(model, data)
+    return {
+        PER_USER: {
+            "users": m["users"].tolist(),
+            **{k: [round(float(v), 7) for v in m[k]] for k in HEADLINE},
+        }
+    }
+
+
+def stored_per_user(cache: RunCache, spec: RunSpec, data: HeteroData) -> dict[str, Tensor]:
+    """A stored run's per-user test metrics. A run stored without them gets them from its
+    checkpoint (or, where none was kept, from training it again with the same seed), and
+    they are added to its JSON, so this happens once."""
+    stored = cache.load(spec, data)
+    if stored is None or PER_USER not in stored:
+        _, model = cache.run(spec, data, keep_model=True)
+        stored = cache.load(spec, data)
+        stored.update(per_user_record(model, data))
+        write_json(cache.path(spec), jsonable(stored), indent=None)
+    pu = stored[PER_USER]
+    return {"users": torch.tensor(pu["users"]), **{k: torch.tensor(pu[k]) for k in HEADLINE}}
 
 
 def sign_flip_test(diff: Tensor, rounds: int = 10000, seed: int = 0) -> float:
@@ -171,15 +202,11 @@ def run_compare(
             spec = RunSpec(key, cand.model, config, seed, train=train_values)
             jobs.append((spec, run_data))
     cache = RunCache(settings, NAME)
-    runs, users = [], {}
+    runs = []
     for spec, run_data in jobs:
-        # every run saves its best checkpoint (the per-user test below needs the best
-        # baseline's models, known only once every run is done); only the proposed
-        # model's are loaded here, so a stored run without a checkpoint is not retrained
-        result, model = cache.run(spec, run_data, keep_model=spec.variant == proposed)
-        runs.append(result)
-        if spec.variant == proposed:
-            users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
+        # each new run stores its per-user test metrics (the per-user test below needs
+        # the best baseline's, known only once every run is done)
+        runs.append(cache.run(spec, run_data, extra=per_user_record)[0])
     ablated = []
     if ablation_seeds and proposed in tuned:
         for spec, run_data in ablation_jobs(
@@ -188,13 +215,12 @@ def run_compare(
             ablated.append(spec.variant)
             runs.append(cache.run(spec, run_data)[0])
     rows = summarise(runs, order=[*keys, *dict.fromkeys(ablated)])
-    # the best baseline's models, rebuilt from their checkpoints (or trained again with
-    # the same seed where none was kept)
     best = best_baseline(rows, proposed)
-    for spec, run_data in jobs:
-        if best is not None and spec.variant == best and proposed in users:
-            _, model = cache.run(spec, run_data, keep_model=True)
-            users.setdefault(spec.variant, []).append(per_user_metrics(model, run_data))
+    users: dict[str, list[dict[str, Tensor]]] = {}
+    if best is not None and proposed in tuned:
+        for spec, run_data in jobs:
+            if spec.variant in (proposed, best):
+                users.setdefault(spec.variant, []).append(stored_per_user(cache, spec, run_data))
     for row in rows:
         point = tuned.get(row["variant"], {}).get("point", {})
         row["tuned"] = " ".join(f"{k}={v}" for k, v in point.items())
@@ -332,4 +358,14 @@ def findings(
     }
 
 
-__all__ = ["NAME", "PROPOSED", "findings", "per_user_metrics", "run_compare", "sign_flip_test"]
+__all__ = [
+    "NAME",
+    "PER_USER",
+    "PROPOSED",
+    "findings",
+    "per_user_metrics",
+    "per_user_record",
+    "run_compare",
+    "sign_flip_test",
+    "stored_per_user",
+]
