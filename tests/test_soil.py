@@ -260,22 +260,22 @@ def test_graph_helpers_match_the_reference_loops():
     data = tiny_data()
     ref = reference_graphs(data, SOILConfig(**CFG))
     pairs = data[INTERACTS].edge_index
-    ptr, items = soil_module.user_histories(torch.cat([pairs, pairs[:, :3]], 1), NU)
-    assert torch.equal(ptr[1:] - ptr[:-1], torch.full((NU,), 4))  # duplicates count once
+    hist = soil_module.user_histories(torch.cat([pairs, pairs[:, :3]], 1), NU)
+    assert torch.equal(hist.rowptr.diff(), torch.full((NU,), 4))  # duplicates count once
     sims = [soil_module.cosine_matrix(data["item"][m]) for m in MODS]
-    interest = soil_module.interest_items(ptr, items, sims, CFG["knn_i"], block=2 * NI)
+    interest = soil_module.interest_items(hist, sims, CFG["knn_i"], block=2 * NI)
     got = torch.zeros(NU, NI, dtype=torch.bool)
     got[interest[0], interest[1]] = True
     assert torch.equal(got, ref["interest"])
     for m in range(2):  # one modality's picks alone
-        one = soil_module.interest_items(ptr, items, sims[m : m + 1], CFG["knn_i"])
+        one = soil_module.interest_items(hist, sims[m : m + 1], CFG["knn_i"])
         alone = torch.zeros(NU, NI, dtype=torch.bool)
         alone[one[0], one[1]] = True
         assert torch.equal(alone, ref["per_modality"][m])
-    ei, n = soil_module.interest_counts(ptr, items, interest, NI)
+    ei, n = soil_module.interest_counts(hist, interest, NI)
     counts = torch.zeros(NI, NI).index_put((ei[1], ei[0]), n)
     assert torch.equal(counts, ref["counts"])
-    (u, c), w = soil_module.second_order_pairs(ptr, items, sims[0] * sims[1], CFG["knn_a"])
+    (u, c), w = soil_module.second_order_pairs(hist, sims[0] * sims[1], CFG["knn_a"])
     a = torch.zeros(NU, NI, dtype=torch.float64).index_put((u, c), w.double())
     assert torch.allclose(a, ref["a"], atol=1e-6)
     key = u * NI + c
@@ -284,18 +284,18 @@ def test_graph_helpers_match_the_reference_loops():
 
 def test_ties_go_to_the_lower_index():
     # one user with items 0 and 1; P[0, 1] = P[1, 0] ties for the last of its 3 picks
-    ptr, items = torch.tensor([0, 2]), torch.tensor([0, 1])
+    hist = soil_module.user_histories(torch.tensor([[0, 0], [0, 1]]), 1)
     p = torch.tensor(
         [[1.0, 0.5, 0.2, 0.1], [0.5, 1.0, 0.3, 0.4], [0.2, 0.3, 1.0, 0.0], [0.1, 0.4, 0.0, 1.0]]
     )
-    (u, c), w = soil_module.second_order_pairs(ptr, items, p, knn_a=1)
+    (u, c), w = soil_module.second_order_pairs(hist, p, knn_a=1)
     assert c.tolist() == [0, 1] and w.tolist() == [1.0, 1.5]  # (0, 1) beats (1, 0)
     # equal summed similarities: the lower item id is the interest item
     sim = torch.tensor([[1.0, 0.2, 0.7, 0.7], [0.2, 1.0, 0.3, 0.3], [0.7, 0.3, 1.0, 0.0]])
     sim = torch.cat([sim, torch.tensor([[0.7, 0.3, 0.0, 1.0]])])
-    top = soil_module.interest_items(ptr, items, [sim], 2)
+    top = soil_module.interest_items(hist, [sim], 2)
     assert top[1].tolist() == [0, 1]  # sums 1.2, 1.2, 1.0, 1.0
-    top = soil_module.interest_items(ptr, items, [sim], 3)
+    top = soil_module.interest_items(hist, [sim], 3)
     assert top[1].tolist() == [0, 1, 2]
 
 

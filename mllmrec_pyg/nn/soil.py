@@ -136,7 +136,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mllmrec_pyg.metrics import topk_items
+from mllmrec_pyg.metrics import CSRIndex, topk_items
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
@@ -223,22 +223,19 @@ def floor_norm(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tenso
     return sym_norm_weights(edge_index, edge_weight.float(), num_nodes).clamp_min(WEIGHT_FLOOR)
 
 
-def user_histories(pairs: Tensor, num_users: int) -> tuple[Tensor, Tensor]:
-    """``(ptr, items)``: user ``u``'s distinct training items are
-    ``items[ptr[u]:ptr[u + 1]]``, in increasing order."""
-    pairs = torch.unique(pairs, dim=1)  # sorted by user, then item
-    counts = torch.bincount(pairs[0], minlength=num_users)
-    ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return ptr, pairs[1]
+def user_histories(pairs: Tensor, num_users: int) -> CSRIndex:
+    """Each user's distinct training items: user ``u``'s are
+    ``col[rowptr[u]:rowptr[u + 1]]``, in increasing order."""
+    return CSRIndex(torch.unique(pairs, dim=1), num_users)  # sorted by user, then item
 
 
-def interest_items(
-    ptr: Tensor, items: Tensor, sims: Sequence[Tensor], k: int, block: int = 1 << 22
-) -> Tensor:
+def interest_items(hist: CSRIndex, sims: Sequence[Tensor], k: int, block: int = 1 << 22) -> Tensor:
     """Every user's interest items, ``[2, S]`` pairs ``(user, item)`` (distinct, sorted):
     the union over the similarity matrices ``sims`` (``[I, I]`` each) of the top-``k``
-    items by the summed similarity to the user's training items (ties by item id;
-    ``k`` capped at ``I``; users without training items have none)."""
+    items by the summed similarity to the user's training items ``hist``
+    (:func:`user_histories`; ties by item id; ``k`` capped at ``I``; users without
+    training items have none)."""
+    ptr, items = hist.rowptr, hist.col
     num_users, num_items = ptr.numel() - 1, sims[0].size(0)
     k = min(k, num_items)
     counts = ptr[1:] - ptr[:-1]
@@ -266,19 +263,13 @@ def interest_items(
     return torch.stack([key // num_items, key % num_items])
 
 
-def interest_counts(
-    ptr: Tensor, items: Tensor, interest: Tensor, num_items: int
-) -> tuple[Tensor, Tensor]:
-    """:math:`n_{hc}`, the number of users with training item :math:`h` and interest
-    item :math:`c`, over its non-zero entries: ``edge_index`` ``[2, E]`` (``[1]`` =
-    :math:`h`, the owner; ``[0]`` = :math:`c`) and the counts ``[E]`` (float)."""
+def interest_counts(hist: CSRIndex, interest: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
+    """:math:`n_{hc}`, the number of users with training item :math:`h` (``hist``) and
+    interest item :math:`c`, over its non-zero entries: ``edge_index`` ``[2, E]``
+    (``[1]`` = :math:`h`, the owner; ``[0]`` = :math:`c`) and the counts ``[E]`` (float)."""
     users, cands = interest
-    reps = (ptr[1:] - ptr[:-1])[users]  # every interest pair meets each of its user's items
-    total = int(reps.sum())
-    starts = torch.repeat_interleave(ptr[:-1][users], reps)
-    offset = torch.arange(total) - torch.repeat_interleave(reps.cumsum(0) - reps, reps)
-    h = items[starts + offset]
-    c = torch.repeat_interleave(cands, reps)
+    row, h = hist.gather(users)  # every interest pair meets each of its user's items
+    c = cands[row]
     key, n = torch.unique(h * num_items + c, return_counts=True)
     return torch.stack([key % num_items, key // num_items]), n.float()
 
@@ -296,15 +287,15 @@ def interest_graph(
     return ei, floor_norm(ei, w[keep], num_items)
 
 
-def second_order_pairs(
-    ptr: Tensor, items: Tensor, product: Tensor, knn_a: int
-) -> tuple[Tensor, Tensor]:
+def second_order_pairs(hist: CSRIndex, product: Tensor, knn_a: int) -> tuple[Tensor, Tensor]:
     """The second-order user-item matrix :math:`A`: user :math:`u` picks the
     :math:`\\min(k_a + n_u, I)` largest :math:`P_{hc}` over its training items
     :math:`h` and all items :math:`c` (``product`` is :math:`P`, ``[I, I]``; ties go to
     the lower training item, then the lower item id), and :math:`A_{uc}` sums the
-    picked values of column :math:`c`. Returns the distinct
-    ``(user, item)`` pairs ``[2, E]`` (sorted) and :math:`A` on them ``[E]``."""
+    picked values of column :math:`c` (training items from :func:`user_histories`).
+    Returns the distinct ``(user, item)`` pairs ``[2, E]`` (sorted) and :math:`A` on
+    them ``[E]``."""
+    ptr, items = hist.rowptr, hist.col
     num_users, num_items = ptr.numel() - 1, product.size(0)
     users, cols, vals = [], [], []
     for u in range(num_users):
@@ -382,10 +373,10 @@ class SOIL(MultimodalModel):
         feats = [x.cpu() for x in modality_features]
 
         # interest-aware modality graphs: N(T^m) + N(K^m), K^m the kNN or the given graph
-        ptr, items = user_histories(pairs, num_users)
+        hist = user_histories(pairs, num_users)
         sims = [cosine_matrix(x) for x in feats]
-        interest = interest_items(ptr, items, sims, cfg.knn_i)
-        counts_index, counts = interest_counts(ptr, items, interest, num_items)
+        interest = interest_items(hist, sims, cfg.knn_i)
+        counts_index, counts = interest_counts(hist, interest, num_items)
         if item_graph is None:
             knn = knn_graphs(feats, cfg.knn_k, num_items)
             base = [(ei, ew.clamp_min(WEIGHT_FLOOR)) for ei, ew in knn]
@@ -403,7 +394,7 @@ class SOIL(MultimodalModel):
         product = sims[0]
         for sim in sims[1:]:
             product = product * sim
-        second = second_order_pairs(ptr, items, product, cfg.knn_a)
+        second = second_order_pairs(hist, product, cfg.knn_a)
         del sims, product
         self.num_second_order = second[0].size(1)
         ui_adj, r_hat = augmented_ui_adjacency(pairs, second, num_users, num_items)
