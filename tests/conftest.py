@@ -33,6 +33,72 @@ def cli_error(capsys: pytest.CaptureFixture, argv: list[str], code: int = 1) -> 
     return err[-1]
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (bitwise comparisons need a fixed count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def two_modality_data(num_users=6, num_items=8, seed=1, empty_user=None):
+    """4 training items per user (+1 valid, +1 test; no training items for
+    ``empty_user``), two modalities ``text`` and ``image`` of widths 5 and 7."""
+    import torch
+    from torch_geometric.data import HeteroData
+
+    from mllmrec_pyg.data import INTERACTS
+
+    g = torch.Generator().manual_seed(seed)
+    train, val, test = [], [], []
+    for u in range(num_users):
+        items = torch.randperm(num_items, generator=g)[:6].tolist()
+        if u != empty_user:
+            train += [(u, i) for i in items[:4]]
+        val.append((u, items[4]))
+        test.append((u, items[5]))
+    data = HeteroData()
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    data[INTERACTS].edge_index = torch.tensor(train).t()
+    data[INTERACTS].val_edge_index = torch.tensor(val).t()
+    data[INTERACTS].test_edge_index = torch.tensor(test).t()
+    data["item"].text = torch.randn(num_items, 5, generator=g)
+    data["item"].image = torch.randn(num_items, 7, generator=g)
+    return data
+
+
+def given_item_graph(data, drop_last=0, dtype=None):
+    """A directed weighted graph over 8 items with a self-loop and a duplicate edge, set as
+    ``data[RELATED]`` (without its last ``drop_last`` edges); returns the dense
+    ``S[owner, neighbour]`` in ``dtype`` (default float32), duplicates summed."""
+    import torch
+
+    from mllmrec_pyg.data import RELATED
+
+    nb = torch.tensor([1, 2, 0, 3, 4, 4, 0, 5, 6, 7, 7, 2, 3])
+    owner = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4, 5, 6, 6, 7, 3])
+    w = torch.tensor([1.0, 0.5, 1.0, 0.3, 2.0, 1.0, 0.7, 1.0, 0.2, 0.4, 0.6, 0.9, 1.0])
+    keep = slice(0, nb.numel() - drop_last)
+    data[RELATED].edge_index = torch.stack([nb[keep], owner[keep]])
+    data[RELATED].edge_weight = w[keep]
+    s = torch.zeros(8, 8, dtype=dtype)
+    return s.index_put((owner[keep], nb[keep]), w[keep].to(s.dtype), accumulate=True)
+
+
+def reference_nce(a, b, t):
+    """In-batch InfoNCE on the gathered rows, from the equation: row i of ``a`` against every
+    row of ``b`` (cosine similarities at temperature ``t``)."""
+    import torch
+
+    a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    num = torch.exp((a * b).sum(1) / t)
+    return -torch.log(num / torch.exp(a @ b.t() / t).sum(1)).mean()
+
+
 def dense_knn(x, k):
     """Weighted cosine top-k graph (the item among its own k, weight = cosine), dense
     ``[owner, neighbour]``, written from the equations (LATTICE, SMORE)."""

@@ -5,8 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import dense_knn, dense_norm
-from torch_geometric.data import HeteroData
+from conftest import dense_knn, dense_norm, given_item_graph, reference_nce, two_modality_data
 
 import mllmrec_pyg.nn.gume as gume_module
 from mllmrec_pyg.data import INTERACTS, RELATED
@@ -19,48 +18,7 @@ from mllmrec_pyg.tuning import CANDIDATES, split_point
 
 NU, NI, K = 6, 8, 4
 MODS = ("text", "image")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_data(seed=1):
-    """6 users, 8 items, 4 training items per user (+1 valid, +1 test), two modalities of
-    widths 5 and 7."""
-    g = torch.Generator().manual_seed(seed)
-    train, val, test = [], [], []
-    for u in range(NU):
-        items = torch.randperm(NI, generator=g)[:6].tolist()
-        train += [(u, i) for i in items[:4]]
-        val.append((u, items[4]))
-        test.append((u, items[5]))
-    data = HeteroData()
-    data["user"].num_nodes = NU
-    data["item"].num_nodes = NI
-    data[INTERACTS].edge_index = torch.tensor(train).t()
-    data[INTERACTS].val_edge_index = torch.tensor(val).t()
-    data[INTERACTS].test_edge_index = torch.tensor(test).t()
-    data["item"].text = torch.randn(NI, 5, generator=g)
-    data["item"].image = torch.randn(NI, 7, generator=g)
-    return data
-
-
-def given_graph(data, drop_last=0):
-    """A directed weighted item graph with a self-loop and a duplicate edge, as RELATED;
-    returns the dense ``S[owner, neighbour]``."""
-    nb = torch.tensor([1, 2, 0, 3, 4, 4, 0, 5, 6, 7, 7, 2, 3])
-    owner = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4, 5, 6, 6, 7, 3])
-    w = torch.tensor([1.0, 0.5, 1.0, 0.3, 2.0, 1.0, 0.7, 1.0, 0.2, 0.4, 0.6, 0.9, 1.0])
-    keep = slice(0, nb.numel() - drop_last)
-    data[RELATED].edge_index = torch.stack([nb[keep], owner[keep]])
-    data[RELATED].edge_weight = w[keep]
-    s = torch.zeros(NI, NI)
-    return s.index_put((owner[keep], nb[keep]), w[keep], accumulate=True)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def topk_mask(x, k):
@@ -133,12 +91,6 @@ def dense_reference(model, data, graph=None):
     }
 
 
-def nce(a, b, t):
-    a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
-    num = torch.exp((a * b).sum(1) / t)
-    return -torch.log(num / torch.exp(a @ b.t() / t).sum(1)).mean()
-
-
 def reference_terms(model, ref, users, pos, neg, noise):
     """Every weighted loss term; ``noise`` four ``U[0,1)`` draws ``[B, d]`` in the order
     (integration view 1, view 2, extended view 1, view 2)."""
@@ -155,15 +107,15 @@ def reference_terms(model, ref, users, pos, neg, noise):
     vt = (var(x1) - var(x2)).abs() + (x1.mean() - x2.mean()).abs()
     s, beh, ext = ref["integration"], ref["behaviour"], ref["extended"]
     tb, tu = cfg.bm_temperature, cfg.um_temperature
-    bm = nce(s[users], beh[users], tb) + nce(s[nu:][pos], beh[nu:][pos], tb)
+    bm = reference_nce(s[users], beh[users], tb) + reference_nce(s[nu:][pos], beh[nu:][pos], tb)
 
     def jitter(z, nu_):
         return z + cfg.noise_eps * torch.sign(z) * nu_ / nu_.norm(dim=1, keepdim=True)
 
     su, xu = s[users], ext[users]
-    um = nce(xu, su, tu)
-    um = um + nce(jitter(su, noise[0]), jitter(su, noise[1]), tu)
-    um = um + nce(jitter(xu, noise[2]), jitter(xu, noise[3]), tu)
+    um = reference_nce(xu, su, tu)
+    um = um + reference_nce(jitter(su, noise[0]), jitter(su, noise[1]), tu)
+    um = um + reference_nce(jitter(xu, noise[2]), jitter(xu, noise[3]), tu)
     xi = ext[nu:][pos]
     return {
         "bpr": bpr,
@@ -202,7 +154,7 @@ def build(data, seed=0, **kw):
 
 
 def test_graphs_and_representations_match_dense_reference():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data).eval()
     with torch.no_grad():
         ref = dense_reference(model, data)
@@ -228,7 +180,7 @@ def test_graphs_and_representations_match_dense_reference():
 
 
 def test_every_loss_term_matches_dense_reference():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data)
     users, pos, neg = BATCH
     torch.manual_seed(7)
@@ -249,7 +201,7 @@ def test_every_loss_term_matches_dense_reference():
 
 
 def test_one_modality_has_no_alignment_term():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data, modalities=("text",))
     with torch.no_grad():
         terms = model.loss_terms(*BATCH)
@@ -260,7 +212,7 @@ def test_one_modality_has_no_alignment_term():
 
 
 def test_gradients_reach_every_parameter_and_match_dense_reference():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data).train()
     users, pos, neg = BATCH
     params = dict(model.named_parameters())
@@ -281,8 +233,8 @@ def test_gradients_reach_every_parameter_and_match_dense_reference():
 
 
 def test_given_graph_replaces_the_modality_graphs(monkeypatch):
-    data = tiny_data()
-    s = given_graph(data)
+    data = two_modality_data()
+    s = given_item_graph(data)
 
     def no_knn(*args, **kwargs):
         raise AssertionError("the kNN graph must not be built")
@@ -299,8 +251,8 @@ def test_given_graph_replaces_the_modality_graphs(monkeypatch):
     assert torch.allclose(users, ref["users"], atol=1e-5)
     assert torch.allclose(items, ref["items"], atol=1e-5)
     # another given graph, same parameters: other representations
-    other = tiny_data()
-    given_graph(other, drop_last=4)
+    other = two_modality_data()
+    given_item_graph(other, drop_last=4)
     changed = build(other, item_graph=RELATED).eval()
     assert torch.equal(changed.user_emb.weight, model.user_emb.weight)
     with torch.no_grad():

@@ -7,8 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import dense_knn, dense_norm
-from torch_geometric.data import HeteroData
+from conftest import dense_knn, dense_norm, given_item_graph, reference_nce, two_modality_data
 
 import mllmrec_pyg.nn.soil as soil_module
 from mllmrec_pyg.commands.train import MODEL_FLAGS, MODEL_SWITCHES
@@ -22,49 +21,8 @@ from mllmrec_pyg.tuning import CANDIDATES, split_point
 
 NU, NI = 6, 8  # fewer users than items: the reference code's R normalisation would fail
 MODS = ("text", "image")
+pytestmark = pytest.mark.usefixtures("one_thread")
 FLOOR = 1e-7
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_data(seed=1, empty_user=None):
-    """6 users, 8 items, 4 training items per user (+1 valid, +1 test; none for
-    ``empty_user``), two modalities of widths 5 and 7."""
-    g = torch.Generator().manual_seed(seed)
-    train, val, test = [], [], []
-    for u in range(NU):
-        items = torch.randperm(NI, generator=g)[:6].tolist()
-        if u != empty_user:
-            train += [(u, i) for i in items[:4]]
-        val.append((u, items[4]))
-        test.append((u, items[5]))
-    data = HeteroData()
-    data["user"].num_nodes = NU
-    data["item"].num_nodes = NI
-    data[INTERACTS].edge_index = torch.tensor(train).t()
-    data[INTERACTS].val_edge_index = torch.tensor(val).t()
-    data[INTERACTS].test_edge_index = torch.tensor(test).t()
-    data["item"].text = torch.randn(NI, 5, generator=g)
-    data["item"].image = torch.randn(NI, 7, generator=g)
-    return data
-
-
-def given_graph(data):
-    """A directed weighted item graph with a self-loop and a duplicate edge, as RELATED;
-    returns the dense ``S[owner, neighbour]`` (float64)."""
-    nb = torch.tensor([1, 2, 0, 3, 4, 4, 0, 5, 6, 7, 7, 2, 3])
-    owner = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4, 5, 6, 6, 7, 3])
-    w = torch.tensor([1.0, 0.5, 1.0, 0.3, 2.0, 1.0, 0.7, 1.0, 0.2, 0.4, 0.6, 0.9, 1.0])
-    data[RELATED].edge_index = torch.stack([nb, owner])
-    data[RELATED].edge_weight = w
-    s = torch.zeros(NI, NI, dtype=torch.float64)
-    return s.index_put((owner, nb), w.double(), accumulate=True)
 
 
 # -- the reference ---------------------------------------------------------------------------
@@ -185,13 +143,6 @@ def dense_forward(model, ref):
     }
 
 
-def nce(a, b, t):
-    """The authors' InfoNCE on the gathered rows: row i of ``a`` against every row of ``b``."""
-    a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
-    num = torch.exp((a * b).sum(1) / t)
-    return -torch.log(num / torch.exp(a @ b.t() / t).sum(1)).mean()
-
-
 def reference_terms(model, out, users, pos, neg):
     cfg = model.config
     b, t = users.numel(), cfg.temperature
@@ -199,8 +150,8 @@ def reference_terms(model, out, users, pos, neg):
     bpr = -torch.log(torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
     bpr = bpr + cfg.reg_weight * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / (2 * b)
     s, c = out["side"], out["content"]
-    cl = nce(s[NU:][pos], c[NU:][pos], t) + nce(s[:NU][users], c[:NU][users], t)
-    ui = nce(u, c[NU:][pos], t) + nce(u, s[NU:][pos], t)
+    cl = reference_nce(s[NU:][pos], c[NU:][pos], t) + reference_nce(s[:NU][users], c[:NU][users], t)
+    ui = reference_nce(u, c[NU:][pos], t) + reference_nce(u, s[NU:][pos], t)
     return {"bpr": bpr, "cl": cfg.cl_weight * cl, "ui_cl": cfg.ui_cl_weight * ui}
 
 
@@ -235,7 +186,7 @@ def dense(adj):
 
 # -- tests -----------------------------------------------------------------------------------
 def test_graphs_match_the_brute_force_construction():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data)
     ref = reference_graphs(data, model.config)
     # a real test: the union, the multiplicities and the second-order items all matter
@@ -257,7 +208,7 @@ def test_graphs_match_the_brute_force_construction():
 
 
 def test_graph_helpers_match_the_reference_loops():
-    data = tiny_data()
+    data = two_modality_data()
     ref = reference_graphs(data, SOILConfig(**CFG))
     pairs = data[INTERACTS].edge_index
     hist = soil_module.user_histories(torch.cat([pairs, pairs[:, :3]], 1), NU)
@@ -300,7 +251,7 @@ def test_ties_go_to_the_lower_index():
 
 
 def test_representations_match_the_dense_reference():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data).eval()
     ref = reference_graphs(data, model.config)
     with torch.no_grad():
@@ -318,7 +269,7 @@ def test_representations_match_the_dense_reference():
 
 
 def test_every_loss_term_matches_the_dense_reference():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data)
     users, pos, neg = BATCH
     with torch.no_grad():
@@ -335,7 +286,7 @@ def test_every_loss_term_matches_the_dense_reference():
 
 
 def test_gradients_match_the_dense_reference():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data, train_features=True).train()
     users, pos, neg = BATCH
     params = dict(model.named_parameters())
@@ -352,7 +303,7 @@ def test_gradients_match_the_dense_reference():
 
 
 def test_features_are_frozen_by_default():
-    model = build(tiny_data())
+    model = build(two_modality_data())
     assert not any(p.requires_grad for p in model.features)
     model.batch_loss(*BATCH).backward()
     assert all(p.grad is None for p in model.features)
@@ -360,7 +311,7 @@ def test_features_are_frozen_by_default():
 
 
 def test_one_modality_gives_half_its_view():
-    data = tiny_data()
+    data = two_modality_data()
     model = build(data, modalities=("text",))
     with torch.no_grad():
         out = model.encode()
@@ -379,7 +330,7 @@ def test_zero_weights_skip_their_terms(monkeypatch):
 
     monkeypatch.setattr(soil_module, "info_nce", boom)
     monkeypatch.setattr(soil_module, "in_batch_softmax", boom)
-    model = build(tiny_data(), cl_weight=0.0, ui_cl_weight=0.0, reg_weight=0.0)
+    model = build(two_modality_data(), cl_weight=0.0, ui_cl_weight=0.0, reg_weight=0.0)
     terms = model.loss_terms(*BATCH)
     assert terms["cl"] == 0 and terms["ui_cl"] == 0
     u, p, n = model.encode().users[BATCH[0]], *[model.encode().items[i] for i in BATCH[1:]]
@@ -388,7 +339,7 @@ def test_zero_weights_skip_their_terms(monkeypatch):
 
 
 def test_sizes_are_capped_and_a_user_without_history_is_left_out():
-    data = tiny_data(empty_user=2)
+    data = two_modality_data(empty_user=2)
     model = build(data, knn_i=50, knn_a=100)  # k_i and k_u capped at the 8 items
     ref = reference_graphs(data, model.config)
     assert ref["interest"][2].sum() == 0 and ref["interest"].sum() == (NU - 1) * NI
@@ -403,8 +354,8 @@ def test_sizes_are_capped_and_a_user_without_history_is_left_out():
 
 
 def test_given_graph_replaces_only_the_knn_part(monkeypatch):
-    data = tiny_data()
-    s = given_graph(data)
+    data = two_modality_data()
+    s = given_item_graph(data, dtype=torch.float64)
     own = build(data)
 
     def no_knn(*args, **kwargs):
@@ -464,7 +415,7 @@ def test_config_rejects_bad_values(kwargs, match):
 def test_config_normalises_json_lists_and_counts_features():
     cfg = SOILConfig(modalities=["text", "image"], item_graph=list(RELATED))
     assert cfg.modalities == MODS and cfg.item_graph == RELATED
-    data = tiny_data()
+    data = two_modality_data()
     with pytest.raises(ValueError, match="feature matrices"):
         SOIL(NU, NI, data[INTERACTS].edge_index, [data["item"].text], None, SOILConfig(**CFG))
 
