@@ -284,6 +284,9 @@ class RunCache:
 
     def key(self, spec: RunSpec, data: HeteroData, device: str | None = None) -> str:
         """The hash of everything that makes the run; ``device`` in place of the settings'."""
+        return self._key(spec, data_fingerprint(data)["sha256"], device)
+
+    def _key(self, spec: RunSpec, data_sha: str, device: str | None = None) -> str:
         train = {**self.settings.train_key(), **spec.train}
         if device is not None:
             train["device"] = device
@@ -293,7 +296,7 @@ class RunCache:
                 "config": spec.config,
                 "seed": spec.seed,
                 "train": train,
-                "data": data_fingerprint(data)["sha256"],
+                "data": data_sha,
             }
         )
 
@@ -308,10 +311,11 @@ class RunCache:
         stored = read_json(path)
         # a run trained on another device is the same experiment (the device changes the
         # order of float sums, as the thread count does): it counts if all else matches
+        sha = data_fingerprint(data)["sha256"]
         device = stored.get("device")
         if stored.get("format") != RUN_FORMAT or stored.get("key") not in (
-            self.key(spec, data),
-            self.key(spec, data, device) if device is not None else None,
+            self._key(spec, sha),
+            self._key(spec, sha, device) if device is not None else None,
         ):
             log.info("%s is stale (settings or data changed); training again", path)
             return None
