@@ -206,6 +206,20 @@ def adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, **({"fused": True} if fused else {"foreach": True}))
 
 
+def batch_objective(model: Any, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """The training loss of one batch: the model's ``batch_loss`` (its own loss over
+    ``[B, num_negatives]`` negatives) if it has one and it returns a value, else BPR on
+    its ``pair_scores``; plus its ``reg_loss`` term if it has one."""
+    batch_loss = getattr(model, "batch_loss", None)
+    loss = batch_loss(users, pos, neg) if batch_loss is not None else None
+    if loss is None:
+        pos_score, neg_score = model.pair_scores(users, pos, neg)
+        loss = -F.logsigmoid(pos_score - neg_score).mean()
+    reg = getattr(model, "reg_loss", None)
+    extra = reg(users, pos, neg) if reg is not None else None
+    return loss + extra if extra is not None else loss
+
+
 class Trainer:
     """Trains any :class:`~mllmrec_pyg.nn.base.Recommender` with BPR and early stopping.
 
@@ -277,8 +291,6 @@ class Trainer:
         epoch_start = getattr(model, "on_train_epoch_start", None)
         if epoch_start is not None:  # optional per-epoch work, e.g. FREEDOM's edge pruning
             epoch_start(epoch)
-        # optional hooks: a model's own loss over [B, num_negatives] sampled negatives
-        batch_loss = getattr(model, "batch_loss", None)
         num_neg = int(getattr(model, "num_negatives", 1))
         num = self.train_pairs.size(1)
         perm = torch.randperm(num, generator=self.generator)
@@ -299,14 +311,7 @@ class Trainer:
             else:
                 neg = self.sampler(users.unsqueeze(1).expand(-1, num_neg), self.generator)
             users, pos, neg = (t.to(self.device) for t in (users, pos, neg))
-            loss = batch_loss(users, pos, neg) if batch_loss is not None else None
-            if loss is None:
-                pos_score, neg_score = model.pair_scores(users, pos, neg)
-                loss = -F.logsigmoid(pos_score - neg_score).mean()
-            reg = getattr(model, "reg_loss", None)
-            extra = reg(users, pos, neg) if reg is not None else None
-            if extra is not None:
-                loss = loss + extra
+            loss = batch_objective(model, users, pos, neg)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -499,6 +504,7 @@ def train(
 
 __all__ = [
     "CheckpointError",
+    "batch_objective",
     "TrainConfig",
     "TrainResult",
     "Trainer",

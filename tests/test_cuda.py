@@ -26,7 +26,7 @@ import torch
 from mllmrec_pyg.checkpoint import load_checkpoint, save_checkpoint
 from mllmrec_pyg.data.synthetic import make_scale_data
 from mllmrec_pyg.nn.registry import MODELS, build_model
-from mllmrec_pyg.train import TrainConfig, Trainer, seed_everything
+from mllmrec_pyg.train import TrainConfig, Trainer, batch_objective, seed_everything
 from mllmrec_pyg.transforms import RefineItemGraph
 
 DEVICE = os.environ.get("MLLMREC_TEST_DEVICE", "cuda")
@@ -53,7 +53,7 @@ def _batch(data, device, size=256):
 
 
 def _loss(model, batch, seed):
-    """The trainer's loss for ``batch`` (epoch start hook, model loss or BPR, extra term)."""
+    """The trainer's loss for ``batch``, after the epoch start hook."""
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
@@ -65,12 +65,7 @@ def _loss(model, batch, seed):
         neg = users.new_empty((users.numel(), 0))
     elif num_neg > 1:
         neg = neg.unsqueeze(1).expand(-1, num_neg)
-    loss = model.batch_loss(users, pos, neg)
-    if loss is None:
-        p, n = model.pair_scores(users, pos, neg)
-        loss = -torch.nn.functional.logsigmoid(p - n).mean()
-    extra = model.reg_loss(users, pos, neg)
-    return loss + extra if extra is not None else loss
+    return batch_objective(model, users, pos, neg)
 
 
 def _grads(model):
