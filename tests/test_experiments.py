@@ -502,6 +502,17 @@ def test_report_says_which_runs_trained_on_a_gpu():
     assert "FREEDOM" not in note and "LightGCN" not in note
     cpu_only = _cap_note({"runs": runs[2:], "settings": settings})
     assert "GPU" not in cpu_only
+    # a run trained again on the CPU in place of a GPU run names both test numbers
+    again = {
+        "variant": "GUME",
+        "device": "cpu",
+        "stopped_early": True,
+        "test": {"recall@20": 0.25},
+        "replaces": {"device": "cuda", "test": {"recall@20": 0.2546}},
+    }
+    note = _cap_note({"runs": [again, runs[2]], "settings": settings})
+    assert "GPU" not in note
+    assert "(test Recall@20, old -> new): GUME (from cuda): 0.2546 -> 0.2500." in note
 
 
 def test_tuned_refined_pairs_and_their_mean():

@@ -160,6 +160,25 @@ def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
     )
     assert json.loads(path.read_text())[PER_USER]["users"] == before[PER_USER]["users"]
     assert third["significance"]["recall@20"]["users better"] == sig["recall@20"]["users better"]
+    # a baseline run trained elsewhere (another device: other numbers), stored without
+    # per-user metrics and without its checkpoint, is trained again here for the test; the
+    # new run takes its place, says what it replaced, and the table row is the new run's
+    pop0 = Path(settings.out) / DATA.tag() / "compare" / "runs" / "pop-seed0.json"
+    cpu = json.loads(pop0.read_text())
+    elsewhere = {k: v for k, v in cpu.items() if k != PER_USER}
+    elsewhere["test"] = {**cpu["test"], "recall@20": 0.987}
+    elsewhere["device"] = "cuda"
+    pop0.write_text(json.dumps(elsewhere))
+    fourth = run_compare(
+        settings, models=["pop", "bpr"], proposed="bpr", trials=2, tuned_dir=str(tmp_path / "t")
+    )
+    now = json.loads(pop0.read_text())
+    assert now["replaces"]["device"] == "cuda" and now["replaces"]["test"]["recall@20"] == 0.987
+    assert now["device"] == "cpu" and now["test"]["recall@20"] == cpu["test"]["recall@20"]
+    row = {r["variant"]: r for r in fourth["rows"]}["pop"]
+    pop1 = json.loads(pop0.with_name("pop-seed1.json").read_text())
+    mean = (cpu["test"]["recall@20"] + pop1["test"]["recall@20"]) / 2
+    assert row["test recall@20"] == pytest.approx(mean, abs=1e-9)
     # per-user metrics average to the trainer's test metric; a constant shift is significant
     import torch
 

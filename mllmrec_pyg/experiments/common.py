@@ -334,7 +334,10 @@ class RunCache:
             spec: the configuration.
             data: the prepared dataset (with the item graph the model reads).
             keep_model: also return the trained model (rebuilt from its saved
-                best checkpoint when the run was already stored).
+                best checkpoint when the run was already stored; where that checkpoint
+                is gone, the run is trained again with its seed and the new run, with
+                a ``replaces`` field naming the old one's device and test metrics,
+                takes its place on disk).
             extra: ``extra(model, data)`` adds fields to a newly trained run's JSON
                 (computed from the best weights, before the checkpoint is dropped).
 
@@ -344,6 +347,7 @@ class RunCache:
         """
         key = self.key(spec, data)
         stored = self.load(spec, data)
+        replaced: dict[str, Any] | None = None
         work = self.work / f"{spec.slug()}-{(stored or {}).get('key', key)[:12]}"
         if stored is not None:
             model = None
@@ -353,6 +357,11 @@ class RunCache:
                     model = load_checkpoint(best, data)
                 else:
                     log.info("%s: no saved model in %s; training again", spec.variant, work)
+                    replaced = {
+                        "device": stored.get("device"),
+                        "test": stored.get("test"),
+                        "best_epoch": stored.get("best_epoch"),
+                    }
                     stored = None
             if stored is not None:
                 log.info("%s (seed %d): reusing %s", spec.variant, spec.seed, self.path(spec))
@@ -389,6 +398,9 @@ class RunCache:
             "seconds": round(result.seconds, 3),
             "stopped_early": result.epochs < cfg.epochs,
             "history": trim_history(result.history),
+            # the stored run this one retrained (its checkpoint was gone): its device and
+            # test metrics, so a table row never silently mixes the two
+            **({"replaces": replaced} if replaced is not None else {}),
             **(extra(model, data) if extra is not None else {}),
         }
         out = jsonable(out)  # the same types as a result read back from disk

@@ -118,6 +118,20 @@ def _cap_note(obj: Mapping[str, Any]) -> str:
             + ", ".join(f"{name} x{n}" for name, n in elsewhere.items())
             + " (same code and settings; float sums in another order)."
         )
+    replaced: dict[str, list[str]] = {}
+    for r in runs:
+        if r.get("replaces"):
+            old = r["replaces"]
+            replaced.setdefault(f"{r['variant']} (from {old.get('device')})", []).append(
+                f"{float(old['test']['recall@20']):.4f} -> {float(r['test']['recall@20']):.4f}"
+            )
+    if replaced:
+        text += (
+            " Trained again here for the per-user test, their checkpoints not having been "
+            "kept; the rows use the new runs (test Recall@20, old -> new): "
+            + "; ".join(f"{name}: {', '.join(v)}" for name, v in replaced.items())
+            + "."
+        )
     return text
 
 
