@@ -122,7 +122,7 @@ def _cap_note(obj: Mapping[str, Any]) -> str:
     for r in runs:
         if r.get("replaces"):
             old = r["replaces"]
-            replaced.setdefault(f"{r['variant']} (from {old.get('device')})", []).append(
+            replaced.setdefault(f"{r['variant']} (from {old.get('device') or 'cpu'})", []).append(
                 f"{float(old['test']['recall@20']):.4f} -> {float(r['test']['recall@20']):.4f}"
             )
     if replaced:
