@@ -111,17 +111,28 @@ def per_user_record(model: Any, data: HeteroData) -> dict[str, Any]:
     }
 
 
-def stored_per_user(cache: RunCache, spec: RunSpec, data: HeteroData) -> dict[str, Tensor]:
-    """A stored run's per-user test metrics. A run stored without them gets them from its
-    checkpoint (or, where none was kept, from training it again with the same seed), and
-    they are added to its JSON, so this happens once."""
+def stored_with_per_user(cache: RunCache, spec: RunSpec, data: HeteroData) -> dict[str, Any]:
+    """A stored run's record, with its per-user test metrics. A run stored without them
+    gets them from its checkpoint (or, where none was kept, from training it again with
+    the same seed, which replaces the record), and they are added to its JSON, so this
+    happens once."""
     stored = cache.load(spec, data)
     if stored is None or PER_USER not in stored:
         _, model = cache.run(spec, data, keep_model=True)
         stored = cache.load(spec, data)
         stored.update(per_user_record(model, data))
         write_json(cache.path(spec), jsonable(stored), indent=None)
-    pu = stored[PER_USER]
+    return stored
+
+
+def stored_per_user(cache: RunCache, spec: RunSpec, data: HeteroData) -> dict[str, Tensor]:
+    """A stored run's per-user test metrics (:func:`stored_with_per_user`), as tensors."""
+    return per_user_tensors(stored_with_per_user(cache, spec, data))
+
+
+def per_user_tensors(record: dict[str, Any]) -> dict[str, Tensor]:
+    """The per-user test metrics of a run record (:data:`PER_USER`), as tensors."""
+    pu = record[PER_USER]
     return {"users": torch.tensor(pu["users"]), **{k: torch.tensor(pu[k]) for k in HEADLINE}}
 
 
@@ -224,8 +235,8 @@ def run_compare(
         users, retrained = {}, False
         for i, (spec, run_data) in enumerate(jobs):
             if spec.variant in (proposed, best):
-                users.setdefault(spec.variant, []).append(stored_per_user(cache, spec, run_data))
-                now = cache.load(spec, run_data) or runs[i]
+                now = stored_with_per_user(cache, spec, run_data)
+                users.setdefault(spec.variant, []).append(per_user_tensors(now))
                 retrained |= now.get("replaces") != runs[i].get("replaces")
                 runs[i] = now
         if not retrained:
@@ -375,7 +386,9 @@ __all__ = [
     "findings",
     "per_user_metrics",
     "per_user_record",
+    "per_user_tensors",
     "run_compare",
     "sign_flip_test",
     "stored_per_user",
+    "stored_with_per_user",
 ]
