@@ -4,7 +4,10 @@ resumption, the leakage switch, the report and the command line."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +156,47 @@ def test_finished_runs_are_reused_and_stale_ones_retrained(settings, data, monke
     with pytest.raises(ValueError, match=str(path.name)):
         cache.load(spec, g)
     path.unlink()
+
+
+def test_a_run_another_process_trains_is_waited_for_and_reused(settings, data, monkeypatch):
+    from mllmrec_pyg.experiments import common
+
+    cache = RunCache(settings, "locks")
+    g = build_graph(data, settings.graph)
+    specs = [RunSpec("MLLMRec", "mllmrec", {}, seed) for seed in (0, 1)]
+    first, _ = cache.run(specs[0], g)
+    stored = cache.path(specs[0]).read_text()
+    cache.path(specs[0]).unlink()  # as if another process were still training seed 0
+    trained = []
+    real = common.train_model
+
+    def counting(name, data, cfg, config):
+        trained.append(cfg.seed)
+        return real(name, data, cfg, config)
+
+    monkeypatch.setattr(common, "train_model", counting)
+    lock = cache._lock_path(specs[0], cache.key(specs[0], g))
+    out = {}
+    worker = threading.Thread(
+        target=lambda: out.update(runs=cache.run_all([(s, g) for s in specs]))
+    )
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # the other process's lock (a separate open file)
+        assert cache.busy(specs[0], g) and not cache.busy(specs[1], g)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while not cache.path(specs[1]).is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        # seed 1 was trained first; seed 0 is waited for, not trained a second time
+        assert worker.is_alive() and trained == [1]
+        cache.path(specs[0]).write_text(stored)  # the other process stores its result
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    worker.join(120)
+    assert not worker.is_alive()
+    assert trained == [1]
+    assert out["runs"][0]["test"] == first["test"]
+    assert [r["seed"] for r in out["runs"]] == [0, 1]
 
 
 @pytest.mark.slow

@@ -16,7 +16,9 @@ Data preparation is cached too: encoded features
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -346,27 +348,86 @@ class RunCache:
             ``best_epoch``, ``epochs``, ``seconds``, ``history``.
         """
         key = self.key(spec, data)
+        stored, model, _, _ = self._stored(spec, data, key, keep_model)
+        if stored is not None:
+            return stored, model
+        # one process trains a run at a time: another one running the same command waits
+        # here, then reuses what the first stored, instead of writing the same checkpoint
+        with self._lock(spec, key):
+            stored, model, work, replaced = self._stored(spec, data, key, keep_model)
+            if stored is not None:
+                return stored, model
+            return self._train(spec, data, key, work, replaced, keep_model, extra)
+
+    def _stored(
+        self, spec: RunSpec, data: HeteroData, key: str, keep_model: bool
+    ) -> tuple[dict[str, Any] | None, Any, Path, dict[str, Any] | None]:
+        """``(stored result or None, its model or None, checkpoint folder, replaces)``."""
         stored = self.load(spec, data)
         replaced: dict[str, Any] | None = None
         work = self.work / f"{spec.slug()}-{(stored or {}).get('key', key)[:12]}"
+        model = None
+        if stored is not None and keep_model:
+            best = work / "best.pt"
+            if best.is_file():
+                model = load_checkpoint(best, data)
+            else:
+                log.info("%s: no saved model in %s; training again", spec.variant, work)
+                replaced = {
+                    "device": stored.get("device"),
+                    "test": stored.get("test"),
+                    "best_epoch": stored.get("best_epoch"),
+                }
+                stored = None
         if stored is not None:
-            model = None
-            if keep_model:
-                best = work / "best.pt"
-                if best.is_file():
-                    model = load_checkpoint(best, data)
-                else:
-                    log.info("%s: no saved model in %s; training again", spec.variant, work)
-                    replaced = {
-                        "device": stored.get("device"),
-                        "test": stored.get("test"),
-                        "best_epoch": stored.get("best_epoch"),
-                    }
-                    stored = None
-            if stored is not None:
-                log.info("%s (seed %d): reusing %s", spec.variant, spec.seed, self.path(spec))
-                return stored, model
+            log.info("%s (seed %d): reusing %s", spec.variant, spec.seed, self.path(spec))
+        return stored, model, work, replaced
 
+    def _lock_path(self, spec: RunSpec, key: str) -> Path:
+        return self.work / ".locks" / f"{spec.slug()}-{key[:12]}"
+
+    @contextlib.contextmanager
+    def _lock(self, spec: RunSpec, key: str):
+        """An exclusive lock on run ``spec`` among processes sharing the cache (released
+        by the system when its holder dies, so a killed run never blocks the next)."""
+        path = self._lock_path(spec, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info(
+                    "%s (seed %d): another process trains it; waiting", spec.variant, spec.seed
+                )
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def busy(self, spec: RunSpec, data: HeteroData) -> bool:
+        """Whether another process is training ``spec`` right now."""
+        path = self._lock_path(spec, self.key(spec, data))
+        if not path.is_file():
+            return False
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+    def _train(
+        self,
+        spec: RunSpec,
+        data: HeteroData,
+        key: str,
+        work: Path,
+        replaced: dict[str, Any] | None,
+        keep_model: bool,
+        extra: Callable[[Any, HeteroData], dict[str, Any]] | None,
+    ) -> tuple[dict[str, Any], Any]:
         num_items = int(data[ITEM].num_nodes)
         ks, monitor = fit_cutoffs(num_items, self.settings.train.ks)
         cfg = dataclasses.replace(
@@ -413,14 +474,29 @@ class RunCache:
         return out, model if keep_model else None
 
     def run_all(self, specs: Iterable[tuple[RunSpec, HeteroData]]) -> list[dict[str, Any]]:
-        """Train (or reuse) every ``(spec, data)`` pair, with an overall progress bar."""
+        """Train (or reuse) every ``(spec, data)`` pair, with an overall progress bar.
+
+        The next run is always one no other process is training, where there is one
+        (others are waited for, then reused), so that several processes started with
+        the same command share the work."""
         specs = list(specs)
-        results = []
-        bar = tqdm(specs, desc=self.experiment, unit="run", disable=not self.settings.show_progress)
-        for spec, data in bar:
+        pending = list(range(len(specs)))
+        results: dict[int, dict[str, Any]] = {}
+        bar = tqdm(
+            total=len(specs),
+            desc=self.experiment,
+            unit="run",
+            disable=not self.settings.show_progress,
+        )
+        while pending:
+            i = next((j for j in pending if not self.busy(*specs[j])), pending[0])
+            pending.remove(i)
+            spec, data = specs[i]
             bar.set_postfix_str(f"{spec.variant} seed {spec.seed}")
-            results.append(self.run(spec, data)[0])
-        return results
+            results[i] = self.run(spec, data)[0]
+            bar.update()
+        bar.close()
+        return [results[i] for i in range(len(specs))]
 
 
 # -- tables ---------------------------------------------------------------------------------
