@@ -531,6 +531,27 @@ def test_claims_average_the_refined_graph_gain_over_hosts():
     assert not any(r["claim"].startswith("RQ3: on average") for r in one)  # one host: no mean
 
 
+def test_claims_check_the_tuned_refined_pairs_of_the_comparison():
+    from mllmrec_pyg.experiments.report import _claims
+
+    def row(name, r, n):
+        return {"variant": name, "seeds": 3, "test recall@20": r, "test ndcg@20": n}
+
+    rows = [row("smore", 0.20, 0.10), row("smore-refined", 0.22, 0.11), row("bpr", 0.1, 0.1)]
+    rows += [row("gume", 0.25, 0.20), row("gume-refined", 0.25, 0.21)]  # R@20 unchanged
+    compare = {"rows": rows, "findings": {}}
+    claim = next(r for r in _claims("x", {"compare": compare}) if "tuned separately" in r["claim"])
+    assert claim["here"] == "no"  # GUME gains nothing on R@20
+    assert claim["evidence"] == (
+        "mean over 2 hosts: R@20 +5.00%, N@20 +7.50%; no gain for gume (R@20)"
+    )
+    rows[-1] = row("gume-refined", 0.26, 0.21)
+    claim = next(r for r in _claims("x", {"compare": compare}) if "tuned separately" in r["claim"])
+    assert claim["here"] == "yes" and "no gain" not in claim["evidence"]
+    single = {"rows": rows[:3], "findings": {}}  # one host: no claim about every host
+    assert not any("tuned separately" in r["claim"] for r in _claims("x", {"compare": single}))
+
+
 def test_report_says_which_runs_trained_on_a_gpu():
     from mllmrec_pyg.experiments.report import _cap_note
 
