@@ -473,8 +473,13 @@ class RunCache:
             shutil.rmtree(work, ignore_errors=True)
         return out, model if keep_model else None
 
-    def run_all(self, specs: Iterable[tuple[RunSpec, HeteroData]]) -> list[dict[str, Any]]:
-        """Train (or reuse) every ``(spec, data)`` pair, with an overall progress bar.
+    def run_all(
+        self,
+        specs: Iterable[tuple[RunSpec, HeteroData]],
+        extra: Callable[[Any, HeteroData], dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train (or reuse) every ``(spec, data)`` pair, with an overall progress bar
+        (``extra`` as in :meth:`run`).
 
         The next run is always one no other process is training, where there is one
         (others are waited for, then reused), so that several processes started with
@@ -493,7 +498,7 @@ class RunCache:
             pending.remove(i)
             spec, data = specs[i]
             bar.set_postfix_str(f"{spec.variant} seed {spec.seed}")
-            results[i] = self.run(spec, data)[0]
+            results[i] = self.run(spec, data, extra=extra)[0]
             bar.update()
         bar.close()
         return [results[i] for i in range(len(specs))]

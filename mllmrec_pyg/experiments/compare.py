@@ -213,18 +213,16 @@ def run_compare(
             spec = RunSpec(key, cand.model, config, seed, train=train_values)
             jobs.append((spec, run_data))
     cache = RunCache(settings, NAME)
-    runs = []
-    for spec, run_data in jobs:
-        # each new run stores its per-user test metrics (the per-user test below needs
-        # the best baseline's, known only once every run is done)
-        runs.append(cache.run(spec, run_data, extra=per_user_record)[0])
+    # each new run stores its per-user test metrics (the per-user test below needs the
+    # best baseline's, known only once every run is done)
+    runs = cache.run_all(jobs, extra=per_user_record)
     ablated = []
     if ablation_seeds and proposed in tuned:
-        for spec, run_data in ablation_jobs(
+        more = ablation_jobs(
             proposed, chosen_of[proposed], data, settings.graph, graphs, ablation_seeds, ablations
-        ):
-            ablated.append(spec.variant)
-            runs.append(cache.run(spec, run_data)[0])
+        )
+        ablated = [spec.variant for spec, _ in more]
+        runs += cache.run_all(more)
     order = [*keys, *dict.fromkeys(ablated)]
     rows = summarise(runs, order=order)
     users: dict[str, list[dict[str, Tensor]]] = {}
