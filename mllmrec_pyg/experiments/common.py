@@ -307,13 +307,16 @@ class RunCache:
 
     def load(self, spec: RunSpec, data: HeteroData) -> dict[str, Any] | None:
         """The stored result of ``spec`` if it was trained with the same everything."""
+        return self._load(spec, data_fingerprint(data)["sha256"])
+
+    def _load(self, spec: RunSpec, sha: str) -> dict[str, Any] | None:
+        """:meth:`load` with the data's sha256 already computed."""
         path = self.path(spec)
         if not path.is_file():
             return None
         stored = read_json(path)
         # a run trained on another device is the same experiment (the device changes the
         # order of float sums, as the thread count does): it counts if all else matches
-        sha = data_fingerprint(data)["sha256"]
         device = stored.get("device")
         if stored.get("format") != RUN_FORMAT or stored.get("key") not in (
             self._key(spec, sha),
@@ -347,41 +350,36 @@ class RunCache:
             ``(result, model or None)``; ``result`` holds ``valid``, ``test``,
             ``best_epoch``, ``epochs``, ``seconds``, ``history``.
         """
-        key = self.key(spec, data)
-        stored, model, _, _ = self._stored(spec, data, key, keep_model)
-        if stored is not None:
-            return stored, model
+        return self._run(spec, data, data_fingerprint(data)["sha256"], keep_model, extra)
+
+    def _run(
+        self,
+        spec: RunSpec,
+        data: HeteroData,
+        sha: str,
+        keep_model: bool,
+        extra: Callable[[Any, HeteroData], dict[str, Any]] | None,
+    ) -> tuple[dict[str, Any], Any]:
+        """:meth:`run` with the data's sha256 already computed."""
+        key = self._key(spec, sha)
         # one process trains a run at a time: another one running the same command waits
         # here, then reuses what the first stored, instead of writing the same checkpoint
         with self._lock(spec, key):
-            stored, model, work, replaced = self._stored(spec, data, key, keep_model)
-            if stored is not None:
-                return stored, model
-            return self._train(spec, data, key, work, replaced, keep_model, extra)
-
-    def _stored(
-        self, spec: RunSpec, data: HeteroData, key: str, keep_model: bool
-    ) -> tuple[dict[str, Any] | None, Any, Path, dict[str, Any] | None]:
-        """``(stored result or None, its model or None, checkpoint folder, replaces)``."""
-        stored = self.load(spec, data)
-        replaced: dict[str, Any] | None = None
-        work = self.work / f"{spec.slug()}-{(stored or {}).get('key', key)[:12]}"
-        model = None
-        if stored is not None and keep_model:
+            stored = self._load(spec, sha)
+            work = self.work / f"{spec.slug()}-{(stored or {}).get('key', key)[:12]}"
             best = work / "best.pt"
-            if best.is_file():
-                model = load_checkpoint(best, data)
-            else:
+            replaced: dict[str, Any] | None = None
+            if stored is not None and keep_model and not best.is_file():
                 log.info("%s: no saved model in %s; training again", spec.variant, work)
                 replaced = {
                     "device": stored.get("device"),
                     "test": stored.get("test"),
                     "best_epoch": stored.get("best_epoch"),
                 }
-                stored = None
-        if stored is not None:
-            log.info("%s (seed %d): reusing %s", spec.variant, spec.seed, self.path(spec))
-        return stored, model, work, replaced
+            elif stored is not None:
+                log.info("%s (seed %d): reusing %s", spec.variant, spec.seed, self.path(spec))
+                return stored, load_checkpoint(best, data) if keep_model else None
+            return self._train(spec, data, key, work, replaced, keep_model, extra)
 
     def _lock_path(self, spec: RunSpec, key: str) -> Path:
         return self.work / ".locks" / f"{spec.slug()}-{key[:12]}"
@@ -407,7 +405,10 @@ class RunCache:
 
     def busy(self, spec: RunSpec, data: HeteroData) -> bool:
         """Whether another process is training ``spec`` right now."""
-        path = self._lock_path(spec, self.key(spec, data))
+        return self._busy(spec, self.key(spec, data))
+
+    def _busy(self, spec: RunSpec, key: str) -> bool:
+        path = self._lock_path(spec, key)
         if not path.is_file():
             return False
         with open(path, "a") as fh:
@@ -485,6 +486,11 @@ class RunCache:
         (others are waited for, then reused), so that several processes started with
         the same command share the work."""
         specs = list(specs)
+        shas: dict[int, str] = {}  # seeds of one variant share one data object: hash it once
+        for _, data in specs:
+            if id(data) not in shas:
+                shas[id(data)] = data_fingerprint(data)["sha256"]
+        keys = [self._key(spec, shas[id(data)]) for spec, data in specs]
         pending = list(range(len(specs)))
         results: dict[int, dict[str, Any]] = {}
         bar = tqdm(
@@ -494,11 +500,11 @@ class RunCache:
             disable=not self.settings.show_progress,
         )
         while pending:
-            i = next((j for j in pending if not self.busy(*specs[j])), pending[0])
+            i = next((j for j in pending if not self._busy(specs[j][0], keys[j])), pending[0])
             pending.remove(i)
             spec, data = specs[i]
             bar.set_postfix_str(f"{spec.variant} seed {spec.seed}")
-            results[i] = self.run(spec, data, extra=extra)[0]
+            results[i] = self._run(spec, data, shas[id(data)], False, extra)[0]
             bar.update()
         bar.close()
         return [results[i] for i in range(len(specs))]

@@ -125,11 +125,6 @@ def stored_with_per_user(cache: RunCache, spec: RunSpec, data: HeteroData) -> di
     return stored
 
 
-def stored_per_user(cache: RunCache, spec: RunSpec, data: HeteroData) -> dict[str, Tensor]:
-    """A stored run's per-user test metrics (:func:`stored_with_per_user`), as tensors."""
-    return per_user_tensors(stored_with_per_user(cache, spec, data))
-
-
 def per_user_tensors(record: dict[str, Any]) -> dict[str, Tensor]:
     """The per-user test metrics of a run record (:data:`PER_USER`), as tensors."""
     pu = record[PER_USER]
@@ -387,6 +382,5 @@ __all__ = [
     "per_user_tensors",
     "run_compare",
     "sign_flip_test",
-    "stored_per_user",
     "stored_with_per_user",
 ]
