@@ -29,6 +29,7 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data import load_mmrec, load_movielens, make_synthetic
+from mllmrec_pyg.data.amazon import check_complete
 from mllmrec_pyg.data.folder import STORE_FILE, has_item_texts, load_folder
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, SchemaError
 from mllmrec_pyg.encode import encode_texts, encode_to_file
@@ -62,6 +63,7 @@ def load_data(cfg: DataConfig) -> HeteroData:
         )
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: is a file; give the MMRec folder that holds it")
+    check_complete(folder)  # a folder prepare-amazon did not finish writing is refused
     # a folder written by `mllmrec prepare-amazon` has item texts, so preferences can be written
     return load_folder(folder) if has_item_texts(folder) else load_mmrec(folder)
 

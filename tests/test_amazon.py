@@ -179,8 +179,8 @@ def test_meta_reader_uses_literal_eval_only(raw):
     assert not Path(PWNED).exists()
     assert issues.count == 3
     msgs = "\n".join(issues.examples)
-    assert "meta_Baby.json:3: not a Python literal" in msgs
-    assert "meta_Baby.json:5: not a Python literal" in msgs
+    assert "meta_Baby.json:3: neither JSON nor a Python literal" in msgs
+    assert "meta_Baby.json:5: neither JSON nor a Python literal" in msgs
     assert "meta_Baby.json:7: record has no 'asin'" in msgs
     assert meta["B000"]["title"] == "Product 0\nDeluxe"  # the first record of B000 wins
     assert "B007" not in meta and "B777" in meta

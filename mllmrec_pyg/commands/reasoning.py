@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mllmrec_pyg.commands.common import CommandError
-from mllmrec_pyg.data.amazon import ITEM_MAP_FILE
+from mllmrec_pyg.data.amazon import ITEM_MAP_FILE, ITEM_TEXT_WORDS, RELEASES
 from mllmrec_pyg.data.folder import (
     AUDIT_PREFERENCES_FILE,
     ITEM_TEXTS_FILE,
@@ -158,6 +158,8 @@ def run_prepare_amazon(args: argparse.Namespace) -> int:
         seed=args.seed,
         on_error=args.on_error,
         require_meta=args.require_meta,
+        release=args.release,
+        max_words=args.max_words or None,
     )
     name = args.name or (args.category or Path(args.out).name).lower()
     paths = ds.export_mmrec(args.out, name)
@@ -273,12 +275,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the four sub-commands to the ``mllmrec`` parser."""
     p = subparsers.add_parser(
         "prepare-amazon",
-        help="raw Amazon 2014 files -> an MMRec folder (5-core, split, id maps, item texts)",
+        help="raw Amazon files (2014, 2018 or 2023 release) -> an MMRec folder "
+        "(5-core, split, id maps, item texts)",
     )
-    p.add_argument("--root", help="folder holding ratings_/reviews_/meta_<Category> files")
-    p.add_argument("--category", help="e.g. Baby, Sports_and_Outdoors")
-    p.add_argument("--interactions", help="explicit ratings CSV or reviews JSON file")
-    p.add_argument("--meta", help="explicit meta_<Category>.json[.gz] file")
+    p.add_argument(
+        "--root", help="folder holding the category's review/rating and meta_ files, any release"
+    )
+    p.add_argument("--category", help="e.g. Baby, Industrial_and_Scientific, All_Beauty")
+    p.add_argument("--interactions", help="explicit reviews (JSON lines) or ratings CSV file")
+    p.add_argument("--meta", help="explicit meta_<Category>.json[l][.gz] file")
+    p.add_argument(
+        "--release",
+        choices=RELEASES,
+        help="force the interactions file's layout (default: detected from the file)",
+    )
+    p.add_argument(
+        "--max-words",
+        type=int,
+        default=ITEM_TEXT_WORDS,
+        help="words kept of each item text (0: all)",
+    )
     p.add_argument("--images", help="folder of <ASIN>.jpg/.png images")
     p.add_argument("--out", required=True, help="output MMRec folder")
     p.add_argument("--name", help="dataset name of the .inter file (default: category, lower case)")

@@ -1,20 +1,35 @@
-"""Raw Amazon 2014 reviews -> HeteroData, and export to an MMRec folder.
+"""Raw Amazon review data (the 2014, 2018 and 2023 releases) -> HeteroData, and export to
+an MMRec folder.
 
-Inputs (McAuley's 2014 release, one category):
+Inputs (one category; each file gzipped or not, told apart by its first bytes):
 
-* interactions, either ``ratings_<Category>.csv`` (``user,item,rating,timestamp``,
-  no header) or ``reviews_<Category>_5.json[.gz]`` (one JSON object per line with
-  ``reviewerID``, ``asin``, ``overall``, ``unixReviewTime``);
-* ``meta_<Category>.json[.gz]``: one Python-literal dict per line, parsed with
-  :func:`ast.literal_eval` (never ``eval``);
-* optionally a folder of images named by ASIN (``B000123.jpg``, ``.png``...).
+======================  ===================================================================
+release                 files and fields read
+======================  ===================================================================
+2014 (McAuley)          ``reviews_<C>_5.json`` (``reviewerID asin overall unixReviewTime``)
+                        or ``ratings_<C>.csv`` (``user,item,rating,timestamp``, no header);
+                        ``meta_<C>.json``: Python-literal dicts (:func:`ast.literal_eval`,
+                        never ``eval``), ``title brand categories`` (a list of paths)
+                        ``description`` (a string)
+2018 (Ni et al.)        ``<C>_5.json`` / ``<C>.json`` (the same review fields) or
+                        ``<C>.csv`` (``item,user,rating,timestamp``, no header);
+                        ``meta_<C>.json``: JSON, ``title brand category`` (one path)
+                        ``feature`` (a list) ``description`` (a list)
+2023 (Hou et al.)       ``<C>.jsonl`` (``user_id parent_asin rating timestamp``, ms) or
+                        ``<C>.csv`` with that header; ``meta_<C>.jsonl``: ``parent_asin
+                        title store categories features details description``
+======================  ===================================================================
+
+The reviews' release is read from the first record's fields; items are ``asin``
+(2014, 2018) or ``parent_asin`` (2023); times are seconds.
 
 Pipeline: read (malformed lines reported as ``file:line`` and skipped or
-rejected by ``on_error``), drop duplicate ``(user, item)`` pairs keeping the
-latest, iterative k-core, id remapping (sorted raw ids), the MMRec per-user
-split (:func:`~mllmrec_pyg.data.split.per_user_split`) and the item text
-``D^t`` (:func:`item_text_from_meta`: title, brand, first category path,
-description, whitespace runs made single spaces).
+rejected by ``on_error``; a truncated gzip file is always an error), drop duplicate
+``(user, item)`` pairs keeping the latest, iterative k-core, id remapping (sorted raw
+ids), the MMRec per-user split (:func:`~mllmrec_pyg.data.split.per_user_split`) and
+the item text ``D^t`` (:func:`item_text`: title, brand, first category path, features,
+details, description, HTML and whitespace runs made single spaces, cut to
+:data:`ITEM_TEXT_WORDS` words).
 
 MMRec export (:meth:`AmazonDataset.export_mmrec`), every file written atomically:
 
@@ -24,10 +39,11 @@ MMRec export (:meth:`AmazonDataset.export_mmrec`), every file written atomically
 ``i_id_mapping.csv``        tab-separated ``asin itemID``
 ``u_id_mapping.csv``        tab-separated ``user_id userID``
 ``item_meta.csv``           comma-separated (RFC 4180 quoting) ``itemID asin title brand
-                            categories description text image``; ``text`` is ``D^t``,
-                            ``categories`` the first path joined by `` > ``, ``image`` the
-                            image path or empty
-``ingest_report.json``      counts of every filtering step and malformed line
+                            categories features description text image``; ``text`` is
+                            ``D^t``, ``categories`` the first path joined by `` > ``,
+                            ``features`` joined by `` | ``, ``image`` the image path or empty
+``ingest_report.json``      counts of every filtering step and malformed line, the release,
+                            and the files written (last: it marks the folder complete)
 ==========================  ===============================================================
 """
 
@@ -36,11 +52,13 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import html
 import io
 import json
 import logging
 import os
 import re
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,59 +79,143 @@ ITEM_MAP_FILE = "i_id_mapping.csv"
 USER_MAP_FILE = "u_id_mapping.csv"
 ITEM_META_FILE = "item_meta.csv"
 REPORT_FILE = "ingest_report.json"
-META_COLUMNS = ("itemID", "asin", "title", "brand", "categories", "description", "text", "image")
+META_COLUMNS = (
+    "itemID",
+    "asin",
+    "title",
+    "brand",
+    "categories",
+    "features",
+    "description",
+    "text",
+    "image",
+)
+#: present while ``prepare-amazon`` writes a folder (removed last)
+INCOMPLETE_FILE = ".prepare-amazon-incomplete"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 OnError = Literal["skip", "error"]
 _ASIN_HINT = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
+_PARENT_HINT = re.compile(r"""['"]parent_asin['"]\s*:\s*['"]([^'"]+)['"]""")
 _MAX_REPORTED = 10
 _WS = re.compile(r"\s+")
 
 
+#: Amazon releases :func:`build_amazon` reads (detected from the files; see the module docstring)
+RELEASES = ("2014", "2018", "2023")
+#: words kept of an item's text ``D^t``: MiniLM reads at most 256 word pieces, and product
+#: text averages about 1.5 word pieces a word (Amazon Scientific), so about 160 words fit
+ITEM_TEXT_WORDS = 160
+_TAG = re.compile(r"</?[A-Za-z][^<>]{0,1000}>")
+
+
 def clean_text(text: Any) -> str:
-    """``str(text)`` with every run of whitespace (newlines included) made one space."""
+    """``text`` as one line: lists joined by spaces, HTML tags and entities removed, every
+    run of whitespace (newlines included) made one space."""
     if text is None:
         return ""
-    return _WS.sub(" ", str(text)).strip()
+    if isinstance(text, (list, tuple)):
+        return " ".join(t for t in (clean_text(x) for x in text) if t)
+    text = str(text)
+    if "<" in text or "&" in text:
+        text = html.unescape(_TAG.sub(" ", text))
+    return _WS.sub(" ", text).strip()
 
 
 def first_category_path(categories: Any) -> list[str]:
-    """Names of the first category path of an Amazon 2014 ``categories`` field.
+    """Names of an item's first category path.
 
-    The field is a list of paths, each a list of names
-    (``[["Baby", "Strollers"], ...]``); a flat list of names is read as one path.
+    The 2014 ``categories`` field is a list of paths, each a list of names
+    (``[["Baby", "Strollers"], ...]``); the 2018 ``category`` and 2023
+    ``categories`` fields are one flat path, read as such.
     """
     if not categories:
         return []
     if isinstance(categories, str):
-        return [categories]
+        return [clean_text(categories)] if clean_text(categories) else []
+    if not isinstance(categories, (list, tuple)):
+        return []
     first = categories[0]
     if isinstance(first, (list, tuple)):
-        return [clean_text(c) for c in first if clean_text(c)]
+        return [clean_text(c) for c in first if isinstance(c, str) and clean_text(c)]
     return [clean_text(c) for c in categories if isinstance(c, str) and clean_text(c)]
 
 
-def item_text(
-    title: Any = None, brand: Any = None, categories: Any = None, description: Any = None
-) -> str:
-    """The item text ``D^t_i``: title, brand, first category path, description.
+def _limit_words(text: str, max_words: int | None) -> str:
+    if max_words is None:
+        return text
+    words = text.split(" ")
+    return text if len(words) <= max_words else " ".join(words[:max_words])
 
-    Missing parts are skipped; newlines become spaces.
+
+def item_text(
+    title: Any = None,
+    brand: Any = None,
+    categories: Any = None,
+    description: Any = None,
+    features: Any = None,
+    details: Any = None,
+    max_words: int | None = ITEM_TEXT_WORDS,
+) -> str:
+    """The item text ``D^t_i``: title, brand, first category path, features, details,
+    description, joined by spaces and cut to ``max_words`` words.
+
+    Missing parts are skipped; HTML and newlines become spaces. The order puts the short,
+    dense fields first, so that the cut falls in the (long) description.
 
     Args:
         title: product title.
-        brand: brand name.
-        categories: Amazon ``categories`` field (list of paths) or one path.
-        description: product description.
+        brand: brand name (2023: the ``store``).
+        categories: a ``categories``/``category`` field (list of paths, or one path).
+        description: product description (a string or a list of paragraphs).
+        features: bullet points (2018 ``feature``, 2023 ``features``).
+        details: ``{name: value}`` facts (2023 ``details``), written ``name: value``.
+        max_words: words kept (``None``: all).
     """
+    facts = []
+    if isinstance(details, Mapping):
+        for key, value in details.items():
+            k, v = clean_text(key).rstrip(":").strip(), clean_text(value)
+            if k and v and k.lower() not in ("brand", "asin"):
+                facts.append(f"{k}: {v}")
     parts = [clean_text(title), clean_text(brand), *first_category_path(categories)]
-    parts.append(clean_text(description))
-    return " ".join(p for p in parts if p)
+    parts += [clean_text(features), *facts, clean_text(description)]
+    return _limit_words(" ".join(p for p in parts if p), max_words)
 
 
-def item_text_from_meta(meta: Mapping[str, Any]) -> str:
-    """:func:`item_text` from one Amazon 2014 metadata record."""
+def meta_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one metadata record of any release, under one set of names:
+    ``title``, ``brand``, ``categories`` (the first path), ``features``, ``details``,
+    ``description``."""
+    details = meta.get("details") if isinstance(meta.get("details"), Mapping) else {}
+    brand = meta.get("brand") or meta.get("store") or details.get("Brand") or ""
+    categories = meta.get("categories") if "categories" in meta else meta.get("category")
+    path = first_category_path(categories)
+    if not path and meta.get("main_category"):
+        path = first_category_path(meta.get("main_category"))
+    features = meta.get("features") if "features" in meta else meta.get("feature")
+    return {
+        "title": clean_text(meta.get("title")),
+        "brand": clean_text(brand),
+        "categories": path,
+        "features": [clean_text(f) for f in features or () if clean_text(f)]
+        if isinstance(features, (list, tuple))
+        else ([clean_text(features)] if clean_text(features) else []),
+        "details": details,
+        "description": clean_text(meta.get("description")),
+    }
+
+
+def item_text_from_meta(meta: Mapping[str, Any], max_words: int | None = ITEM_TEXT_WORDS) -> str:
+    """:func:`item_text` from one metadata record of the 2014, 2018 or 2023 release."""
+    f = meta_fields(meta)
     return item_text(
-        meta.get("title"), meta.get("brand"), meta.get("categories"), meta.get("description")
+        f["title"],
+        f["brand"],
+        f["categories"],
+        f["description"],
+        f["features"],
+        f["details"],
+        max_words,
     )
 
 
@@ -149,11 +251,19 @@ class _LineReader:
         self.issues = LineIssues(str(path))
 
     def lines(self) -> Iterator[tuple[int, str]]:
-        opener = gzip.open if self.path.suffix == ".gz" else open
+        """``(line number, text)`` of every non-blank line; a leading UTF-8 BOM is dropped.
+
+        Raises:
+            MalformedLineError: the file is gzip data that ends early (a truncated
+                download) or is not valid gzip data; this is never skipped.
+        """
+        with open(self.path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"  # detected from the bytes, not the name
         size = self.path.stat().st_size
-        with opener(self.path, "rb") as raw:
+        lineno = 0
+        with (gzip.open if gzipped else open)(self.path, "rb") as raw:
             bar = tqdm(
-                total=size if self.path.suffix != ".gz" else None,
+                total=size if not gzipped else None,
                 desc=f"reading {self.path.name}",
                 unit="B",
                 unit_scale=True,
@@ -163,6 +273,8 @@ class _LineReader:
             try:
                 for lineno, line in enumerate(raw, start=1):
                     bar.update(len(line))
+                    if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                        line = line[3:]
                     try:
                         text = line.decode("utf-8")
                     except UnicodeDecodeError as err:
@@ -171,6 +283,11 @@ class _LineReader:
                     text = text.strip()
                     if text:
                         yield lineno, text
+            except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+                raise MalformedLineError(
+                    f"{self.path}:{lineno + 1}: the gzip data ends early or is damaged "
+                    f"({type(err).__name__}); the file is incomplete, download it again"
+                ) from None
             finally:
                 bar.close()
 
@@ -192,20 +309,22 @@ class _LineReader:
 
 @dataclass
 class RawInteractions:
-    """Interactions as read, raw ids kept."""
+    """Interactions as read, raw ids kept; ``release`` is the layout the file was read as."""
 
     users: np.ndarray
     items: np.ndarray
     ratings: np.ndarray
     timestamps: np.ndarray
     issues: LineIssues
+    release: str = ""
 
 
-def _read_interactions(path, on_error: OnError, what: str, parse_line) -> RawInteractions:
-    """Rows ``(user, item, rating, timestamp)`` from ``parse_line(reader, lineno, text)``
-    for every line; it returns ``None`` (after :meth:`_LineReader.bad`) to skip one."""
+def _read_interactions(path, on_error: OnError, what: str, parser) -> RawInteractions:
+    """Rows ``(user, item, rating, timestamp)`` from ``parser(reader, lineno, text)`` for
+    every line; it returns ``None`` (after :meth:`_LineReader.bad`) to skip one, and its
+    ``release`` attribute names the layout it detected."""
     reader = _LineReader(Path(path), on_error, what)
-    rows = [row for lineno, text in reader.lines() if (row := parse_line(reader, lineno, text))]
+    rows = [row for lineno, text in reader.lines() if (row := parser(reader, lineno, text))]
     reader.summary()
     users, items, ratings, times = zip(*rows) if rows else ([], [], [], [])
     return RawInteractions(
@@ -214,37 +333,105 @@ def _read_interactions(path, on_error: OnError, what: str, parse_line) -> RawInt
         ratings=np.asarray(ratings, dtype=np.float64),
         timestamps=np.asarray(times, dtype=np.int64),
         issues=reader.issues,
+        release=parser.release,
     )
 
 
-def read_ratings_csv(path: str | os.PathLike, on_error: OnError = "skip") -> RawInteractions:
-    """Read ``ratings_<Category>.csv``: ``user,item,rating,timestamp`` per line, no header.
+#: the header names of a ratings CSV's columns (2023: ``user_id,parent_asin,rating,timestamp``)
+_CSV_NAMES = {
+    "user": ("user_id", "reviewerid", "user"),
+    "item": ("parent_asin", "asin", "item_id", "item"),
+    "rating": ("rating", "overall"),
+    "timestamp": ("timestamp", "unixreviewtime", "time"),
+}
+
+
+def _number(value: Any, what: str, integer: bool = False) -> float | int:
+    """A finite number from a field (``bool`` and non-finite values refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} {value!r} is not a number")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {value!r} is not a number") from None
+    if not np.isfinite(x):
+        raise ValueError(f"{what} {value!r} is not finite")
+    if integer:
+        if x != int(x) or abs(x) >= 2**62:
+            raise ValueError(f"{what} {value!r} is not an integer time")
+        return int(x)
+    return x
+
+
+class _CsvParser:
+    """Lines of a ratings-only CSV. A header line names the columns (the 2023 release:
+    ``user_id,parent_asin,rating,timestamp``, times in milliseconds); without one the
+    column order comes from the file name: ``ratings_<Category>.csv`` (2014) is
+    ``user,item,rating,timestamp``, ``<Category>.csv`` (2018) ``item,user,rating,timestamp``."""
+
+    def __init__(self, path: Path, release: str | None) -> None:
+        self.release = release or ("2014" if path.name.startswith("ratings_") else "2018")
+        self.order = ("item", "user") if self.release == "2018" else ("user", "item")
+        self.cols: dict[str, int] | None = None
+        self.header: list[str] | None = None
+        self.width: int | None = None
+        self.first = True
+
+    def __call__(self, reader: _LineReader, lineno: int, text: str):
+        fields = [f.strip() for f in next(csv.reader(io.StringIO(text)))]
+        if self.first:
+            self.first = False
+            names = [f.lower() for f in fields]
+            found = {
+                k: next((names.index(n) for n in v if n in names), None)
+                for k, v in _CSV_NAMES.items()
+            }
+            if all(i is not None for i in found.values()):
+                self.cols, self.header, self.width = found, fields, len(fields)  # a header
+                if "user_id" in names or "parent_asin" in names:
+                    self.release = "2023"
+                return None
+        if len(fields) != (self.width or 4):
+            return reader.bad(
+                lineno,
+                f"expected {self.width or 4} fields "
+                f"({','.join(self.header or (*self.order, 'rating', 'timestamp'))}), "
+                f"got {len(fields)}",
+            )
+        if self.cols is not None:
+            c = self.cols
+            user, item, rating, ts = (fields[c[k]] for k in ("user", "item", "rating", "timestamp"))
+        else:
+            first, second, rating, ts = fields
+            user, item = (first, second) if self.order[0] == "user" else (second, first)
+        if not user or not item:
+            return reader.bad(lineno, "empty user or item id")
+        try:
+            r = _number(rating, "rating")
+            t = _number(ts, "timestamp")
+        except ValueError as err:
+            return reader.bad(lineno, str(err))
+        return user, item, r, _seconds(t, self.release)
+
+
+def _seconds(t: float, release: str) -> int:
+    """A review time in seconds (the 2023 release counts milliseconds)."""
+    return int(t) // 1000 if release == "2023" else int(t)
+
+
+def read_ratings_csv(
+    path: str | os.PathLike, on_error: OnError = "skip", release: str | None = None
+) -> RawInteractions:
+    """Read a ratings-only CSV of any release (:class:`_CsvParser` tells the layouts apart).
 
     Args:
-        path: the CSV file (``.gz`` accepted).
+        path: the CSV file (gzipped or not).
         on_error: ``"skip"`` malformed lines (counted, first ones logged) or
             ``"error"`` (raise :class:`MalformedLineError` naming ``file:line``).
+        release: ``"2014"``, ``"2018"`` or ``"2023"`` to set the layout of a file
+            without a header (default: from the file name).
     """
-    return _read_interactions(path, on_error, "ratings", _ratings_line)
-
-
-def _ratings_line(reader: _LineReader, lineno: int, text: str):
-    fields = next(csv.reader(io.StringIO(text)))
-    if len(fields) != 4:
-        return reader.bad(
-            lineno, f"expected 4 fields (user,item,rating,timestamp), got {len(fields)}"
-        )
-    user, item, rating, ts = (f.strip() for f in fields)
-    if not user or not item:
-        return reader.bad(lineno, "empty user or item id")
-    try:
-        r = float(rating)
-        t = int(float(ts))
-    except ValueError:
-        return reader.bad(lineno, f"rating {rating!r} or timestamp {ts!r} is not a number")
-    if not np.isfinite(r):
-        return reader.bad(lineno, f"rating {rating!r} is not finite")
-    return user, item, r, t
+    return _read_interactions(path, on_error, "ratings", _CsvParser(Path(path), release))
 
 
 def _parse_record(text: str) -> Any:
@@ -254,74 +441,119 @@ def _parse_record(text: str) -> Any:
         return ast.literal_eval(text)  # Python-literal lines of the 2014 dumps
 
 
-def read_reviews_json(path: str | os.PathLike, on_error: OnError = "skip") -> RawInteractions:
-    """Read ``reviews_<Category>_5.json[.gz]``: one review object per line.
+#: review fields of each release: user, item, rating, time (2023: ``parent_asin`` falls back
+#: to ``asin``; times in milliseconds)
+_REVIEW_FIELDS = {
+    "2014": ("reviewerID", "asin", "overall", "unixReviewTime"),
+    "2023": ("user_id", "parent_asin", "rating", "timestamp"),
+}
 
-    Uses ``reviewerID``, ``asin``, ``overall`` (rating) and ``unixReviewTime``.
-    Lines are JSON; Python-literal lines are accepted through
-    :func:`ast.literal_eval`.
+
+class _ReviewParser:
+    """Lines of a reviews file: JSON objects with ``reviewerID``, ``asin``, ``overall``,
+    ``unixReviewTime`` (2014 and 2018) or ``user_id``, ``parent_asin``, ``rating``,
+    ``timestamp`` in milliseconds (2023), detected from the first record that has either
+    set; every later record must have the same fields."""
+
+    def __init__(self, release: str | None) -> None:
+        self.release = release or ""
+
+    def _fields(self, rec: Mapping[str, Any]) -> tuple[str, ...] | None:
+        if not self.release:
+            if "user_id" in rec and ("parent_asin" in rec or "asin" in rec):
+                self.release = "2023"
+            elif "reviewerID" in rec:
+                self.release = "2014"  # or 2018: the same review fields
+            else:
+                return None
+        return _REVIEW_FIELDS["2023" if self.release == "2023" else "2014"]
+
+    def __call__(self, reader: _LineReader, lineno: int, text: str):
+        try:
+            rec = _parse_record(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+            return reader.bad(lineno, f"neither JSON nor a Python literal ({type(err).__name__})")
+        if not isinstance(rec, dict):
+            return reader.bad(lineno, f"expected an object, got {type(rec).__name__}")
+        names = self._fields(rec)
+        if names is None:
+            return reader.bad(lineno, "no reviewerID (2014/2018) or user_id (2023) field")
+        user_f, item_f, rating_f, time_f = names
+        if item_f == "parent_asin" and "parent_asin" not in rec:
+            item_f = "asin"
+        missing = [k for k in (user_f, item_f, rating_f, time_f) if k not in rec]
+        if missing:
+            return reader.bad(lineno, f"missing field(s) {', '.join(missing)}")
+        for f in (user_f, item_f):
+            if not isinstance(rec[f], str):
+                return reader.bad(
+                    lineno, f"{f} is a {type(rec[f]).__name__} ({rec[f]!r:.40}), not a string id"
+                )
+        try:
+            r = _number(rec[rating_f], rating_f)
+            t = _number(rec[time_f], time_f, integer=True)
+        except ValueError as err:
+            return reader.bad(lineno, str(err))
+        user, item = rec[user_f].strip(), rec[item_f].strip()
+        if not user or not item:
+            return reader.bad(lineno, f"empty {user_f} or {item_f}")
+        return user, item, r, _seconds(t, self.release)
+
+
+def read_reviews_json(
+    path: str | os.PathLike, on_error: OnError = "skip", release: str | None = None
+) -> RawInteractions:
+    """Read a reviews file of any release: one review object per line (JSON; the 2014
+    dumps' Python-literal lines are accepted through :func:`ast.literal_eval`).
 
     Args:
-        path: the reviews file.
+        path: the reviews file (gzipped or not).
         on_error: ``"skip"`` or ``"error"``, see :func:`read_ratings_csv`.
+        release: force the layout (default: detected from the first record).
     """
-    return _read_interactions(path, on_error, "reviews", _review_line)
+    return _read_interactions(path, on_error, "reviews", _ReviewParser(release))
 
 
-def _review_line(reader: _LineReader, lineno: int, text: str):
-    try:
-        rec = _parse_record(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
-        return reader.bad(lineno, f"neither JSON nor a Python literal ({type(err).__name__})")
-    if not isinstance(rec, dict):
-        return reader.bad(lineno, f"expected an object, got {type(rec).__name__}")
-    missing = [k for k in ("reviewerID", "asin", "overall", "unixReviewTime") if k not in rec]
-    if missing:
-        return reader.bad(lineno, f"missing field(s) {', '.join(missing)}")
-    try:
-        r = float(rec["overall"])
-        t = int(rec["unixReviewTime"])
-    except (TypeError, ValueError):
-        return reader.bad(lineno, "overall or unixReviewTime is not a number")
-    user, item = str(rec["reviewerID"]).strip(), str(rec["asin"]).strip()
-    if not user or not item:
-        return reader.bad(lineno, "empty reviewerID or asin")
-    return user, item, r, t
+def _meta_id(rec: Mapping[str, Any]) -> Any:
+    """A metadata record's item id: ``parent_asin`` (2023) or ``asin`` (2014, 2018)."""
+    return rec["parent_asin"] if "parent_asin" in rec else rec.get("asin")
 
 
 def read_meta(
     path: str | os.PathLike, asins: set[str] | None = None, on_error: OnError = "skip"
 ) -> tuple[dict[str, dict[str, Any]], LineIssues]:
-    """Read ``meta_<Category>.json[.gz]`` with :func:`ast.literal_eval`.
+    """Read a metadata file of any release: ``meta_<Category>.json[.gz]`` (2014:
+    Python-literal lines, parsed with :func:`ast.literal_eval`, never ``eval``; 2018:
+    JSON lines) or ``meta_<Category>.jsonl[.gz]`` (2023: JSON lines keyed by ``parent_asin``).
 
     Args:
-        path: the metadata file.
-        asins: keep only these items; lines whose ``asin`` is visibly another
+        path: the metadata file (gzipped or not).
+        asins: keep only these items; lines whose id is visibly another
             item are not parsed at all (fast on the large categories).
         on_error: ``"skip"`` or ``"error"``, see :func:`read_ratings_csv`.
 
     Returns:
-        ``({asin: record}, issues)``; the first record of a repeated ASIN wins.
+        ``({item id: record}, issues)``; the first record of a repeated id wins.
     """
     reader = _LineReader(Path(path), on_error, "metadata")
     meta: dict[str, dict[str, Any]] = {}
     repeated = 0
     for lineno, text in reader.lines():
         if asins is not None:
-            hint = _ASIN_HINT.search(text)
+            hint = _PARENT_HINT.search(text) or _ASIN_HINT.search(text)
             if hint is not None and hint.group(1) not in asins:
                 continue
         try:
             rec = _parse_record(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
-            reader.bad(lineno, f"not a Python literal ({type(err).__name__})")
+            reader.bad(lineno, f"neither JSON nor a Python literal ({type(err).__name__})")
             continue
         if not isinstance(rec, dict):
-            reader.bad(lineno, f"expected a dict, got {type(rec).__name__}")
+            reader.bad(lineno, f"expected an object, got {type(rec).__name__}")
             continue
-        asin = rec.get("asin")
+        asin = _meta_id(rec)
         if not isinstance(asin, str) or not asin.strip():
-            reader.bad(lineno, "record has no 'asin'")
+            reader.bad(lineno, "record has no 'asin' (or 'parent_asin') string")
             continue
         asin = asin.strip()
         if asins is not None and asin not in asins:
@@ -331,7 +563,7 @@ def read_meta(
             continue
         meta[asin] = rec
     if repeated:
-        log.warning("%s: %d repeated ASIN record(s) ignored (first kept)", path, repeated)
+        log.warning("%s: %d repeated item record(s) ignored (first kept)", path, repeated)
     reader.summary()
     return meta, reader.issues
 
@@ -355,27 +587,69 @@ def find_images(folder: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
+#: interaction files looked for, in this order: the 5-core reviews (2014, 2018), all reviews
+#: (2018 ``<Category>.json``, 2023 ``<Category>.jsonl``), then ratings-only CSVs
+_INTERACTION_NAMES = (
+    "reviews_{c}_5.json",
+    "{c}_5.json",
+    "{c}.jsonl",
+    "{c}.json",
+    "ratings_{c}.csv",
+    "{c}.csv",
+)
+_META_NAMES = ("meta_{c}.json", "meta_{c}.jsonl")
+
+
 def find_category_files(root: str | os.PathLike, category: str) -> tuple[Path, Path | None]:
     """Locate the interactions and metadata files of ``category`` under ``root``.
 
-    Prefers ``reviews_<Category>_5.json[.gz]`` over ``ratings_<Category>.csv``.
+    Looks for, in this order, each also gzipped (``.gz``): ``reviews_<C>_5.json``
+    (2014), ``<C>_5.json`` (2018 5-core), ``<C>.jsonl`` (2023), ``<C>.json`` (2018),
+    ``ratings_<C>.csv`` (2014), ``<C>.csv`` (2018; 2023 with a header); and
+    ``meta_<C>.json`` (2014, 2018) or ``meta_<C>.jsonl`` (2023).
     """
     root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--root {root} is not a folder")
 
-    def first(*names: str) -> Path | None:
-        return next((root / n for n in names if (root / n).is_file()), None)
+    def first(names: tuple[str, ...]) -> Path | None:
+        for name in names:
+            for suffix in (".gz", ""):
+                path = root / (name.format(c=category) + suffix)
+                if path.is_file():
+                    return path
+        return None
 
-    inter = first(
-        f"reviews_{category}_5.json.gz",
-        f"reviews_{category}_5.json",
-        f"ratings_{category}.csv",
-        f"ratings_{category}.csv.gz",
-    )
+    inter = first(_INTERACTION_NAMES)
     if inter is None:
-        raise FileNotFoundError(
-            f"no reviews_{category}_5.json[.gz] or ratings_{category}.csv in {root}"
-        )
-    return inter, first(f"meta_{category}.json.gz", f"meta_{category}.json")
+        tried = ", ".join(n.format(c=category) + "[.gz]" for n in _INTERACTION_NAMES)
+        raise FileNotFoundError(f"no interactions file for {category!r} in {root} (tried {tried})")
+    return inter, first(_META_NAMES)
+
+
+def read_interactions(
+    path: str | os.PathLike, on_error: OnError = "skip", release: str | None = None
+) -> RawInteractions:
+    """A reviews (JSON lines) or ratings (CSV) file of any release, told apart by its
+    content: a first non-blank character ``{`` means JSON lines."""
+    path = Path(path)
+    reader = _LineReader(path, "skip", "interactions")
+    head = next((text for _, text in reader.lines()), "")
+    if head.startswith("{"):
+        return read_reviews_json(path, on_error, release)
+    return read_ratings_csv(path, on_error, release)
+
+
+def _release_of(reviews: str, path: Path, meta: Mapping[str, Mapping[str, Any]]) -> str:
+    """The release a category's files come from: the reviews' fields tell 2023 apart; the
+    file name or the metadata's fields tell 2018 (``category``, ``main_cat``) from 2014
+    (``categories``)."""
+    if reviews != "2014":
+        return reviews
+    if not path.name.startswith(("reviews_", "ratings_")):
+        return "2018"
+    first = next(iter(meta.values()), {})
+    return "2018" if "main_cat" in first or "category" in first else "2014"
 
 
 @dataclass
@@ -383,13 +657,16 @@ class AmazonConfig:
     """Where the raw files are and how to filter them.
 
     Args:
-        interactions: ``ratings_*.csv`` or ``reviews_*_5.json[.gz]``.
-        meta: ``meta_*.json[.gz]`` (optional: items then have empty text).
+        interactions: a reviews (JSON lines) or ratings (CSV) file of any release.
+        meta: the metadata file (optional: items then have empty text).
         images: folder of ``<ASIN>.<ext>`` images (optional).
         k: k-core threshold (5 in the paper).
         seed: seed of the per-user split.
         on_error: malformed-line policy, ``"skip"`` or ``"error"``.
         require_meta: drop items without a metadata record before the k-core.
+        release: ``"2014"``, ``"2018"`` or ``"2023"`` to force the interaction file's
+            layout (``None``: detected from the file).
+        max_words: words kept of each item text (:func:`item_text`; ``None``: all).
     """
 
     interactions: Path
@@ -399,6 +676,8 @@ class AmazonConfig:
     seed: int = 0
     on_error: OnError = "skip"
     require_meta: bool = False
+    release: str | None = None
+    max_words: int | None = ITEM_TEXT_WORDS
 
     def __post_init__(self) -> None:
         self.interactions = Path(self.interactions)
@@ -408,6 +687,10 @@ class AmazonConfig:
             raise ValueError(f"on_error must be 'skip' or 'error', got {self.on_error!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.release is not None and self.release not in RELEASES:
+            raise ValueError(f"release must be one of {RELEASES}, got {self.release!r}")
+        if self.max_words is not None and self.max_words < 1:
+            raise ValueError(f"max_words must be >= 1, got {self.max_words}")
 
 
 @dataclass
@@ -439,16 +722,14 @@ class AmazonDataset:
 
     def item_texts(self) -> list[str]:
         """``D^t`` for every item (empty for items without metadata)."""
-        return [item_text_from_meta(m) if m else "" for m in self.meta]
+        words = self.report.get("config", {}).get("max_words", ITEM_TEXT_WORDS)
+        return [item_text_from_meta(m, words) if m else "" for m in self.meta]
 
     @classmethod
     def build(cls, config: AmazonConfig) -> AmazonDataset:
         """Read, clean, k-core, remap and split as described in the module docstring."""
         name = config.interactions.name
-        if name.startswith("ratings_") or name.endswith((".csv", ".csv.gz")):
-            raw = read_ratings_csv(config.interactions, config.on_error)
-        else:
-            raw = read_reviews_json(config.interactions, config.on_error)
+        raw = read_interactions(config.interactions, config.on_error, config.release)
         report: dict[str, Any] = {
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
             "interactions_read": int(raw.users.size),
@@ -475,6 +756,7 @@ class AmazonDataset:
             report["meta_file"] = str(config.meta)
             report["malformed"][issues.path] = issues.count
             report["malformed_examples"] += issues.examples
+        report["release"] = _release_of(raw.release, config.interactions, meta)
         no_meta = np.array([i not in meta for i in items.tolist()], dtype=bool)
         if config.require_meta:
             report["interactions_without_meta_dropped"] = int(no_meta.sum())
@@ -551,6 +833,10 @@ class AmazonDataset:
     def export_mmrec(self, folder: str | os.PathLike, name: str) -> dict[str, Path]:
         """Write the MMRec folder described in the module docstring.
 
+        The folder holds :data:`INCOMPLETE_FILE` while it is written; ``ingest_report.json``
+        comes last, listing every file written, and then the marker goes. A folder
+        killed half-way keeps the marker, which :func:`check_complete` refuses.
+
         Args:
             folder: output folder (created).
             name: dataset name; the interactions go to ``<name>.inter``.
@@ -563,6 +849,9 @@ class AmazonDataset:
             raise ValueError(f"invalid dataset name {name!r}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(folder)
+        marker = folder / INCOMPLETE_FILE
+        write_text(marker, f"prepare-amazon (pid {os.getpid()}) is writing this folder\n")
         order = np.lexsort((self.timestamps, self.users))
         texts = self.item_texts()
         out = {
@@ -594,21 +883,25 @@ class AmazonDataset:
         def meta_rows():
             yield META_COLUMNS
             for i, (asin, m) in enumerate(zip(self.item_ids, self.meta)):
-                m = m or {}
+                f = meta_fields(m or {})
                 img = self.image_paths[i]
                 yield (
                     i,
                     asin,
-                    clean_text(m.get("title")),
-                    clean_text(m.get("brand")),
-                    " > ".join(first_category_path(m.get("categories"))),
-                    clean_text(m.get("description")),
+                    f["title"],
+                    f["brand"],
+                    " > ".join(f["categories"]),
+                    " | ".join(f["features"]),
+                    f["description"],
                     texts[i],
                     str(img) if img is not None else "",
                 )
 
         _write_table(out["item_meta"], meta_rows(), ",")
-        write_text(out["report"], json.dumps(self.report, indent=1, sort_keys=True))
+        files = {p.name: p.stat().st_size for k, p in out.items() if k != "report"}
+        report = {**self.report, "files": files}
+        write_text(out["report"], json.dumps(report, indent=1, sort_keys=True))
+        marker.unlink()
         log.info("wrote MMRec folder %s (%s.inter, %d rows)", folder, name, order.size)
         return out
 
@@ -621,6 +914,56 @@ def _write_table(path: Path, rows, delimiter: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, delimiter=delimiter, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerows(rows)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove ``.<name>.<pid>.tmp`` files (:func:`~mllmrec_pyg.io.atomic_path`) whose
+    writer is gone: left behind when a run was killed."""
+    for tmp in folder.glob(".*.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted run", tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_complete(folder: str | os.PathLike) -> None:
+    """Refuse a folder ``prepare-amazon`` did not finish writing.
+
+    Raises:
+        ValueError: the folder holds :data:`INCOMPLETE_FILE`, or a file its
+            ``ingest_report.json`` lists is missing (one line naming it).
+    """
+    folder = Path(folder)
+    if (folder / INCOMPLETE_FILE).exists():
+        raise ValueError(
+            f"{folder}: prepare-amazon did not finish writing this folder "
+            f"({INCOMPLETE_FILE} is still there); run prepare-amazon again"
+        )
+    report = folder / REPORT_FILE
+    if not report.is_file():
+        return
+    try:
+        files = json.loads(report.read_text(encoding="utf-8")).get("files") or {}
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise ValueError(
+            f"{report}: not a readable ingest report; run prepare-amazon again"
+        ) from None
+    missing = sorted(n for n in files if not (folder / n).is_file())
+    if missing:
+        raise ValueError(
+            f"{folder}: {', '.join(missing)} missing (listed in {REPORT_FILE}); "
+            "run prepare-amazon again"
+        )
 
 
 def read_item_meta(folder: str | os.PathLike) -> tuple[list[str], list[str | None]]:
@@ -642,7 +985,7 @@ def read_item_meta(folder: str | os.PathLike) -> tuple[list[str], list[str | Non
         raise FileNotFoundError(f"{path} not found (written by 'mllmrec prepare-amazon')")
     texts: list[str] = []
     images: list[str | None] = []
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in ("itemID", "text") if c not in (reader.fieldnames or [])]
         if missing:
@@ -675,8 +1018,11 @@ def load_amazon(
     seed: int = 0,
     on_error: OnError = "skip",
     require_meta: bool = False,
+    release: str | None = None,
+    max_words: int | None = ITEM_TEXT_WORDS,
 ) -> HeteroData:
-    """Raw Amazon 2014 category -> HeteroData (contract of :mod:`mllmrec_pyg.data.schema`).
+    """A raw Amazon category (2014, 2018 or 2023 release) -> HeteroData (contract of
+    :mod:`mllmrec_pyg.data.schema`).
 
     Give either ``root`` + ``category`` (files found by their release names)
     or the file paths. See :class:`AmazonConfig` for the options.
@@ -695,6 +1041,8 @@ def load_amazon(
         seed=seed,
         on_error=on_error,
         require_meta=require_meta,
+        release=release,
+        max_words=max_words,
     ).to_heterodata()
 
 
@@ -709,6 +1057,8 @@ def build_amazon(
     seed: int = 0,
     on_error: OnError = "skip",
     require_meta: bool = False,
+    release: str | None = None,
+    max_words: int | None = ITEM_TEXT_WORDS,
 ) -> AmazonDataset:
     """Like :func:`load_amazon` but returns the :class:`AmazonDataset` (for export)."""
     if interactions is None:
@@ -717,12 +1067,20 @@ def build_amazon(
         interactions, found_meta = find_category_files(root, category)
         meta = meta if meta is not None else found_meta
     return AmazonDataset.build(
-        AmazonConfig(interactions, meta, images, k, seed, on_error, require_meta)
+        AmazonConfig(
+            interactions, meta, images, k, seed, on_error, require_meta, release, max_words
+        )
     )
 
 
 __all__ = [
+    "INCOMPLETE_FILE",
+    "ITEM_TEXT_WORDS",
+    "RELEASES",
+    "check_complete",
     "clean_text",
+    "meta_fields",
+    "read_interactions",
     "first_category_path",
     "item_text",
     "item_text_from_meta",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg.data.amazon import ITEM_META_FILE, read_item_meta
+from mllmrec_pyg.data.amazon import ITEM_META_FILE, check_complete, read_item_meta
 from mllmrec_pyg.data.mmrec import load_mmrec
 from mllmrec_pyg.data.schema import ITEM
 from mllmrec_pyg.io import read_jsonl_texts
@@ -42,6 +42,7 @@ def load_folder(folder: str | os.PathLike, fused: bool = True) -> HeteroData:
             the plain ``item_meta.csv`` texts stay in ``data["item"].base_text``.
     """
     folder = Path(folder)
+    check_complete(folder)
     data = load_mmrec(folder, item_features="none", user_features="none")
     texts, images = read_item_meta(folder)
     n = int(data[ITEM].num_nodes)
