@@ -11,15 +11,19 @@ objects) with three fixed keys:
 * the payload: ``meta`` (JSON: model name, config, data fingerprint, extras)
   and ``state_dict`` for a model; the trainer's progress for a state.
 
-Writes are atomic (temporary file + ``os.replace``).
+Writes are atomic (temporary file + ``os.replace``). A training-state folder
+is held by one process at a time (:func:`checkpoint_dir_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +118,57 @@ def load_verified(path: str | os.PathLike, fmt: str, what: str, hint: str) -> di
             f"{path}: the {what} is corrupted (its content does not match its sha256); {hint}"
         )
     return obj
+
+
+# -- one process per training-state folder ---------------------------------------------------
+LOCK_FILE = ".lock"
+_HELD: dict[str, list] = {}  # resolved folder -> [open lock file, depth], this process's locks
+_HELD_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def checkpoint_dir_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder`` (a trainer's ``checkpoint_dir``) for this process.
+
+    An exclusive ``flock`` on ``<folder>/.lock``, which the system releases
+    when the holder exits or dies, so a killed run never blocks the next.
+    Re-entrant within one process (the command line takes the lock before
+    loading data, the trainer again around its loop).
+
+    Raises:
+        CheckpointError: another process holds the folder (its pid is named).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is None:
+            fh = open(folder / LOCK_FILE, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                pid = fh.read().strip() or "?"
+                fh.close()
+                raise CheckpointError(
+                    f"{folder}: another training (pid {pid}) is using this checkpoint folder; "
+                    "wait for it to finish or choose another --checkpoint-dir"
+                ) from None
+            fh.truncate(0)
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            held = _HELD[key] = [fh, 0]
+        held[1] += 1
+    try:
+        yield folder
+    finally:
+        with _HELD_GUARD:
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[key]
+                fcntl.flock(held[0], fcntl.LOCK_UN)
+                held[0].close()
 
 
 # -- data fingerprint -----------------------------------------------------------------------
@@ -217,6 +272,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "STATE_FORMAT",
     "CheckpointError",
+    "checkpoint_dir_lock",
     "content_digest",
     "data_fingerprint",
     "load_checkpoint",

@@ -36,6 +36,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     PermissionError,
     ImportError,  # an optional extra that is not installed (the message names it)
+    FloatingPointError,  # training diverged (the message names the epoch and the learning rate)
 )
 
 

@@ -7,8 +7,11 @@ Face hub switched off, so encoding never touches the network.
 
 Feature files use the reference implementation's names,
 :data:`ITEM_FEATURES_FILE` and :data:`USER_FEATURES_FILE`; each is written
-atomically together with a small JSON sidecar recording the model and a hash
-of the encoded texts, so an unchanged input is loaded instead of re-encoded.
+atomically together with a small JSON sidecar recording the model, a hash of
+the encoded texts and the array written (shape, dtype and a sha256 of its
+content), so an unchanged input is loaded instead of re-encoded, and a file
+changed since it was written (other numbers, another width, NaN rows, a
+truncated copy) is noticed and encoded again.
 """
 
 from __future__ import annotations
@@ -162,6 +165,13 @@ def texts_fingerprint(texts: Sequence[str], model: str | os.PathLike | None = No
     return h.hexdigest()
 
 
+def array_digest(arr: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes (C order)."""
+    h = hashlib.sha256(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
 def save_features(
     x: Tensor | np.ndarray, path: str | os.PathLike, meta: dict | None = None
 ) -> Path:
@@ -171,7 +181,8 @@ def save_features(
         x: the ``[N, d]`` feature matrix.
         path: target file.
         meta: optional JSON-serialisable metadata written beside it as
-            ``<path>.json`` (also atomically).
+            ``<path>.json`` (also atomically), with the array's ``shape``,
+            ``dtype`` and ``content_sha256`` (:func:`array_digest`) added.
     """
     path = Path(path)
     arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
@@ -179,16 +190,76 @@ def save_features(
     with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr, allow_pickle=False)
     if meta is not None:
-        write_text(path.with_name(path.name + ".json"), json.dumps(meta, indent=1, sort_keys=True))
+        _write_sidecar(path, {**meta, **_array_record(arr)})
     return path
 
 
-def load_features(path: str | os.PathLike) -> Tensor:
-    """Read a feature ``.npy`` file (no pickles) into a float32 tensor."""
-    arr = np.load(Path(path), allow_pickle=False)
+def _array_record(arr: np.ndarray) -> dict:
+    return {"shape": list(arr.shape), "dtype": arr.dtype.str, "content_sha256": array_digest(arr)}
+
+
+def _write_sidecar(path: Path, meta: dict) -> None:
+    write_text(path.with_name(path.name + ".json"), json.dumps(meta, indent=1, sort_keys=True))
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """A 2-D real ``.npy`` array (no pickles), or a ``ValueError`` naming the file."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise ValueError(
+            f"{path}: not a readable .npy array (truncated or another kind of file: {err})"
+        ) from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise ValueError(f"{path}: a .npz archive, expected a single .npy matrix")
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D feature matrix, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{path}: expected real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def load_features(path: str | os.PathLike) -> Tensor:
+    """Read a feature ``.npy`` file (no pickles) into a float32 tensor.
+
+    Raises:
+        ValueError: naming the file: empty, truncated, not a ``.npy`` array, not
+            2-D, or not real numbers (complex, bool, strings).
+    """
+    arr = _read_array(Path(path))
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def _cached(path: Path, meta: dict, rows: int) -> tuple[Tensor | None, str]:
+    """The cached array at ``path`` if it is the one its sidecar ``meta`` records, else
+    ``(None, why not)``. A sidecar written before arrays were recorded gets the record
+    of an array that passes the other checks (float32, ``rows`` rows, finite)."""
+    try:
+        arr = _read_array(path)
+    except ValueError as err:
+        return None, str(err).removeprefix(f"{path}: ")
+    width = meta.get("dim", arr.shape[1])
+    if arr.dtype != np.float32 or arr.shape != (rows, width):
+        return None, (
+            f"holds {arr.dtype} {tuple(arr.shape)}, but {rows} texts were encoded into "
+            f"float32 ({rows}, {width})"
+        )
+    recorded = meta.get("content_sha256")
+    if recorded is not None and recorded != array_digest(arr):
+        return None, "its content changed since it was written (sha256 differs)"
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        return None, f"NaN or inf in {bad.size} row(s), e.g. {bad[:5].tolist()}"
+    if recorded is None:
+        try:
+            _write_sidecar(path, {**meta, **_array_record(arr)})
+            log.info("%s: recorded the content hash of the cached array", path)
+        except OSError as err:  # a read-only cache is still used
+            log.info("%s: could not record the array's content hash (%s)", path, err)
+    return torch.from_numpy(arr), ""
 
 
 def encode_to_file(
@@ -204,7 +275,11 @@ def encode_to_file(
 
     Args:
         texts: strings to embed.
-        path: output ``.npy`` (its sidecar ``<path>.json`` stores the hash).
+        path: output ``.npy``; its sidecar ``<path>.json`` records the texts' hash and
+            the array's shape, dtype and content hash. The file is reused only when
+            the texts' hash matches and the array is the one recorded (finite,
+            float32, one row per text); otherwise it is encoded again, with a warning
+            naming the file and what changed.
         model, batch_size, device, show_progress: as in :func:`encode_texts`.
         overwrite: re-encode even if a matching file exists.
     """
@@ -214,17 +289,24 @@ def encode_to_file(
     side = path.with_name(path.name + ".json")
     if not overwrite and path.is_file() and side.is_file():
         try:
-            meta = json.loads(side.read_text())
-        except json.JSONDecodeError:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             meta = {}
-        if meta.get("sha256") == digest:
-            x = load_features(path)
-            if x.size(0) == len(texts):
-                log.info("reusing %s (%d rows, inputs unchanged)", path, x.size(0))
-                return x
+        if isinstance(meta, dict) and meta.get("sha256") == digest:
+            cached, problem = _cached(path, meta, len(texts))
+            if cached is not None:
+                log.info("reusing %s (%d rows, inputs unchanged)", path, cached.size(0))
+                return cached
+            log.warning("%s: %s; encoding the texts again", path, problem)
     x = encode_texts(
         texts, model, batch_size=batch_size, device=device, show_progress=show_progress
     )
+    bad = (~torch.isfinite(x).all(dim=1)).nonzero().flatten()
+    if bad.numel():
+        raise ValueError(
+            f"{path}: the encoder gave NaN or inf for {bad.numel()} text(s), e.g. rows "
+            f"{bad[:5].tolist()}; nothing was written"
+        )
     meta = {
         "sha256": digest,
         "model": str(model) if model is not None else _default_model_id(),
@@ -288,6 +370,7 @@ def encode_data(
 __all__ = [
     "ITEM_FEATURES_FILE",
     "USER_FEATURES_FILE",
+    "array_digest",
     "default_model_path",
     "embedding_dim",
     "encode_data",

@@ -77,6 +77,41 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
 
 
+def text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file, line ends kept (as ``open(path, newline="")`` gives
+    them), with a leading UTF-8 byte-order mark dropped.
+
+    Raises:
+        ValueError: ``path:line: ...`` at the first line that is not UTF-8, naming
+            the byte and its column.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                    f"{err.start + 1}); save the file as UTF-8"
+                ) from None
+
+
+def link_target_elsewhere(path: str | os.PathLike) -> Path | None:
+    """Where ``path`` points when it is a symbolic link out of its own folder, else ``None``.
+
+    Readers of such a file do not quote its content in their errors (it may be
+    any file on the system), and name the target instead.
+    """
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    return None if target.parent == path.parent.resolve() else target
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write one JSON object per line atomically (keys sorted, UTF-8 kept)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
@@ -131,8 +166,10 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Pat
 __all__ = [
     "atomic_path",
     "jsonable",
+    "link_target_elsewhere",
     "read_json",
     "read_jsonl_texts",
+    "text_lines",
     "write_csv",
     "write_json",
     "write_jsonl",

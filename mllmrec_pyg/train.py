@@ -25,9 +25,12 @@ reloadable checkpoint (state dict + JSON config).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import numbers
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +47,7 @@ from tqdm.auto import tqdm
 from mllmrec_pyg.checkpoint import (
     STATE_FORMAT,
     CheckpointError,
+    checkpoint_dir_lock,
     data_fingerprint,
     load_checkpoint,
     load_verified,
@@ -52,12 +56,48 @@ from mllmrec_pyg.checkpoint import (
     save_verified,
 )
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
+from mllmrec_pyg.fields import FieldError, check_fields
 from mllmrec_pyg.metrics import DEFAULT_KS, FullRankEvaluator
 from mllmrec_pyg.nn.base import RankingModel, Recommender
 from mllmrec_pyg.sampling import UniformNegativeSampler, seed_everything
 from mllmrec_pyg.threads import tuned
 
 log = logging.getLogger(__name__)
+
+
+def check_cutoffs(ks: Sequence[int]) -> None:
+    """Refuse metric cut-offs that are not integers >= 1 (naming them)."""
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1]
+    if bad:
+        raise FieldError("ks", tuple(ks), f"must be integer cut-offs >= 1 ({bad} are not)")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, refused in one line if this machine lacks it.
+
+    Raises:
+        ValueError: not a device name, a backend this machine does not have
+            (``cuda`` without a GPU), an index beyond its devices, or ``meta``.
+    """
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device {str(device)!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)"
+        ) from None
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds no data: models cannot train on it")
+    backend = getattr(torch, dev.type, None) if dev.type != "cpu" else None
+    available = getattr(backend, "is_available", None)
+    if available is not None and not available():
+        raise ValueError(f"device {str(device)!r}: this machine has no {dev.type} device")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ValueError(
+            f"device {str(device)!r}: this machine has {count()} {dev.type} device(s), "
+            f"numbered from 0"
+        )
+    return dev
 
 
 def fit_cutoffs(num_items: int, ks: Sequence[int] | None = None) -> tuple[tuple[int, ...], str]:
@@ -68,7 +108,8 @@ def fit_cutoffs(num_items: int, ks: Sequence[int] | None = None) -> tuple[tuple[
     cut-off when 20 does not fit.
     """
     wanted = tuple(ks) if ks else DEFAULT_KS
-    fitted = tuple(sorted({k for k in wanted if 0 < k <= num_items}))
+    check_cutoffs(wanted)
+    fitted = tuple(sorted({k for k in wanted if k <= num_items}))
     if not fitted:
         raise ValueError(
             f"no metric cut-off in {wanted} fits a catalog of {num_items} items; pass --ks"
@@ -115,17 +156,29 @@ class TrainConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.checkpoint_dir, os.PathLike):
+            self.checkpoint_dir = os.fspath(self.checkpoint_dir)
+        if isinstance(self.device, torch.device):
+            self.device = str(self.device)
+        check_fields(TrainConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.ks = tuple(int(k) for k in self.ks)
+        check_cutoffs(self.ks)
+        for key in ("lr", "batch_size", "patience", "eval_block_size"):
+            if getattr(self, key) <= 0:
+                raise FieldError(key, getattr(self, key), "must be positive")
+        if self.epochs < 1:
+            raise FieldError("epochs", self.epochs, "must be >= 1")
         name, _, k = self.monitor.partition("@")
         if not k.isdigit() or int(k) not in self.ks:
             raise ValueError(
                 f"monitor {self.monitor!r} must be '<metric>@k' with k in ks={self.ks}"
             )
-        for key in ("lr", "batch_size", "patience"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise FieldError(
+                "device", self.device, "must be a torch device such as cpu, cuda, cuda:1 or mps"
+            ) from None
 
     def resume_key(self) -> dict[str, Any]:
         """Settings that must match for a saved state to be resumed."""
@@ -245,7 +298,7 @@ class Trainer:
             cfg = dataclasses.replace(cfg, ks=ks, monitor=monitor)
         self.config = cfg
         self.data = data
-        self.device = torch.device(cfg.device)
+        self.device = check_device(cfg.device)
         self.model = model.to(self.device) if isinstance(model, torch.nn.Module) else model
         if (model.num_users, model.num_items) != (self.num_users, self.num_items):
             raise ValueError(
@@ -318,8 +371,15 @@ class Trainer:
             total += loss.item() * idx.numel()
             count += idx.numel()
         if not np.isfinite(total):
-            raise FloatingPointError(f"epoch {epoch}: the training loss became {total}")
-        return total / max(count, 1)
+            what = f"the training loss became {total}"
+        elif not all(bool(torch.isfinite(p).all()) for p in self.parameters()):
+            what = "the model's weights became NaN or infinite"
+        else:
+            return total / max(count, 1)
+        raise FloatingPointError(
+            f"epoch {epoch}: {what}; training diverged: lower the learning rate "
+            f"(lr={self.config.lr:g}) or the loss weights"
+        )
 
     @torch.no_grad()
     def evaluate(self, split: str = "valid") -> dict[str, float]:
@@ -387,11 +447,52 @@ class Trainer:
         state["history"] = json.loads(obj["history"])
         state["best_state"] = obj["best_model"]
         log.info("resuming from %s after epoch %d", path, state["epoch"])
+        self._repair_best(state)
         return state
+
+    def _repair_best(self, state: dict[str, Any]) -> None:
+        """Rewrite ``best.pt`` from a resumed state when it is missing, unreadable or not
+        the state's best epoch (it is otherwise written only when valid improves)."""
+        path = self._path("best.pt")
+        if path is None or state["best_state"] is None or not isinstance(self.model, RankingModel):
+            return
+        try:
+            meta = read_checkpoint_meta(path)
+            problem = None if meta.get("epoch") == state["best_epoch"] else "from another epoch"
+        except CheckpointError as err:
+            problem = str(err).removeprefix(f"{path}: ")
+        if problem is None:
+            return
+        log.warning(
+            "%s: %s; rewriting it from %s (epoch %d)",
+            path,
+            problem.split(";")[0],
+            self._path("last.pt"),
+            state["best_epoch"],
+        )
+        valid = next(
+            (h["valid"] for h in state["history"] if h["epoch"] == state["best_epoch"]), {}
+        )
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(state["best_state"])
+        try:
+            self._save_best(valid, state["best_epoch"])
+        finally:
+            self.model.load_state_dict(current)
 
     # -- the loop -------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        """Train until early stopping or the epoch cap; return valid/test at the best epoch."""
+        """Train until early stopping or the epoch cap; return valid/test at the best epoch.
+
+        With ``checkpoint_dir`` the folder is held for the whole run
+        (:func:`~mllmrec_pyg.checkpoint.checkpoint_dir_lock`): a second
+        training on it is refused instead of overwriting this one's files.
+        """
+        folder = self.config.checkpoint_dir
+        with checkpoint_dir_lock(folder) if folder else contextlib.nullcontext():
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         cfg = self.config
         start = time.perf_counter()
         if not self.trainable:

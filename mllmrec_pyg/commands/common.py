@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any
 
 from mllmrec_pyg.config import (
@@ -21,8 +23,9 @@ from mllmrec_pyg.config import (
     TextConfig,
     default_of,
 )
+from mllmrec_pyg.fields import FieldError
 from mllmrec_pyg.metrics import DEFAULT_KS
-from mllmrec_pyg.train import TrainConfig, fit_cutoffs
+from mllmrec_pyg.train import TrainConfig, check_device, fit_cutoffs
 
 
 class CommandError(Exception):
@@ -77,6 +80,8 @@ def build(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
     }
     try:
         return cls(**values, **fixed)
+    except FieldError as err:  # name the flag of the field (``--name-with-dashes``)
+        raise CommandError(f"{err} (--{err.field.replace('_', '-')})") from None
     except (TypeError, ValueError) as err:
         raise CommandError(str(err)) from None
 
@@ -186,6 +191,8 @@ def train_config(args: argparse.Namespace, num_items: int) -> TrainConfig:
     """:class:`TrainConfig` from the flags, with the cut-offs fitted to ``num_items`` items."""
     try:
         ks, monitor = fit_cutoffs(num_items, args.ks)
+    except FieldError as err:
+        raise CommandError(f"{err} (--ks)") from None
     except ValueError as err:
         raise CommandError(str(err)) from None
     fixed: dict[str, Any] = {"ks": ks, "monitor": monitor}
@@ -201,7 +208,36 @@ def train_config(args: argparse.Namespace, num_items: int) -> TrainConfig:
 
 def check_train_arguments(args: argparse.Namespace) -> None:
     """Check the training flags before any work (the catalog size is not known yet)."""
-    train_config(args, num_items=max(args.ks or DEFAULT_KS))
+    cfg = train_config(args, num_items=max(args.ks or DEFAULT_KS))
+    try:
+        check_device(cfg.device)
+    except ValueError as err:
+        raise CommandError(f"{err} (--device)") from None
+
+
+def check_writable(path: str | os.PathLike, flag: str, folder: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written.
+
+    The path must not be a folder (a file when ``folder``), and its nearest
+    existing ancestor must be a folder this process may write in; nothing is
+    created.
+
+    Raises:
+        CommandError: naming ``flag``, the path and the part at fault.
+    """
+    path = Path(path)
+    kind = "folder" if folder else "file"
+    if path.exists() and path.is_dir() != folder:
+        found = "a folder" if path.is_dir() else "a file"
+        raise CommandError(f"{flag} {path}: is {found}, expected a {kind} path")
+    parent = path if folder and path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"{flag} {path}: {parent} is a file, so no {kind} can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CommandError(f"{flag} {path}: {parent} is not writable")
+    return path
 
 
 __all__ = [
@@ -212,6 +248,7 @@ __all__ = [
     "add_stage_arguments",
     "build",
     "check_train_arguments",
+    "check_writable",
     "data_config",
     "graph_config",
     "key_value",

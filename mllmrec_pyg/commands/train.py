@@ -8,6 +8,7 @@ runs :mod:`mllmrec_pyg.pipeline`: load, features, item graph, train.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ from mllmrec_pyg.commands.common import (
     add_key_values,
     add_stage_arguments,
     check_train_arguments,
+    check_writable,
     data_config,
     graph_config,
     text_config,
@@ -28,8 +30,11 @@ from mllmrec_pyg.commands.common import (
 from mllmrec_pyg.config import default_of
 from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.plug_and_play import HOSTS
+from mllmrec_pyg.fields import FieldError
+from mllmrec_pyg.io import read_json
 from mllmrec_pyg.nn import BPRConfig, FREEDOMConfig, LightGCNConfig, MLLMRecConfig
 from mllmrec_pyg.nn.registry import MODELS, make_config, model_class
+from mllmrec_pyg.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +165,20 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
     values.update(dict(args.set))
     try:
         make_config(args.model, values)  # unknown fields and bad values fail now, before any work
+    except FieldError as err:
+        raise CommandError(f"{err} ({field_option(args, err.field)})") from None
     except (TypeError, ValueError) as err:
         raise CommandError(str(err)) from None
     return values
+
+
+def field_option(args: argparse.Namespace, field: str) -> str:
+    """The option that set model config ``field``: ``--set field=VALUE`` or its flag."""
+    given = dict(args.set)
+    if field in given:
+        return f"--set {field}={given[field]!r}"
+    flags = [f for f, fields in MODEL_FLAGS.items() if fields.get(args.model) == field]
+    return "--" + flags[0].replace("_", "-") if flags else f"--set {field}"
 
 
 def apply_tuned(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,7 +206,54 @@ def apply_tuned(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in settings["model"].items() if k != "seed"}  # --seed seeds training
 
 
+def check_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    """Refuse output paths that cannot be written and hold ``--checkpoint-dir``, before any
+    work, so that a finished training is never lost to a bad path or a second run."""
+    from mllmrec_pyg.checkpoint import checkpoint_dir_lock
+
+    for flag, path in (("--json", args.json), ("--checkpoint", args.checkpoint)):
+        if path is not None:
+            check_writable(path, flag)
+    if args.checkpoint_dir is not None:
+        check_writable(args.checkpoint_dir, "--checkpoint-dir", folder=True)
+        stack.enter_context(checkpoint_dir_lock(args.checkpoint_dir))
+
+
+def check_tuned(args: argparse.Namespace, values: dict[str, Any]) -> None:
+    """Refuse, naming the file, ``--tuned`` model or training settings of the wrong type or
+    range that this run uses (``values``: its model settings not set on the command line)."""
+    from mllmrec_pyg.tuning import read_tuned
+
+    try:
+        make_config(args.model, values)
+        train = read_tuned(args.tuned)["settings"].get("train") or {}
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        # the file's value is the one used where the flag was not given (apply_tuned set it)
+        TrainConfig(**{k: v for k, v in train.items() if k in known and getattr(args, k) == v})
+    except (TypeError, ValueError) as err:
+        raise CommandError(f"{args.tuned}: a chosen setting is refused: {err}") from None
+
+
+def warn_tuned_dataset(args: argparse.Namespace, data_cfg: Any) -> None:
+    """Say so in one line when ``--tuned`` was tuned on another dataset (search spaces and
+    good settings differ between datasets)."""
+    tuned_on = read_json(args.tuned).get("dataset")
+    if tuned_on is not None and tuned_on != data_cfg.tag():
+        log.warning(
+            "%s was tuned on dataset %r, not on %r (this run): its settings were chosen for "
+            "another dataset",
+            args.tuned,
+            tuned_on,
+            data_cfg.tag(),
+        )
+
+
 def main(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        return _main(args, stack)
+
+
+def _main(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from mllmrec_pyg import pipeline
     from mllmrec_pyg.checkpoint import save_checkpoint
     from mllmrec_pyg.io import write_json
@@ -199,9 +262,15 @@ def main(args: argparse.Namespace) -> int:
     # every option is checked before any work starts
     tuned = apply_tuned(args) if args.tuned else {}
     args.model = args.model or DEFAULT_MODEL
-    values = {**tuned, **model_values(args)}
+    given = model_values(args)
+    if args.tuned:
+        check_tuned(args, {k: v for k, v in tuned.items() if k not in given})
+    values = {**tuned, **given}
     check_train_arguments(args)
     data_cfg, text, graph = data_config(args), text_config(args), graph_config(args)
+    if args.tuned:
+        warn_tuned_dataset(args, data_cfg)
+    check_outputs(args, stack)
     needs = model_class(args.model).requires(make_config(args.model, values))
     items, users, refined = ("items" in needs), ("users" in needs), ("graph" in needs)
     data = pipeline.load_data(data_cfg)

@@ -13,7 +13,8 @@ feature matrices whose row ``i`` belongs to id ``i``:
 =============================  ===============================================
 
 Ids are used as they are (MMRec folders are already mapped to ``0..n-1``), so
-a folder downloaded from the MLLMRec or MMRec authors loads without edits.
+a folder downloaded from the MLLMRec or MMRec authors loads without edits; ids
+far beyond the number of distinct ids are refused (:func:`check_id_range`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, SchemaError, check_features
 from mllmrec_pyg.data.split import to_heterodata
+from mllmrec_pyg.io import link_target_elsewhere, text_lines
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ def find_inter_file(folder: Path, name: str | None = None) -> Path:
 
 
 def read_inter(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Parse an MMRec ``.inter`` file.
+    """Parse an MMRec ``.inter`` file (UTF-8; a byte-order mark is accepted).
 
     Returns:
         ``{"user", "item", "label"}`` int64 arrays and ``"timestamp"`` when the
@@ -83,55 +85,80 @@ def read_inter(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         MMRecFormatError: missing columns, a wrong number of fields, a
-            non-integer id or label, a negative id or a label outside
-            ``{0, 1, 2}``, each naming the file and line.
+            non-integer id or label, a negative id, a label outside
+            ``{0, 1, 2}``, bytes that are not UTF-8, or an id far beyond the
+            number of distinct ids (:func:`check_id_range`), each naming the
+            file and line. A file that is a link out of its folder is named
+            with its target, and its content is not quoted.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        first = fh.readline()
+    target = link_target_elsewhere(path)
+    where = f"{path} (a link to {target})" if target is not None else str(path)
+
+    def shown(value: str) -> str:
+        return repr(value) if target is None else "a value not shown here"
+
+    lines = text_lines(path)
+    try:
+        first = next(lines, "")
         if not first.strip():
             raise MMRecFormatError(
-                f"{path}: the file is empty; an .inter file starts with a tab-separated header "
+                f"{where}: the file is empty; an .inter file starts with a tab-separated header "
                 f"({chr(9).join(REQUIRED_COLUMNS)}) followed by one interaction per line"
             )
         header = first.rstrip("\r\n").split("\t")
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
+            found = f"the header has {header}" if target is None else "its first line is not one"
             raise MMRecFormatError(
-                f"{path}:1: missing column(s) {missing}; the header has {header} "
+                f"{where}:1: missing column(s) {missing}; {found} "
                 f"(tab-separated, needs {list(REQUIRED_COLUMNS)})"
             )
         cols = {c: header.index(c) for c in (*REQUIRED_COLUMNS, "timestamp") if c in header}
         out: dict[str, list[int]] = {c: [] for c in cols}
-        for lineno, line in enumerate(fh, start=2):
+        top = {"userID": (-1, 0), "itemID": (-1, 0)}  # each id column's largest id and its line
+        for lineno, line in enumerate(lines, start=2):
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             fields = line.split("\t")
             if len(fields) != len(header):
                 raise MMRecFormatError(
-                    f"{path}:{lineno}: {len(fields)} tab-separated field(s), the header has "
+                    f"{where}:{lineno}: {len(fields)} tab-separated field(s), the header has "
                     f"{len(header)}"
                 )
             for c, j in cols.items():
                 raw = fields[j].strip()
                 try:
                     value = int(float(raw)) if c == "timestamp" else int(raw)
-                except ValueError:
-                    kind = "a number" if c == "timestamp" else "an integer"
+                    if c == "timestamp" and not -INT64 <= value < INT64:
+                        raise OverflowError
+                except (ValueError, OverflowError):
+                    kind = "a finite 64-bit number" if c == "timestamp" else "an integer"
                     raise MMRecFormatError(
-                        f"{path}:{lineno}: column {c!r} must be {kind}, got {raw!r}"
+                        f"{where}:{lineno}: column {c!r} must be {kind}, got {shown(raw)}"
                     ) from None
                 if c == "x_label" and value not in (0, 1, 2):
                     raise MMRecFormatError(
-                        f"{path}:{lineno}: x_label must be 0 (train), 1 (valid) or 2 (test), "
+                        f"{where}:{lineno}: x_label must be 0 (train), 1 (valid) or 2 (test), "
                         f"got {value}"
                     )
-                if c in ("userID", "itemID") and value < 0:
-                    raise MMRecFormatError(f"{path}:{lineno}: negative {c} {value}")
+                if c in ("userID", "itemID"):
+                    if value < 0:
+                        raise MMRecFormatError(f"{where}:{lineno}: negative {c} {value}")
+                    if value > top[c][0]:
+                        top[c] = (value, lineno)
                 out[c].append(value)
+    except MMRecFormatError:
+        raise
+    except ValueError as err:  # text_lines: a byte that is not UTF-8
+        raise MMRecFormatError(str(err)) from None
+    finally:
+        lines.close()
     if not out["userID"]:
-        raise MMRecFormatError(f"{path}: no interactions")
+        raise MMRecFormatError(f"{where}: no interactions")
+    for c, (largest, lineno) in top.items():
+        check_id_range(c, largest, len(set(out[c])), f"{where}:{lineno}")
     res = {
         "user": np.asarray(out["userID"], dtype=np.int64),
         "item": np.asarray(out["itemID"], dtype=np.int64),
@@ -142,18 +169,59 @@ def read_inter(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return res
 
 
+#: ids are used as row numbers: at most this many more ids than distinct ones are tolerated
+ID_SLACK = 1000
+INT64 = 2**63
+
+
+def check_id_range(column: str, largest: int, distinct: int, where: str) -> None:
+    """Refuse an id space far larger than the ids that occur.
+
+    Ids of an MMRec folder are row numbers (``0..n-1``): every model allocates
+    a row per id up to the largest one, and row ``i`` of a feature file belongs
+    to id ``i``. A few unused ids are tolerated (with a warning by the loader);
+    ids are refused when the unused ones outnumber both the used ones and
+    :data:`ID_SLACK`, i.e. when ``largest + 1 > 2 * distinct`` and
+    ``largest + 1 > distinct + ID_SLACK``.
+
+    Raises:
+        MMRecFormatError: naming ``where`` (``file:line`` of the largest id).
+    """
+    unused = largest + 1 - distinct
+    if unused > distinct and unused > ID_SLACK:
+        raise MMRecFormatError(
+            f"{where}: {column} {largest} is far beyond the {distinct} distinct {column}s "
+            f"({unused} of the ids 0..{largest} never occur); ids of an MMRec folder are row "
+            "numbers 0..n-1 (row i of a feature file belongs to id i): remap them to 0..n-1"
+        )
+
+
 def read_features(path: Path, num_rows: int, what: str) -> torch.Tensor:
-    """Load a ``[num_rows, d]`` ``.npy`` matrix (no pickles), checking shape and finiteness."""
+    """Load a ``[num_rows, d]`` ``.npy`` matrix (no pickles), checking shape and finiteness.
+
+    Raises:
+        MMRecFormatError: naming the file: empty, truncated, a pickle or another
+            kind of file, not 2-D, not real numbers (complex, bool, text), a row
+            count that is not ``num_rows``, or NaN/inf rows.
+    """
+    if path.stat().st_size == 0:
+        raise MMRecFormatError(f"{path}: the file is empty (0 bytes); expected a .npy matrix")
     try:
         arr = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise MMRecFormatError(f"{path}: not a plain numeric .npy array ({err})") from None
+    except (ValueError, EOFError, OSError) as err:
+        raise MMRecFormatError(
+            f"{path}: not a plain numeric .npy array (truncated, a pickle or another kind of "
+            f"file: {err})"
+        ) from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise MMRecFormatError(f"{path}: a .npz archive, expected a single .npy matrix")
     if arr.ndim != 2:
         raise MMRecFormatError(
             f"{path}: expected a 2-D [{what}, dim] matrix, got shape {arr.shape}"
         )
-    if not np.issubdtype(arr.dtype, np.number):
-        raise MMRecFormatError(f"{path}: expected numbers, got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise MMRecFormatError(f"{path}: expected real numbers, got dtype {arr.dtype}")
     if arr.shape[0] != num_rows:
         raise MMRecFormatError(
             f"{path}: {arr.shape[0]} rows, but the .inter ids give {num_rows} {what} "

@@ -28,6 +28,7 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.data.schema import INTERACTS, SchemaError
 from mllmrec_pyg.data.split import TRAIN, k_core, per_user_split, remap, to_heterodata
+from mllmrec_pyg.io import link_target_elsewhere, text_lines
 from mllmrec_pyg.paths import movielens_root
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,29 @@ class MovieLensFormatError(SchemaError):
     """A MovieLens CSV file is malformed; the message names file and line."""
 
 
+def _where(path: Path) -> tuple[str, bool]:
+    """How errors name ``path``, and whether they may quote its content (not when it is a
+    link out of its folder: it may be any file)."""
+    target = link_target_elsewhere(path)
+    return (str(path), True) if target is None else (f"{path} (a link to {target})", False)
+
+
 def _rows(path: Path, columns: tuple[str, ...]):
-    """Yield ``(line number, {column: value})`` for each data row of a CSV file."""
+    """Yield ``(line number, {column: value})`` for each data row of a CSV file (UTF-8, a
+    byte-order mark accepted; a byte that is not UTF-8 is named with its line)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (expected the ml-latest-small layout)")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
+    lines = text_lines(path)
+    try:
+        reader = csv.reader(lines)
         header = next(reader, None)
         if header is None:
             raise MovieLensFormatError(f"{path}: empty file")
         missing = [c for c in columns if c not in header]
         if missing:
-            raise MovieLensFormatError(f"{path}:1: missing column(s) {missing}; header {header}")
+            where, quote = _where(path)
+            found = f"header {header}" if quote else "its first line is not a header with them"
+            raise MovieLensFormatError(f"{where}:1: missing column(s) {missing}; {found}")
         idx = {c: header.index(c) for c in columns}
         for row in reader:
             if not row:
@@ -58,15 +70,30 @@ def _rows(path: Path, columns: tuple[str, ...]):
                     f"{path}:{reader.line_num}: {len(row)} field(s), the header has {len(header)}"
                 )
             yield reader.line_num, {c: row[j] for c, j in idx.items()}
+    except MovieLensFormatError:
+        raise
+    except ValueError as err:  # text_lines: a byte that is not UTF-8
+        raise MovieLensFormatError(str(err)) from None
+    finally:
+        lines.close()
 
 
 def _int(value: str, path: Path, line: int, column: str) -> int:
     try:
         return int(value)
     except ValueError:
+        where, quote = _where(path)
+        shown = repr(value) if quote else "a value not shown here"
         raise MovieLensFormatError(
-            f"{path}:{line}: column {column!r} must be an integer, got {value!r}"
+            f"{where}:{line}: column {column!r} must be an integer, got {shown}"
         ) from None
+
+
+def _checked_lines(path: Path):
+    try:
+        yield from text_lines(path)
+    except ValueError as err:
+        raise MovieLensFormatError(str(err)) from None
 
 
 def read_ratings(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,7 +120,7 @@ def read_movies(path: Path) -> dict[int, tuple[str, list[str]]]:
 def read_tags(path: Path) -> list[tuple[int, int, str]]:
     """``[(userId, movieId, tag), ...]`` from ``tags.csv`` (empty if the file is absent or
     empty: tags are optional)."""
-    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+    if not path.is_file() or not any(line.strip() for line in _checked_lines(path)):
         log.info("%s absent or empty: item text without tags", path)
         return []
     out = []

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import numbers
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
@@ -58,6 +60,32 @@ def reads_refined_graph(item_graph: Any) -> bool:
     """Whether a model's ``item_graph`` setting names the refined graph ``S*`` that the
     pipeline builds (``("item", "related", "item")``; JSON turns it into a list)."""
     return item_graph is not None and tuple(item_graph) == RELATED
+
+
+def user_id_tensor(user_ids: Any, num_users: int) -> Tensor:
+    """``user_ids`` (an integer tensor or array, a list of ints or one int) as a flat
+    ``LongTensor``, each checked to be an integer in ``[0, num_users)``.
+
+    Raises:
+        TypeError: a float, bool, string or other non-integer id (never rounded or cast).
+        ValueError: an id outside ``[0, num_users)``, however large.
+    """
+    if isinstance(user_ids, Tensor):
+        if user_ids.dtype == torch.bool or user_ids.is_floating_point() or user_ids.is_complex():
+            raise TypeError(f"user ids must be integers, got a {user_ids.dtype} tensor")
+        users = user_ids.detach().to("cpu", torch.long).flatten()
+        outside = users[(users < 0) | (users >= num_users)][:10].tolist()
+    else:
+        flat = np.asarray(user_ids, dtype=object).reshape(-1).tolist()
+        bad = [v for v in flat if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+        if bad:
+            raise TypeError(f"user ids must be integers, got {bad[:5]!r}")
+        outside = [int(v) for v in flat if not 0 <= v < num_users][:10]
+        if not outside:
+            users = torch.tensor([int(v) for v in flat], dtype=torch.long)
+    if outside:
+        raise ValueError(f"user id(s) {outside} outside [0, {num_users})")
+    return users
 
 
 @runtime_checkable
@@ -158,8 +186,8 @@ class RankingModel(nn.Module):
         """Top-``k`` items for each user, best first, training items excluded.
 
         Args:
-            user_ids: user ids (``LongTensor`` or list).
-            k: list length.
+            user_ids: user ids: an integer tensor or array, a list of ints or one int.
+            k: list length, an int in ``[1, num_items]``.
             exclude_seen: skip the user's training items (needs
                 :meth:`set_seen`, done by :meth:`from_data`).
 
@@ -168,11 +196,16 @@ class RankingModel(nn.Module):
             the model runs; equal scores are ordered by item id. A user with
             fewer than ``k`` unseen items gets them first, then seen items
             (ranked last, by id).
+
+        Raises:
+            TypeError: ids or ``k`` that are not integers (floats, bools, strings).
+            ValueError: ids outside ``[0, num_users)``, ``k`` outside ``[1, num_items]``.
         """
-        users = torch.as_tensor(user_ids, dtype=torch.long).flatten()
-        if users.numel() and (users.min() < 0 or users.max() >= self.num_users):
-            bad = users[(users < 0) | (users >= self.num_users)][:10].tolist()
-            raise ValueError(f"user id(s) {bad} outside [0, {self.num_users})")
+        users = user_id_tensor(user_ids, self.num_users)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"k must be an integer, got {k!r}")
+        if not 1 <= k <= self.num_items:
+            raise ValueError(f"k={k} must be between 1 and the number of items ({self.num_items})")
         if exclude_seen and self._seen is None:
             raise RuntimeError("recommend(exclude_seen=True) needs set_seen(train_edge_index)")
         was_training = self.training

@@ -16,7 +16,7 @@ from torch_geometric.nn.models import LightGCN
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, validate
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_pair_scores, dot_scorer
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
-from mllmrec_pyg.nn.mm_common import bpr_loss
+from mllmrec_pyg.nn.mm_common import bpr_loss, require_positive
 from mllmrec_pyg.nn.spmm import fixed_matmul
 
 
@@ -81,6 +81,9 @@ class BPRConfig:
     embedding_dim: int = 64
     reg_weight: float = 1e-4
 
+    def __post_init__(self) -> None:
+        require_positive(self, "embedding_dim")
+
 
 class BPRMF(RankingModel):
     """BPR-MF (Rendle et al., 2009): :math:`\\hat y_{ui} = \\langle p_u, q_i \\rangle`.
@@ -136,6 +139,9 @@ class LightGCNConfig:
     embedding_dim: int = 64
     num_layers: int = 2
     reg_weight: float = 1e-4
+
+    def __post_init__(self) -> None:
+        require_positive(self, "embedding_dim")
 
 
 class LightGCNRecommender(RankingModel):

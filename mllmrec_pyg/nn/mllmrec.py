@@ -23,7 +23,7 @@ from mllmrec_pyg.data.schema import (
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_pair_scores, dot_scorer
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
-from mllmrec_pyg.nn.mm_common import layer_sum
+from mllmrec_pyg.nn.mm_common import layer_sum, require_positive
 from mllmrec_pyg.nn.spmm import register_with_transpose
 
 
@@ -61,6 +61,11 @@ class MLLMRecConfig:
     item_conv: bool = True
     trainable_items: bool = False
     ui_layers: int = 0
+
+    def __post_init__(self) -> None:
+        require_positive(self, "hidden_dim", "embedding_dim")
+        if self.user_id_dim is not None:
+            require_positive(self, "user_id_dim")
 
 
 class Tower(nn.Module):

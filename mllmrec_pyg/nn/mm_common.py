@@ -41,6 +41,7 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
+from mllmrec_pyg.fields import FieldError
 from mllmrec_pyg.nn.base import (
     RankingModel,
     ScoreFn,
@@ -179,17 +180,19 @@ def check_modalities(modalities: Sequence[str], item_graph: Sequence[str] | None
 
 
 def require_positive(config: Any, *keys: str) -> None:
-    """Raise a ``ValueError`` for the first of the ``config`` fields ``keys`` that is not > 0."""
+    """Raise a ``ValueError`` (:class:`~mllmrec_pyg.fields.FieldError`) for the first of the
+    ``config`` fields ``keys`` that is not > 0."""
     for key in keys:
         if getattr(config, key) <= 0:
-            raise ValueError(f"{key} must be positive, got {getattr(config, key)}")
+            raise FieldError(key, getattr(config, key), "must be positive")
 
 
 def require_non_negative(config: Any, *keys: str) -> None:
-    """Raise a ``ValueError`` for the first of the ``config`` fields ``keys`` that is < 0."""
+    """Raise a ``ValueError`` (:class:`~mllmrec_pyg.fields.FieldError`) for the first of the
+    ``config`` fields ``keys`` that is < 0."""
     for key in keys:
         if getattr(config, key) < 0:
-            raise ValueError(f"{key} must be >= 0, got {getattr(config, key)}")
+            raise FieldError(key, getattr(config, key), "must be >= 0")
 
 
 def modality_features(data: HeteroData, modalities: Sequence[str], num_items: int) -> list[Tensor]:

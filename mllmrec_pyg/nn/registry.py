@@ -7,6 +7,7 @@ from typing import Any
 
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg.fields import check_fields
 from mllmrec_pyg.nn.base import RankingModel
 from mllmrec_pyg.nn.baselines import BPRMF, LightGCNRecommender, MostPop
 from mllmrec_pyg.nn.freedom import FREEDOM
@@ -36,13 +37,20 @@ def model_class(name: str) -> type[RankingModel]:
 
 
 def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
-    """The config dataclass of model ``name`` with ``values`` (unknown keys raise)."""
+    """The config dataclass of model ``name`` with ``values``.
+
+    Raises:
+        ValueError: an unknown field; a value of the wrong type or range
+            (:class:`~mllmrec_pyg.fields.FieldError`, from the field's annotation;
+            see :func:`~mllmrec_pyg.fields.check_fields`) or one the config refuses.
+    """
     cls = model_class(name).config_class
     values = dict(values or {})
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"{name}: unknown config field(s) {unknown}; known: {sorted(fields)}")
+    check_fields(cls, values, owner=name)
     return cls(**values)
 
 
