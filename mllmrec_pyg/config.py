@@ -148,6 +148,25 @@ class TextConfig:
             kwargs["base_url"] = self.backend_url
         return kwargs
 
+    def tag(self) -> str:
+        """A short, file-system-safe name of the settings that differ from the defaults
+        (``""`` for the defaults), e.g. ``transformers-smollm2-budget1024``: results made
+        with another text source are kept apart by it."""
+        default = TextConfig()
+        parts = []
+        if self.user_text != default.user_text:
+            parts.append(self.user_text)
+        if self.backend != default.backend:
+            parts.append(self.backend)
+        for name in ("backend_model", "backend_url", "encoder"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(Path(str(value).rstrip("/")).name or str(value))
+        if self.token_budget != default.token_budget:
+            parts.append(f"budget{self.token_budget}")
+        parts += [f"{k}{v}" for k, v in self.backend_options]
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+
     def user_source(self, full_history: bool = False) -> str:
         """A file-name-safe name of the user text source (``none_train_history``, ``history``)."""
         if self.user_text == "history":

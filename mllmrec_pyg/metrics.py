@@ -325,3 +325,27 @@ class FullRankEvaluator:
         full = torch.zeros(self.num_users, top.size(1), dtype=torch.long)
         full[users] = top
         return ranking_metrics(full, pairs, self.ks)
+
+    def per_user(
+        self, score_fn: Callable[[Tensor], Tensor], split: str, k: int
+    ) -> dict[str, Tensor]:
+        """Recall@k and NDCG@k of every user with a held-out item in ``split``.
+
+        Returns ``{"users": ids, "recall@k": [U], "ndcg@k": [U]}``; their means
+        are the ``recall@k`` and ``ndcg@k`` of :meth:`evaluate`.
+        """
+        pairs = unique_pairs(self._pairs(split))
+        users = torch.unique(pairs[0])
+        top = self.rank(score_fn, users, k, split=split)
+        row = torch.searchsorted(users, pairs[0])
+        pos = torch.zeros(users.numel(), self.num_items, dtype=torch.bool)
+        pos[row, pairs[1]] = True
+        hits = pos.gather(1, top).float()
+        n_pos = pos.sum(1).float()
+        discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float))
+        idcg = torch.cumsum(discount, 0)[(n_pos.clamp(max=k) - 1).long()]
+        return {
+            "users": users,
+            f"recall@{k}": hits.sum(1) / n_pos,
+            f"ndcg@{k}": (hits * discount).sum(1) / idcg,
+        }

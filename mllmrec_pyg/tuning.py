@@ -4,45 +4,40 @@ A *search space* names, per model, the settings searched and their values,
 as ``"section.field"`` keys (``train.lr``, ``model.reg_weight``,
 ``graph.alpha``). :func:`tune` draws at most ``trials`` points of the grid
 (all of them when the grid is smaller; a seeded shuffle otherwise), trains
-each with the package's trainer and early stopping on valid Recall@20, and
-keeps the point with the best valid Recall@20. Test metrics are not computed
-during the search (``TrainConfig(evaluate_test=False)``): they are read once,
-later, at the chosen settings.
+each with the package's trainer and early stopping on the monitored valid
+metric (Recall@20), and keeps the point with the best one. Test metrics are
+not computed during the search (``TrainConfig(evaluate_test=False)``): they
+are read once, later, at the chosen settings.
 
-Every finished trial is written at once to ``<out>/<dataset tag>/<key>.json``,
-so an interrupted search resumes, and several processes running the same
-search share its points (each claims a point before training it, and a
-claim whose process died is taken over). The same file, once complete, holds the
-chosen settings that ``mllmrec train --tuned FILE`` and the comparison
-experiment read (:func:`read_tuned`).
+Each trial is a run of the run store (:mod:`mllmrec_pyg.runs`), keyed on all
+its settings, so an interrupted search resumes and several processes running
+the same search share its trials. ``<out>/<dataset tag>/<key>.json`` lists
+every finished trial and the chosen settings that ``mllmrec train --tuned
+FILE`` and the comparison experiment read (:func:`read_tuned`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import itertools
-import json
 import logging
 import os
 import random
-import time
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch_geometric.data import HeteroData
-from tqdm.auto import tqdm
 
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data.schema import RELATED
-from mllmrec_pyg.io import read_json, write_json
+from mllmrec_pyg.io import jsonable, read_json, write_json
 from mllmrec_pyg.nn.registry import make_config, model_class
-from mllmrec_pyg.pipeline import cached_graph, load_data, prepare, train_model
-from mllmrec_pyg.train import TrainConfig, fit_cutoffs
+from mllmrec_pyg.pipeline import cache_dir, load_data, prepare
+from mllmrec_pyg.runs import RunSpec, RunStore, locked, setting_flags
+from mllmrec_pyg.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -307,21 +302,31 @@ def tune(
     out: str | os.PathLike = "tuned",
     cache: str | os.PathLike | None = None,
     data: HeteroData | None = None,
+    command: str | None = None,
 ) -> TuneResult:
     """Search the settings of candidate ``key`` on validation data; resumable.
+
+    Every trial is a run of the store ``<out>/<dataset tag>/runs``
+    (:class:`~mllmrec_pyg.runs.RunStore`, with ``evaluate_test=False``): a trial
+    whose settings and data are unchanged is reused, an interrupted one resumes,
+    and several processes running the same search share its trials. The search,
+    every finished trial and the best one, is written to
+    ``<out>/<dataset tag>/<key>.json`` after each trial (:func:`read_tuned`).
 
     Args:
         key: a :data:`CANDIDATES` key.
         data_cfg: the dataset.
         text: item/user text settings (features are prepared once).
         graph: the base item graph; ``graph.*`` points override it.
-        train: the base training settings (epoch cap, patience, ...); ``train.*``
-            points override them. The seed of every trial is ``seed``.
+        train: the base training settings (epoch cap, patience, cut-offs...);
+            ``train.*`` points override them. The seed of every trial is ``seed``.
         trials: the budget: at most this many trained points.
         seed: seeds the draw of points and every trial's training.
-        out: results root; the search is written to ``<out>/<dataset tag>/<key>.json``.
+        out: results root.
         cache: the feature cache root (:func:`mllmrec_pyg.pipeline.cache_dir`).
         data: the prepared dataset, when the caller already has it.
+        command: the command line stored with each trial (default: the
+            ``mllmrec tune`` command of these arguments).
 
     Returns:
         Every trial and the best one (highest valid monitored metric; the
@@ -331,153 +336,75 @@ def tune(
     text, graph, train = text or TextConfig(), graph or GraphConfig(), train or TrainConfig()
     path = Path(out) / data_cfg.tag() / f"{key}.json"
     points = draw(cand, trials, seed)
-    same = {"epoch_cap": train.epochs, "patience": train.patience, "seed": seed}
-    done = _stored_trials(path, same, note=True)
     needs = cand.needs(points)
     if data is None:
         if needs:
             data, _ = prepare(data_cfg, text, cache, users="users" in needs, show_progress=False)
         else:
             data = load_data(data_cfg)
-    ks, monitor = fit_cutoffs(int(data["item"].num_nodes), train.ks)
-    base = dataclasses.replace(
-        train, seed=seed, show_progress=False, ks=ks, monitor=monitor, evaluate_test=False
-    )
-    graphs: dict[GraphConfig, HeteroData] = {}
-    claims = _Claims(path)
-    bar = tqdm(
-        total=len(points),
-        initial=sum(json_key(p) in done for p in points),
+    if command is None:
+        command = tune_command(key, data_cfg, text, graph, train, trials, seed, out)
+    store = RunStore(
+        path.parent / "runs",
+        cache_dir(data_cfg, cache) / "runs",
+        dataclasses.replace(train, evaluate_test=False, show_progress=False),
+        text,
+        graph,
+        command,
         desc=f"tune {key}",
-        unit="trial",
-        disable=not train.show_progress,
     )
-
-    def save(trial: dict[str, Any] | None = None) -> TuneResult:
-        with claims.locked():  # another worker may have written trials meanwhile
-            done.update(_stored_trials(path, same))
-            if trial is not None:
-                done[json_key(trial["point"])] = trial
-            results = [done[json_key(p)] for p in points if json_key(p) in done]
-            return _write(path, cand, data_cfg, trials, seed, train, results)
-
-    for point in _pending(points, path, same, done, claims):
+    jobs = []
+    for point in points:
         parts = split_point(point)
+        config = {**cand.fixed, **parts["model"]}
         g = dataclasses.replace(graph, **parts["graph"])
-        trial_data = cached_graph(graphs, data, g) if "graph" in needs else data
-        cfg = dataclasses.replace(base, **parts["train"])
-        start = time.perf_counter()
-        model, result = train_model(cand.model, trial_data, cfg, {**cand.fixed, **parts["model"]})
-        trial = {
-            "point": point,
-            "valid": result.valid,
-            "best_epoch": result.best_epoch,
-            "epochs": result.epochs,
-            "seconds": round(time.perf_counter() - start, 2),
-            "settings": {
-                "model": model.config_dict(),
-                "train": {k: getattr(cfg, k) for k in ("lr", "batch_size", "epochs", "patience")},
-                "graph": g.as_dict() if "graph" in needs else None,
-            },
-        }
-        save(trial)
-        claims.release(point)
-        bar.update(1)
-        bar.set_postfix_str(f"valid {cfg.monitor} {result.valid[cfg.monitor]:.4f}")
-    bar.close()
+        spec = RunSpec(key, cand.model, config, seed, parts["train"], g, extra={"point": point})
+        jobs.append((spec, data))
+
+    def save() -> TuneResult:
+        with locked(store.folder / ".locks" / path.name):  # one writer of the search file
+            done = [(spec, store.load(spec, d)) for spec, d in jobs]
+            found = [_trial(s, r) for s, r in done if r]
+            return _write(path, cand, data_cfg, trials, seed, train, found)
+
+    store.run_all(jobs, show_progress=train.show_progress, on_done=save)
     return save()
 
 
-def _stored_trials(path: Path, same: Mapping[str, Any], note: bool = False) -> dict[str, Any]:
-    """The finished trials in ``path`` by point (none if it was searched with other settings)."""
-    stored = read_json(path) if path.is_file() else {}
-    if stored and any(stored.get(k) != v for k, v in same.items()):
-        if note:
-            log.info("%s was searched with other settings; searching again", path)
-        return {}
-    return {json_key(t["point"]): t for t in stored.get("trials", [])}
+def _trial(spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """A search file's entry for a finished trial (its run record ``record``)."""
+    s = record["settings"]
+    return {
+        "point": jsonable(spec.extra["point"]),
+        "valid": record["valid"],
+        "best_epoch": record["best_epoch"],
+        "epochs": record["epochs"],
+        "seconds": record["seconds"],
+        "settings": {
+            "model": s["config"],
+            "train": {k: s["train"][k] for k in ("lr", "batch_size", "epochs", "patience")},
+            "graph": s["graph"],
+        },
+        "monitor": s["train"]["monitor"],
+        "run": record["key"],
+    }
 
 
-class _Claims:
-    """Which worker trains which point, so that several ``mllmrec tune`` processes on one
-    search file share its points (``<file>.claims/``: one file per point, holding the
-    owner's pid; a claim whose process is gone is taken over)."""
-
-    def __init__(self, path: Path) -> None:
-        self.folder = path.with_name(path.name + ".claims")
-        self.lock_path = path.with_name(path.name + ".lock")
-
-    def _file(self, point: Mapping[str, Any]) -> Path:
-        digest = hashlib.sha256(json_key(point).encode()).hexdigest()[:16]
-        return self.folder / digest
-
-    def take(self, point: Mapping[str, Any]) -> bool:
-        """Claim ``point``; ``False`` if a live process holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        f = self._file(point)
-        for _ in range(2):
-            try:
-                fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if _alive(f):
-                    return False
-                f.unlink(missing_ok=True)  # its owner died: take it over
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
-            return True
-        return False
-
-    def release(self, point: Mapping[str, Any]) -> None:
-        self._file(point).unlink(missing_ok=True)
-
-    @contextlib.contextmanager
-    def locked(self):
-        """An exclusive lock around read-merge-write of the search file."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _alive(claim: Path) -> bool:
-    """Whether the process whose pid ``claim`` holds still runs."""
-    try:
-        os.kill(int(claim.read_text() or 0), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _pending(points, path: Path, same, done: dict[str, Any], claims: _Claims, poll: float = 5.0):
-    """The points this worker should train, in order: unfinished and unclaimed ones; then it
-    waits for the points other workers hold (taking over any whose worker died)."""
-    left = [p for p in points if json_key(p) not in done]
-    while left:
-        waiting = []
-        for point in left:
-            if not claims.take(point):
-                waiting.append(point)
-                continue
-            with claims.locked():  # a claim is released only after its trial is written
-                done.update(_stored_trials(path, same))
-            if json_key(point) in done:
-                claims.release(point)
-                continue
-            yield point
-        if waiting:
-            time.sleep(poll)
-            with claims.locked():
-                done.update(_stored_trials(path, same))
-        left = [p for p in waiting if json_key(p) not in done]
-
-
-def json_key(point: Mapping[str, Any]) -> str:
-    """A point's identity as stored in JSON (tuples and lists alike)."""
-    return json.dumps(point, sort_keys=True)
+def tune_command(
+    key: str,
+    data_cfg: DataConfig,
+    text: TextConfig,
+    graph: GraphConfig,
+    train: TrainConfig,
+    trials: int,
+    seed: int,
+    out: str | os.PathLike,
+) -> str:
+    """The ``mllmrec tune`` command line of these arguments."""
+    args = ["mllmrec", "tune", key, "--dataset", data_cfg.dataset]
+    args += setting_flags(data_cfg, text, graph, train, out, "tuned")
+    args += ["--trials", str(trials)] + (["--search-seed", str(seed)] if seed else [])
+    return shlex.join(args)
 
 
 def _write(
@@ -489,7 +416,7 @@ def _write(
     train: TrainConfig,
     results: list[dict[str, Any]],
 ) -> TuneResult:
-    monitor = "recall@20"
+    monitor = results[0]["monitor"] if results else train.monitor
     best = max(results, key=lambda t: t["valid"].get(monitor, 0.0)) if results else {}
     write_json(
         path,

@@ -4,10 +4,8 @@ resumption, the leakage switch, the report and the command line."""
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
-import threading
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,6 @@ from mllmrec_pyg.config import DataConfig, GraphConfig
 from mllmrec_pyg.data import COOCCURS, INTERACTS, RELATED, SEMANTIC
 from mllmrec_pyg.experiments import (
     ExperimentSettings,
-    RunCache,
     RunSpec,
     ablation,
     build_graph,
@@ -130,73 +127,20 @@ def test_finished_runs_are_reused_and_stale_ones_retrained(settings, data, monke
     monkeypatch.setattr(train.Trainer, "fit", no_training)
     again = run_ablation(settings, data, variants=["MLLMRec"], anchors=False)
     assert again["rows"][0]["variant"] == "MLLMRec"
+    # the same run in another experiment (the leakage audit's honest row) is the same record
+    store = settings.store("leakage", "")
+    assert store.load(RunSpec(leakage.TRAIN, "mllmrec", {}, 0), data) is not None
     monkeypatch.undo()
-
-    cache = RunCache(settings, "ablation")
-    spec = RunSpec("MLLMRec", "mllmrec", {}, 0)
-    g = build_graph(data, settings.graph)
-    assert cache.load(spec, g) is not None
-    # other data (a different graph) makes the stored run stale
-    other = build_graph(data, GraphConfig(alpha=0.4))
-    assert cache.load(spec, other) is None
-    path = cache.path(spec)
-    # a run trained on another device counts (its JSON says where it ran) ...
-    stored = json.loads(path.read_text())
-    assert stored["device"] == "cpu"
-    on_gpu = {**stored, "device": "cuda", "key": cache.key(spec, g, "cuda")}
-    path.write_text(json.dumps(on_gpu))
-    assert cache.key(spec, g, "cuda") != cache.key(spec, g)
-    assert cache.load(spec, g)["device"] == "cuda"
-    # ... but not when its key was made from other settings
-    path.write_text(json.dumps({**on_gpu, "key": cache.key(spec, other, "cuda")}))
-    assert cache.load(spec, g) is None
-    path.write_text(json.dumps({**on_gpu, "device": "cpu"}))
-    assert cache.load(spec, g) is None
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match=str(path.name)):
-        cache.load(spec, g)
-    path.unlink()
-
-
-def test_a_run_another_process_trains_is_waited_for_and_reused(settings, data, monkeypatch):
-    from mllmrec_pyg.experiments import common
-
-    cache = RunCache(settings, "locks")
-    g = build_graph(data, settings.graph)
-    specs = [RunSpec("MLLMRec", "mllmrec", {}, seed) for seed in (0, 1)]
-    first, _ = cache.run(specs[0], g)
-    stored = cache.path(specs[0]).read_text()
-    cache.path(specs[0]).unlink()  # as if another process were still training seed 0
-    trained = []
-    real = common.train_model
-
-    def counting(name, data, cfg, config):
-        trained.append(cfg.seed)
-        return real(name, data, cfg, config)
-
-    monkeypatch.setattr(common, "train_model", counting)
-    lock = cache._lock_path(specs[0], cache.key(specs[0], g))
-    out = {}
-    worker = threading.Thread(
-        target=lambda: out.update(runs=cache.run_all([(s, g) for s in specs]))
-    )
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # the other process's lock (a separate open file)
-        assert cache.busy(specs[0], g) and not cache.busy(specs[1], g)
-        worker.start()
-        deadline = time.monotonic() + 120
-        while not cache.path(specs[1]).is_file() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        # seed 1 was trained first; seed 0 is waited for, not trained a second time
-        assert worker.is_alive() and trained == [1]
-        cache.path(specs[0]).write_text(stored)  # the other process stores its result
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    worker.join(120)
-    assert not worker.is_alive()
-    assert trained == [1]
-    assert out["runs"][0]["test"] == first["test"]
-    assert [r["seed"] for r in out["runs"]] == [0, 1]
+    # other data (another graph) or other training settings make another run
+    other = RunSpec("MLLMRec", "mllmrec", {}, 0, graph=GraphConfig(alpha=0.4))
+    assert store.load(other, data) is None
+    masked = replace(settings, train=replace(settings.train, mask_valid_at_test=True))
+    assert masked.store("ablation", "").load(RunSpec("MLLMRec", "mllmrec", {}, 0), data) is None
+    stored = json.loads((settings.experiment_dir("ablation") / "results.json").read_text())
+    record = store.load(RunSpec("MLLMRec", "mllmrec", {}, 0), data)
+    assert stored["runs"][0]["key"] == record["key"]
+    # the record names the command that made it (the first experiment to need it)
+    assert record["command"].startswith("mllmrec experiment ablation --dataset synthetic")
 
 
 @pytest.mark.slow
@@ -414,12 +358,17 @@ def test_text_sources_table_compares_each_model_with_its_no_text_row():
             "test ndcg@20 std": std,
         }
 
+    def obj(folder, *rows):
+        return {"_folder": folder, "rows": list(rows)}
+
     results = {
         "movielens": {
-            "ablation": {"rows": [row("MLLMRec", 0.18, 0.16), row("w/o RS", 0.20, 0.18)]},
-            "compare": {"rows": [row("langgcn", 0.26, 0.24)]},
+            "ablation": obj("ml/ablation", row("MLLMRec", 0.18, 0.16), row("w/o RS", 0.20, 0.18)),
+            "compare": obj("ml/compare", row("langgcn", 0.26, 0.24)),
         },
-        "movielens-smollm2": {"ablation": {"rows": [row("MLLMRec", 0.19, 0.17, std=0.02)]}},
+        "movielens+transformers-smollm2-budget1024": {
+            "ablation": obj("ml/ablation+smollm2", row("MLLMRec", 0.19, 0.17, std=0.02))
+        },
     }
     lines = text_sources_section(results)
     text = "\n".join(lines)
@@ -603,3 +552,59 @@ def test_tuned_refined_pairs_and_their_mean():
     assert "Mean over the 2 hosts: R@20 +5.10%, N@20 -2.50%" in text
     assert "bpr" not in text
     assert tuned_refined_lines([row("bpr", 0.1, 0.1)]) == []
+
+
+@pytest.mark.slow
+def test_every_experiment_runs_with_other_cutoffs(settings, tmp_path):
+    """``--ks 5 10``: every experiment monitors and reports Recall@10 and NDCG@10."""
+    from mllmrec_pyg.cli import main
+
+    out = tmp_path / "ks"
+    common = ["--dataset", "synthetic", "--num-users", "150", "--num-items", "80", "--epochs", "1"]
+    common += ["--patience", "1", "--ks", "5", "10", "--out", str(out), "--cache", settings.cache]
+    common += ["--no-progress"]
+    per = {
+        "ablation": ["--variants", "MLLMRec", "--no-anchors"],
+        "plug-and-play": ["--no-gd"],
+        "sensitivity": ["--alphas", "0.7", "--k-cs", "10", "--dims", "16"],
+        "tsne": ["--sample-users", "40", "--baseline", "BPR-MF"],
+        "leakage": [],
+        "compare": ["--models", "pop", "bpr", "--proposed", "bpr", "--trials", "1"],
+    }
+    for name, extra in per.items():
+        assert main(["experiment", name, *common, *extra]) == 0, name
+    for path in out.glob("*/*/results.json"):
+        obj = json.loads(path.read_text())
+        text = json.dumps({k: obj[k] for k in ("rows", "findings")})
+        assert "@10" in text and "@20" not in text, path
+        assert "--ks 5 10" in obj["command"]
+    compare = json.loads((out / "synthetic-150x80" / "compare" / "results.json").read_text())
+    assert set(compare["significance"]) >= {"recall@10", "ndcg@10"}
+
+
+@pytest.mark.slow
+def test_masking_valid_items_at_test_is_a_run_of_its_own(settings, tmp_path, capsys):
+    """The same command with --mask-valid-at-test trains its runs: it reuses no run made
+    without it (its search trials, which read no test metric, are reused)."""
+    from mllmrec_pyg import runs
+    from mllmrec_pyg.cli import main
+
+    argv = ["experiment", "compare", "--dataset", "synthetic", "--num-users", "150"]
+    argv += ["--num-items", "80", "--models", "pop", "bpr", "--trials", "1", "--epochs", "2"]
+    argv += ["--seeds", "0", "--out", str(tmp_path), "--cache", settings.cache, "--no-progress"]
+    assert main(argv) == 0
+    trained = []
+    real = runs.train_model
+
+    def counting(name, data, cfg, values):
+        trained.append((name, cfg.evaluate_test, cfg.mask_valid_at_test))
+        return real(name, data, cfg, values)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runs, "train_model", counting)
+        assert main(argv) == 0
+        assert trained == []
+        assert main([*argv, "--mask-valid-at-test"]) == 0
+    assert sorted(trained) == [("bpr", True, True), ("pop", True, True)]
+    stored = json.loads((tmp_path / "synthetic-150x80" / "compare" / "results.json").read_text())
+    assert stored["command"].endswith("--epochs 2 --mask-valid-at-test --models pop bpr --trials 1")

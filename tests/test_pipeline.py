@@ -11,7 +11,7 @@ from mllmrec_pyg import pipeline
 from mllmrec_pyg.cli import main
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data import RELATED
-from mllmrec_pyg.experiments import ExperimentSettings, RunCache, RunSpec, build_graph, prepare_data
+from mllmrec_pyg.experiments import ExperimentSettings, RunSpec, prepare_data
 from mllmrec_pyg.train import TrainConfig
 from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, RefineItemGraph, ThresholdKNN
 
@@ -44,9 +44,7 @@ def test_train_command_and_experiment_runner_agree(tmp_path):
     assert torch.equal(again["item"].x, data["item"].x)
     assert torch.equal(again["user"].x, data["user"].x)
 
-    run, _ = RunCache(settings, "check").run(
-        RunSpec("MLLMRec", "mllmrec", {}, 0), build_graph(data, settings.graph)
-    )
+    run, _ = settings.store("check", "").run(RunSpec("MLLMRec", "mllmrec", {}, 0), data)
     assert run["valid"] == pytest.approx(by_cli["valid"], abs=0)
     assert run["test"] == pytest.approx(by_cli["test"], abs=0)
     assert run["best_epoch"] == by_cli["best_epoch"]

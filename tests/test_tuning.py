@@ -11,7 +11,6 @@ import torch
 from mllmrec_pyg import train as train_module
 from mllmrec_pyg.cli import main
 from mllmrec_pyg.config import DataConfig
-from mllmrec_pyg.pipeline import load_data
 from mllmrec_pyg.train import TrainConfig
 from mllmrec_pyg.tuning import CANDIDATES, Candidate, draw, read_tuned, split_point, tune
 
@@ -88,8 +87,12 @@ def test_tuned_file_of_another_model_is_refused(tmp_path, capsys):
 
 
 def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
+    from pathlib import Path
+
     from mllmrec_pyg.experiments import ExperimentSettings, run_compare
-    from mllmrec_pyg.experiments.compare import per_user_metrics, sign_flip_test
+    from mllmrec_pyg.experiments.compare import sign_flip_test
+    from mllmrec_pyg.experiments.report import build_report
+    from mllmrec_pyg.runs import PER_USER
 
     settings = ExperimentSettings(
         data=DATA,
@@ -98,12 +101,16 @@ def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
         out=str(tmp_path / "results"),
         cache=str(tmp_path / "cache"),
     )
-    result = run_compare(
-        settings, models=["pop", "bpr"], proposed="bpr", trials=2, tuned_dir=str(tmp_path / "t")
-    )
+
+    def compare():
+        return run_compare(settings, models=["pop", "bpr"], proposed="bpr", trials=2)
+
+    result = compare()
     rows = {r["variant"]: r for r in result["rows"]}
     assert set(rows) == {"pop", "bpr"} and rows["bpr"]["seeds"] == 2
     assert result["tuned"]["bpr"]["trials"] == 2
+    # the searches live under <out>/tuned, their trials in its run store
+    assert (tmp_path / "results" / "tuned" / DATA.tag() / "bpr.json").is_file()
     sig = result["significance"]
     assert sig["against"] == "pop" and 0 < sig["recall@20"]["p (paired sign-flip, per user)"] <= 1
     gain = result["findings"]["relative_gain"]["recall@20"]
@@ -111,37 +118,27 @@ def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
         (rows["bpr"]["test recall@20"] - rows["pop"]["test recall@20"])
         / rows["pop"]["test recall@20"]
     )
-    from pathlib import Path
-
-    from mllmrec_pyg.experiments.report import build_report
-
     text = build_report(Path(settings.out), tmp_path / "results.md")
     assert "the honest comparison" in text and "paired sign-flip p =" in text
     assert "beats the best tuned baseline by 3%" in text
+    store = Path(settings.out) / DATA.tag() / "runs"
+
+    def record(run):
+        return store / f"{run['key'][:16]}.json"
+
     # every run stores its per-user test metrics, whose means are its test metrics ...
-    import json
-    import shutil
-
-    from mllmrec_pyg import train as train_module
-    from mllmrec_pyg.experiments.compare import PER_USER
-
     for run in result["runs"]:
-        stored = json.loads(
-            (Path(settings.out) / DATA.tag() / "compare" / "runs" /
-             f"{run['variant']}-seed{run['seed']}.json").read_text()
-        )  # fmt: skip
-        pu = stored[PER_USER]
+        pu = json.loads(record(run).read_text())[PER_USER]
         assert len(pu["users"]) == len(pu["recall@20"]) == sig["users"]
         for m in ("recall@20", "ndcg@20"):
             assert sum(pu[m]) / len(pu[m]) == pytest.approx(run["test"][m], abs=1e-6)
     # ... so a second compare tests the win again from them: no checkpoint, no training
+    import shutil
+
     shutil.rmtree(Path(settings.cache))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module.Trainer, "fit", lambda self: pytest.fail("trained again"))
-        again = run_compare(
-            settings, models=["pop", "bpr"], proposed="bpr", trials=2,
-            tuned_dir=str(tmp_path / "t"),
-        )  # fmt: skip
+        again = compare()
     sig2 = again["significance"]
     assert (sig2["against"], sig2["users"]) == (sig["against"], sig["users"])
     for m in ("recall@20", "ndcg@20"):
@@ -150,48 +147,24 @@ def test_compare_tunes_each_model_tests_once_and_tests_the_win(tmp_path):
         assert a["mean difference"] == pytest.approx(b["mean difference"], abs=1e-6)
         key = "p (paired sign-flip, per user)"
         assert a[key] == pytest.approx(b[key], abs=1e-3)
-    # a run stored before runs held them gets them once, here by training it again (its
-    # checkpoint is gone), and keeps them in its JSON
-    path = Path(settings.out) / DATA.tag() / "compare" / "runs" / "bpr-seed0.json"
-    before = json.loads(path.read_text())
-    path.write_text(json.dumps({k: v for k, v in before.items() if k != PER_USER}))
-    third = run_compare(
-        settings, models=["pop", "bpr"], proposed="bpr", trials=2, tuned_dir=str(tmp_path / "t")
-    )
-    assert json.loads(path.read_text())[PER_USER]["users"] == before[PER_USER]["users"]
-    assert third["significance"]["recall@20"]["users better"] == sig["recall@20"]["users better"]
     # a baseline run trained elsewhere (another device: other numbers), stored without
     # per-user metrics and without its checkpoint, is trained again here for the test; the
     # new run takes its place, says what it replaced, and the table row is the new run's
-    pop0 = Path(settings.out) / DATA.tag() / "compare" / "runs" / "pop-seed0.json"
+    runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
+    pop0 = record(runs["pop", 0])
     cpu = json.loads(pop0.read_text())
     elsewhere = {k: v for k, v in cpu.items() if k != PER_USER}
     elsewhere["test"] = {**cpu["test"], "recall@20": 0.987}
     elsewhere["device"] = "cuda"
     pop0.write_text(json.dumps(elsewhere))
-    fourth = run_compare(
-        settings, models=["pop", "bpr"], proposed="bpr", trials=2, tuned_dir=str(tmp_path / "t")
-    )
+    fourth = compare()
     now = json.loads(pop0.read_text())
     assert now["replaces"]["device"] == "cuda" and now["replaces"]["test"]["recall@20"] == 0.987
     assert now["device"] == "cpu" and now["test"]["recall@20"] == cpu["test"]["recall@20"]
+    assert now[PER_USER] == cpu[PER_USER]
     row = {r["variant"]: r for r in fourth["rows"]}["pop"]
-    pop1 = json.loads(pop0.with_name("pop-seed1.json").read_text())
-    mean = (cpu["test"]["recall@20"] + pop1["test"]["recall@20"]) / 2
+    mean = (cpu["test"]["recall@20"] + runs["pop", 1]["test"]["recall@20"]) / 2
     assert row["test recall@20"] == pytest.approx(mean, abs=1e-9)
-    # per-user metrics average to the trainer's test metric; a constant shift is significant
-    import torch
-
-    from mllmrec_pyg.nn import MostPop
-    from mllmrec_pyg.pipeline import load_data
-    from mllmrec_pyg.train import Trainer
-
-    data = load_data(DATA)
-    model = MostPop.from_data(data)
-    per_user = per_user_metrics(model, data)
-    test = Trainer(model, data, QUICK).evaluate("test")
-    assert per_user["recall@20"].mean().item() == pytest.approx(test["recall@20"], abs=1e-6)
-    assert per_user["ndcg@20"].mean().item() == pytest.approx(test["ndcg@20"], abs=1e-6)
     assert sign_flip_test(torch.full((50,), 0.1)) < 0.01
     assert sign_flip_test(torch.tensor([0.1, -0.1] * 25)) > 0.5
 
@@ -235,17 +208,14 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
     from mllmrec_pyg.experiments.compare import ABLATIONS, ablation_jobs
     from mllmrec_pyg.nn.langgcn import LangGCNConfig
 
-    data = load_data(DATA)
-    data["item"].x = torch.randn(data["item"].num_nodes, 8)
     model = dataclasses.asdict(LangGCNConfig(item_graph=None, num_negatives=0))
     chosen = {"model": model, "train": {"lr": 0.003, "batch_size": 2048}, "graph": None}
-    graphs: dict = {}
-    jobs = ablation_jobs("langgcn", chosen, data, GraphConfig(), graphs, [0, 1])
-    names = [s.variant.removeprefix("langgcn-ablate-") for s, _ in jobs[::2]]
+    specs = ablation_jobs("langgcn", chosen, GraphConfig(), [0, 1])
+    names = [s.variant.removeprefix("langgcn-ablate-") for s in specs[::2]]
     # the chosen point has no item graph and a full softmax: those switches are skipped
     assert "no-item-graph" not in names and "full-softmax" not in names
     assert set(names) == set(ABLATIONS) - {"no-item-graph", "full-softmax"}
-    by = {s.variant: s for s, _ in jobs}
+    by = {s.variant: s for s in specs}
     for name in names:
         spec = by[f"langgcn-ablate-{name}"]
         changed = {k for k in model if spec.config.get(k) != model[k] and k != "item_graph"}
@@ -253,30 +223,28 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
         assert changed == {k for k in ABLATIONS[name][1] if spec.config[k] != model[k]}
         assert spec.train == {"lr": 0.003, "batch_size": 2048}
     # the plain kNN variant reads a graph without threshold and co-occurrence
-    plain = [d for s, d in jobs if s.variant.endswith("plain-knn")][0]
-    refined = [d for s, d in jobs if s.variant.endswith("refined-graph")][0]
-    assert plain is not refined
-    assert GraphConfig(alpha=None, cooccurrence=False) in graphs and GraphConfig() in graphs
-    assert {s.seed for s, _ in jobs} == {0, 1}
-    some = ablation_jobs("langgcn", chosen, data, GraphConfig(), graphs, [0], ["bpr", "id-users"])
-    assert [s.variant for s, _ in some] == ["langgcn-ablate-id-users", "langgcn-ablate-bpr"]
+    assert by["langgcn-ablate-plain-knn"].graph == GraphConfig(alpha=None, cooccurrence=False)
+    assert by["langgcn-ablate-refined-graph"].graph == GraphConfig()
+    assert {s.seed for s in specs} == {0, 1}
+    some = ablation_jobs("langgcn", chosen, GraphConfig(), [0], ["bpr", "id-users"])
+    assert [s.variant for s in some] == ["langgcn-ablate-id-users", "langgcn-ablate-bpr"]
     with pytest.raises(ValueError, match="unknown ablation"):
-        ablation_jobs("langgcn", chosen, data, GraphConfig(), graphs, [0], ["nope"])
+        ablation_jobs("langgcn", chosen, GraphConfig(), [0], ["nope"])
 
 
 def test_two_workers_share_one_search_without_training_a_point_twice(tmp_path, monkeypatch):
     import threading
 
-    import mllmrec_pyg.tuning as tuning
+    from mllmrec_pyg import runs
 
     trained = []
-    real = tuning.train_model
+    real = runs.train_model
 
     def counting(*args, **kwargs):
         trained.append(threading.get_ident())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tuning, "train_model", counting)
+    monkeypatch.setattr(runs, "train_model", counting)
     kwargs = dict(train=QUICK, trials=4, out=tmp_path / "t", cache=tmp_path / "c")
     results = []
     workers = [
@@ -293,4 +261,34 @@ def test_two_workers_share_one_search_without_training_a_point_twice(tmp_path, m
     assert len(a.trials) == 4 and a.best == b.best
     stored = json.loads((tmp_path / "t" / DATA.tag() / "lightgcn.json").read_text())
     assert len(stored["trials"]) == 4
-    assert not list((tmp_path / "t" / DATA.tag() / "lightgcn.json.claims").iterdir())
+    assert len(list((tmp_path / "t" / DATA.tag() / "runs").glob("*.json"))) == 4
+
+
+def test_a_search_is_redone_when_a_setting_changes_and_names_its_command(tmp_path):
+    """A stored search is reused only under the same settings: other cut-offs or another
+    text source train new trials (the trials' keys hold every setting)."""
+    from mllmrec_pyg import runs
+    from mllmrec_pyg.config import TextConfig
+
+    out = tmp_path / "t"
+    first = tune("mllmrec", DATA, train=QUICK, trials=1, out=out, cache=tmp_path / "c")
+    trained = []
+    real = runs.train_model
+
+    def counting(*args, **kwargs):
+        trained.append(args[0])
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runs, "train_model", counting)
+        same = tune("mllmrec", DATA, train=QUICK, trials=1, out=out, cache=tmp_path / "c")
+        assert trained == [] and same.best == first.best
+        ks = dataclasses.replace(QUICK, ks=(5, 10), monitor="recall@10")
+        other = tune("mllmrec", DATA, train=ks, trials=1, out=out, cache=tmp_path / "c")
+        assert trained == ["mllmrec"] and other.best["monitor"] == "recall@10"
+        text = TextConfig(user_text="history")
+        tune("mllmrec", DATA, text, train=QUICK, trials=1, out=out, cache=tmp_path / "c")
+        assert trained == ["mllmrec", "mllmrec"]
+    record = json.loads(next((out / DATA.tag() / "runs").glob("*.json")).read_text())
+    assert record["command"].startswith("mllmrec tune mllmrec --dataset synthetic --num-users 150")
+    assert "--out" in record["command"] and record["test"] == {}

@@ -79,7 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--models", nargs="+", help="compare: candidate names (default: all)")
     g.add_argument("--proposed", default="langgcn", help="compare: the model tested for a win")
     g.add_argument("--trials", type=int, default=6, help="compare: search budget per model")
-    g.add_argument("--tuned-dir", default="tuned", help="compare: root of the stored searches")
+    g.add_argument(
+        "--tuned-dir", help="compare: root of the stored searches (default: <out>/tuned)"
+    )
     g.add_argument(
         "--ablation-seeds",
         type=int,
@@ -91,6 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     g = p.add_argument_group("output")
     g.add_argument("--out", default="results", help="results root (default: results)")
+    g.add_argument(
+        "--tag",
+        help="a name appended to the results folders (<experiment>+<tag>), to keep results "
+        "of other arguments (e.g. a subset of models) apart",
+    )
     g.add_argument(
         "--report-out",
         default="docs/results.md",
@@ -113,6 +120,7 @@ def settings_from_args(args: argparse.Namespace) -> ExperimentSettings:
             seeds=tuple(args.seeds),
             out=args.out,
             cache=args.cache_dir,
+            tag=args.tag,
         )
     except ValueError as err:
         raise CommandError(str(err)) from None

@@ -60,12 +60,15 @@ def main(args: argparse.Namespace) -> int:
             cache=args.cache_dir,
         )
         best = result.best
+        metric = best["monitor"]  # recall@k: NDCG at the same k beside it
         rows.append(
             {
                 "model": cand.key,
                 "trials": str(len(result.trials)),
-                "valid recall@20": best["valid"]["recall@20"],
-                "valid ndcg@20": best["valid"]["ndcg@20"],
+                f"valid {metric}": best["valid"][metric],
+                f"valid {metric.replace('recall', 'ndcg')}": best["valid"][
+                    metric.replace("recall", "ndcg")
+                ],
                 "chosen": " ".join(f"{k}={v}" for k, v in best["point"].items()) or "-",
             }
         )

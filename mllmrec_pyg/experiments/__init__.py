@@ -2,10 +2,10 @@
 sensitivity (RQ4), t-SNE (RQ5), the leakage audit, and the tuned comparison of
 every model (``compare``).
 
-Each runner takes :class:`ExperimentSettings`, trains its configurations on
-the package's :class:`~mllmrec_pyg.train.Trainer` (resuming finished and
-interrupted runs), and writes ``<out>/<dataset>/<experiment>/`` with
-``results.json``, ``results.csv``, per-run JSON files and PNG figures.
+Each runner takes :class:`ExperimentSettings`, trains its configurations through
+the dataset's run store (:mod:`mllmrec_pyg.runs`: finished runs are reused,
+interrupted ones resume), and writes ``<out>/<dataset>/<experiment>/`` with
+``results.json``, ``results.csv`` and PNG figures.
 :mod:`mllmrec_pyg.experiments.report` turns those folders into
 ``docs/results.md``. On the command line: ``mllmrec experiment <name>``.
 """
@@ -13,8 +13,8 @@ interrupted runs), and writes ``<out>/<dataset>/<experiment>/`` with
 from mllmrec_pyg.experiments.ablation import run_ablation
 from mllmrec_pyg.experiments.common import (
     ExperimentSettings,
-    RunCache,
     RunSpec,
+    RunStore,
     build_graph,
     load_raw,
     prepare_data,
@@ -38,8 +38,8 @@ RUNNERS = {
 __all__ = [
     "ExperimentSettings",
     "RUNNERS",
-    "RunCache",
     "RunSpec",
+    "RunStore",
     "load_raw",
     "prepare_data",
     "build_graph",

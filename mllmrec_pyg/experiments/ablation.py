@@ -22,19 +22,17 @@ from typing import Any
 
 from torch_geometric.data import HeteroData
 
-from mllmrec_pyg.config import GraphConfig
+from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.common import (
-    HEADLINE,
     ExperimentSettings,
-    RunCache,
     RunSpec,
     graph_stats,
     prepare_data,
+    run_jobs,
     summarise,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
-from mllmrec_pyg.pipeline import cached_graph
 
 log = logging.getLogger(__name__)
 
@@ -82,33 +80,37 @@ def run_ablation(
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; known: {list(VARIANTS)}")
     data = data if data is not None else prepare_data(settings)
-    base = settings.graph
-    graphs: dict[GraphConfig, HeteroData] = {}
+    command = settings.command(
+        NAME,
+        (["--variants", *names] if names != list(VARIANTS) else [])
+        + ([] if anchors else ["--no-anchors"]),
+    )
+    store = settings.store(NAME, command)
     jobs: list[tuple[RunSpec, HeteroData]] = []
     graph_info: dict[str, Any] = {}
     for name in names:
         change, config = VARIANTS[name]
-        spec = replace(base, **change)
-        graph = cached_graph(graphs, data, spec)
+        graph = replace(settings.graph, **change)
         graph_info[name] = {
-            "graph": spec.as_dict(),
-            **graph_stats(graph, ("item", "related", "item")),
+            "graph": graph.as_dict(),
+            **graph_stats(store.with_graph(data, graph), RELATED),
         }
         for seed in settings.seeds:
-            jobs.append((RunSpec(name, "mllmrec", dict(config), seed), graph))
+            jobs.append((RunSpec(name, "mllmrec", dict(config), seed, graph=graph), data))
     order = list(names)
     if anchors:
         for name, (model, config) in ANCHORS.items():
             order.append(name)
             for seed in settings.seeds:
                 jobs.append((RunSpec(name, model, dict(config), seed), data))
-    runs = RunCache(settings, NAME).run_all(jobs)
+    runs = run_jobs(store, jobs)
     rows = summarise(runs, order=order)
+    metric = settings.headline(data)
 
     folder = settings.experiment_dir(NAME)
     fig = bar_chart(
         rows,
-        HEADLINE,
+        metric,
         folder / "ablation.png",
         f"Ablation (RQ2) on {settings.dataset_tag()}: test metrics",
     )
@@ -119,11 +121,10 @@ def run_ablation(
             "graphs": graph_info,
             "runs": runs,
             "figures": [fig.name],
-            "findings": findings(rows),
+            "findings": findings(rows, f"test {metric[0]}"),
         },
         rows,
-        command_extra=(["--variants", *names] if names != list(VARIANTS) else [])
-        + ([] if anchors else ["--no-anchors"]),
+        command,
         data=data,
     )
 

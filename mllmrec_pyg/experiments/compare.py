@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,20 +31,17 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.config import GraphConfig
-from mllmrec_pyg.data.schema import INTERACTS, RELATED
+from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.common import (
-    HEADLINE,
     ExperimentSettings,
-    RunCache,
     RunSpec,
     prepare_data,
+    run_jobs,
     summarise,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
-from mllmrec_pyg.io import jsonable, write_json
-from mllmrec_pyg.pipeline import cached_graph
-from mllmrec_pyg.train import TrainConfig, Trainer
+from mllmrec_pyg.runs import per_user_tensors, summary
 from mllmrec_pyg.tuning import CANDIDATES, candidate, tune
 
 log = logging.getLogger(__name__)
@@ -69,68 +68,6 @@ ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def per_user_metrics(model: Any, data: HeteroData, k: int = 20) -> dict[str, Tensor]:
-    """Test Recall@k and NDCG@k of every user with a test item (training items masked).
-
-    Returns ``{"users": ids, "recall@k": [U], "ndcg@k": [U]}``; the means equal
-    the trainer's test metrics.
-    """
-    evaluator = Trainer(model, data, TrainConfig(show_progress=False)).evaluator
-    users = evaluator.users("test")
-    model.eval()
-    with torch.no_grad():
-        top = evaluator.rank(model.scorer(), users, k, split="test")
-    test = data[INTERACTS].test_edge_index
-    pos = torch.zeros(int(users.max()) + 1, model.num_items, dtype=torch.bool)
-    pos[test[0], test[1]] = True
-    pos = pos[users]
-    hits = pos.gather(1, top).float()
-    n_pos = pos.sum(1).float()
-    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float))
-    idcg = torch.cumsum(discount, 0)[(n_pos.clamp(max=k) - 1).long()]
-    return {
-        "users": users,
-        f"recall@{k}": hits.sum(1) / n_pos,
-        f"ndcg@{k}": (hits * discount).sum(1) / idcg,
-    }
-
-
-#: a run JSON's field with its per-user test metrics (:func:`per_user_record`)
-PER_USER = "per_user_test"
-
-
-def per_user_record(model: Any, data: HeteroData) -> dict[str, Any]:
-    """``{PER_USER: {"users": [...], "recall@20": [...], "ndcg@20": [...]}}`` of ``model``
-    (values rounded to 1e-7), for :meth:`RunCache.run`'s ``extra``."""
-    m = per_user_metrics(model, data)
-    return {
-        PER_USER: {
-            "users": m["users"].tolist(),
-            **{k: [round(float(v), 7) for v in m[k]] for k in HEADLINE},
-        }
-    }
-
-
-def stored_with_per_user(cache: RunCache, spec: RunSpec, data: HeteroData) -> dict[str, Any]:
-    """A stored run's record, with its per-user test metrics. A run stored without them
-    gets them from its checkpoint (or, where none was kept, from training it again with
-    the same seed, which replaces the record), and they are added to its JSON, so this
-    happens once."""
-    stored = cache.load(spec, data)
-    if stored is None or PER_USER not in stored:
-        _, model = cache.run(spec, data, keep_model=True)
-        stored = cache.load(spec, data)
-        stored.update(per_user_record(model, data))
-        write_json(cache.path(spec), jsonable(stored), indent=None)
-    return stored
-
-
-def per_user_tensors(record: dict[str, Any]) -> dict[str, Tensor]:
-    """The per-user test metrics of a run record (:data:`PER_USER`), as tensors."""
-    pu = record[PER_USER]
-    return {"users": torch.tensor(pu["users"]), **{k: torch.tensor(pu[k]) for k in HEADLINE}}
-
-
 def sign_flip_test(diff: Tensor, rounds: int = 10000, seed: int = 0) -> float:
     """Two-sided p-value of a zero mean of paired differences ``diff`` (random sign flips)."""
     diff = diff.double()
@@ -147,7 +84,7 @@ def run_compare(
     models: list[str] | None = None,
     proposed: str = PROPOSED,
     trials: int = 6,
-    tuned_dir: str = "tuned",
+    tuned_dir: str | None = None,
     ablation_seeds: list[int] | None = None,
     ablations: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -160,7 +97,7 @@ def run_compare(
         models: candidate keys (default: every candidate).
         proposed: the candidate whose win is tested against the best baseline.
         trials: the search budget of every model.
-        tuned_dir: root of the stored searches.
+        tuned_dir: root of the stored searches (default ``<out>/tuned``).
         ablation_seeds: train the proposed model's :data:`ABLATIONS` at its chosen
             settings with these seeds (``None``: no ablation).
         ablations: the :data:`ABLATIONS` names to train (default: all).
@@ -173,13 +110,30 @@ def run_compare(
     keys = list(models or CANDIDATES)
     for key in keys:
         candidate(key)
+    unknown = sorted(set(ablations or ()) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(ABLATIONS)}")
+    default_tuned = str(Path(settings.out) / "tuned")
+    tuned_dir = tuned_dir or default_tuned
+    command = settings.command(
+        NAME,
+        [
+            "--models",
+            *keys,
+            "--trials",
+            str(trials),
+            *(["--tuned-dir", tuned_dir] if tuned_dir != default_tuned else []),
+            *(["--ablation-seeds", *map(str, ablation_seeds)] if ablation_seeds else []),
+            *(["--ablations", *ablations] if ablation_seeds and ablations else []),
+        ],
+    )
     data = data if data is not None else prepare_data(settings)
-    graphs: dict[GraphConfig, HeteroData] = {}
+    metrics = settings.headline(data)
+    store = settings.store(NAME, command)
     jobs: list[tuple[RunSpec, HeteroData]] = []
     tuned: dict[str, Any] = {}
     chosen_of: dict[str, dict[str, Any]] = {}
     for key in keys:
-        cand = candidate(key)
         search = tune(
             key,
             settings.data,
@@ -190,48 +144,40 @@ def run_compare(
             out=tuned_dir,
             cache=settings.cache,
             data=data,
+            command=command,
         )
         chosen = chosen_of[key] = search.settings()
         tuned[key] = {
             "point": search.best["point"],
-            "valid recall@20": search.best["valid"]["recall@20"],
+            f"valid {metrics[0]}": search.best["valid"][metrics[0]],
             "trials": len(search.trials),
             "search seconds": sum(t["seconds"] for t in search.trials),
         }
-        run_data = data
-        if "graph" in cand.needs([search.best["point"]]):
-            run_data = cached_graph(graphs, data, GraphConfig(**chosen["graph"]))
-        values = {k: v for k, v in chosen["model"].items() if k != "seed"}
-        train_values = {k: chosen["train"][k] for k in ("lr", "batch_size")}
-        for seed in settings.seeds:
-            config = {**values, **({"seed": seed} if "seed" in chosen["model"] else {})}
-            spec = RunSpec(key, cand.model, config, seed, train=train_values)
-            jobs.append((spec, run_data))
-    cache = RunCache(settings, NAME)
+        jobs += [(spec, data) for spec in chosen_runs(key, chosen, settings.graph, settings.seeds)]
     # each new run stores its per-user test metrics (the per-user test below needs the
     # best baseline's, known only once every run is done)
-    runs = cache.run_all(jobs, extra=per_user_record)
+    runs = run_jobs(store, jobs, per_user=True)
     ablated = []
     if ablation_seeds and proposed in tuned:
         more = ablation_jobs(
-            proposed, chosen_of[proposed], data, settings.graph, graphs, ablation_seeds, ablations
+            proposed, chosen_of[proposed], settings.graph, ablation_seeds, ablations
         )
-        ablated = [spec.variant for spec, _ in more]
-        runs += cache.run_all(more)
+        ablated = [spec.variant for spec in more]
+        runs += run_jobs(store, [(spec, data) for spec in more])
     order = [*keys, *dict.fromkeys(ablated)]
     rows = summarise(runs, order=order)
     users: dict[str, list[dict[str, Tensor]]] = {}
-    while (best := best_baseline(rows, proposed)) is not None and proposed in tuned:
-        # a stored run without per-user metrics and without a checkpoint is trained again
-        # (RunCache.run), which replaces it on disk: the rows are then summarised anew, so
-        # the table and the test read the same models, and the best baseline is re-read
+    while (best := best_baseline(rows, proposed, metrics[0])) is not None and proposed in tuned:
+        # a stored run without per-user metrics and without a checkpoint is trained again,
+        # which replaces it in the store: the rows are then summarised anew, so the table
+        # and the test read the same models, and the best baseline is read again
         users, retrained = {}, False
-        for i, (spec, run_data) in enumerate(jobs):
+        for i, (spec, _) in enumerate(jobs):
             if spec.variant in (proposed, best):
-                now = stored_with_per_user(cache, spec, run_data)
+                now = store.with_per_user(spec, data)
                 users.setdefault(spec.variant, []).append(per_user_tensors(now))
                 retrained |= now.get("replaces") != runs[i].get("replaces")
-                runs[i] = now
+                runs[i] = summary(now, spec)
         if not retrained:
             break
         rows = summarise(runs, order=order)
@@ -240,10 +186,10 @@ def run_compare(
         row["tuned"] = " ".join(f"{k}={v}" for k, v in point.items())
         if row["variant"].startswith(f"{proposed}-ablate-"):
             row["tuned"] = f"as {proposed}, one switch changed"
-    significance = _significance(rows, users, proposed)
+    significance = _significance(rows, users, proposed, metrics)
     folder = settings.experiment_dir(NAME)
     fig = bar_chart(
-        rows, HEADLINE, folder / "compare.png", f"Tuned models on {settings.dataset_tag()}: test"
+        rows, metrics, folder / "compare.png", f"Tuned models on {settings.dataset_tag()}: test"
     )
     return write_results(
         settings,
@@ -255,38 +201,39 @@ def run_compare(
             "runs": runs,
             "significance": significance,
             "figures": [fig.name],
-            "findings": findings(rows, proposed, significance),
+            "findings": findings(rows, proposed, significance, metrics),
         },
         rows,
-        command_extra=[
-            "--models",
-            *keys,
-            "--trials",
-            str(trials),
-            *(["--ablation-seeds", *map(str, ablation_seeds)] if ablation_seeds else []),
-            *(["--ablations", *ablations] if ablation_seeds and ablations else []),
-        ],
+        command,
         data=data,
     )
+
+
+def chosen_runs(
+    key: str, chosen: dict[str, Any], base_graph: GraphConfig, seeds: Sequence[int]
+) -> list[RunSpec]:
+    """The runs of candidate ``key`` at its tuned settings ``chosen``, one per seed."""
+    cand = candidate(key)
+    graph = chosen.get("graph")
+    g = GraphConfig(**{**base_graph.as_dict(), **graph}) if graph else None
+    config = {k: v for k, v in chosen["model"].items() if k != "seed"}
+    train = {k: chosen["train"][k] for k in ("lr", "batch_size")}
+    return [RunSpec(key, cand.model, config, seed, train, g) for seed in seeds]
 
 
 def ablation_jobs(
     proposed: str,
     chosen: dict[str, Any],
-    data: HeteroData,
     base_graph: GraphConfig,
-    graphs: dict[GraphConfig, HeteroData],
-    seeds: list[int],
-    names: list[str] | None = None,
-) -> list[tuple[RunSpec, HeteroData]]:
+    seeds: Sequence[int],
+    names: Sequence[str] | None = None,
+) -> list[RunSpec]:
     """The proposed model's chosen settings with one :data:`ABLATIONS` switch changed.
 
     Args:
         proposed: the candidate key.
         chosen: its tuned settings (:meth:`~mllmrec_pyg.tuning.TuneResult.settings`).
-        data: the prepared dataset.
         base_graph: the experiment's item graph (``chosen["graph"]`` overrides it).
-        graphs: built graphs by recipe, shared with the comparison.
         seeds: training seeds.
         names: the ablations to train (default: all of :data:`ABLATIONS`).
     """
@@ -295,14 +242,14 @@ def ablation_jobs(
         graph = model.get("item_graph")
         return {**model, "item_graph": tuple(graph) if graph is not None else None}
 
-    cand = candidate(proposed)
-    base = norm({k: v for k, v in chosen["model"].items() if k != "seed"})
-    graph = GraphConfig(**{**base_graph.as_dict(), **(chosen.get("graph") or {})})
-    train_values = {k: chosen["train"][k] for k in ("lr", "batch_size")}
-    jobs = []
     unknown = sorted(set(names or ()) - set(ABLATIONS))
     if unknown:
         raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(ABLATIONS)}")
+    cand = candidate(proposed)
+    base = norm({k: v for k, v in chosen["model"].items() if k != "seed"})
+    graph = GraphConfig(**{**base_graph.as_dict(), **(chosen.get("graph") or {})})
+    train = {k: chosen["train"][k] for k in ("lr", "batch_size")}
+    specs = []
     for name, (graph_change, model_change) in ABLATIONS.items():
         if names and name not in names:
             continue
@@ -310,34 +257,34 @@ def ablation_jobs(
         g = dataclasses.replace(graph, **graph_change)
         if model == base and g == graph:
             continue  # the chosen settings already are this variant
-        run_data = data if model["item_graph"] is None else cached_graph(graphs, data, g)
         for seed in seeds:
-            config = {**model, **({"seed": seed} if "seed" in chosen["model"] else {})}
-            spec = RunSpec(
-                f"{proposed}-ablate-{name}", cand.model, config, seed, train=train_values
-            )
-            jobs.append((spec, run_data))
-    return jobs
+            specs.append(RunSpec(f"{proposed}-ablate-{name}", cand.model, model, seed, train, g))
+    return specs
 
 
-def best_baseline(rows: list[dict[str, Any]], proposed: str) -> str | None:
-    """The baseline with the best mean test Recall@20. The proposed model's own ablations
+def best_baseline(
+    rows: list[dict[str, Any]], proposed: str, metric: str = "recall@20"
+) -> str | None:
+    """The baseline with the best mean test ``metric``. The proposed model's own ablations
     (``<proposed>-...``) are not baselines: they are reported beside it."""
     by = {r["variant"]: r for r in rows}
     baselines = [v for v in by if v != proposed and not v.startswith(f"{proposed}-")]
     if proposed not in by or not baselines:
         return None
-    return max(baselines, key=lambda v: by[v]["test recall@20"])
+    return max(baselines, key=lambda v: by[v][f"test {metric}"])
 
 
 def _significance(
-    rows: list[dict[str, Any]], users: dict[str, list[dict[str, Tensor]]], proposed: str
+    rows: list[dict[str, Any]],
+    users: dict[str, list[dict[str, Tensor]]],
+    proposed: str,
+    metrics: Sequence[str],
 ) -> dict[str, Any]:
-    best = best_baseline(rows, proposed)
+    best = best_baseline(rows, proposed, metrics[0])
     if best is None or proposed not in users:
         return {}
     out: dict[str, Any] = {"against": best, "users": None}
-    for metric in HEADLINE:
+    for metric in metrics:
         a = torch.stack([u[metric] for u in users[proposed]]).mean(0)
         b = torch.stack([u[metric] for u in users[best]]).mean(0)
         out["users"] = int(a.numel())
@@ -351,16 +298,20 @@ def _significance(
 
 
 def findings(
-    rows: list[dict[str, Any]], proposed: str, significance: dict[str, Any]
+    rows: list[dict[str, Any]],
+    proposed: str,
+    significance: dict[str, Any],
+    metrics: Sequence[str] = ("recall@20", "ndcg@20"),
 ) -> dict[str, Any]:
-    """Whether the proposed model beats the best tuned baseline by at least 3% on R@20 and N@20."""
-    best = best_baseline(rows, proposed)
+    """Whether the proposed model beats the best tuned baseline by at least 3% on R@20 and N@20
+    (or Recall and NDCG at the monitored cut-off)."""
+    best = best_baseline(rows, proposed, metrics[0])
     if best is None:
         return {}
     by = {r["variant"]: r for r in rows}
     gain = {
         m: (by[proposed][f"test {m}"] - by[best][f"test {m}"]) / by[best][f"test {m}"]
-        for m in HEADLINE
+        for m in metrics
     }
     return {
         "best_baseline": best,
@@ -368,19 +319,17 @@ def findings(
         "beats_best_baseline": all(g > 0 for g in gain.values()),
         "beats_by_3_percent": all(g >= 0.03 for g in gain.values()),
         "significant_at_0.05": bool(significance)
-        and all(significance[m]["p (paired sign-flip, per user)"] < 0.05 for m in HEADLINE),
+        and all(significance[m]["p (paired sign-flip, per user)"] < 0.05 for m in metrics),
     }
 
 
 __all__ = [
+    "ABLATIONS",
     "NAME",
-    "PER_USER",
     "PROPOSED",
+    "ablation_jobs",
+    "chosen_runs",
     "findings",
-    "per_user_metrics",
-    "per_user_record",
-    "per_user_tensors",
     "run_compare",
     "sign_flip_test",
-    "stored_with_per_user",
 ]

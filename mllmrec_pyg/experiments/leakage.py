@@ -26,13 +26,11 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.data.schema import INTERACTS, USER
 from mllmrec_pyg.experiments.common import (
-    HEADLINE,
     ExperimentSettings,
-    RunCache,
     RunSpec,
-    build_graph,
     load_raw,
     prepare_data,
+    run_jobs,
     summarise,
     write_results,
 )
@@ -107,25 +105,26 @@ def run_leakage(settings: ExperimentSettings, raw: HeteroData | None = None) -> 
     raw = raw if raw is not None else load_raw(settings)
     honest = prepare_data(settings, full_history=False, raw=raw)
     leaky = prepare_data(settings, full_history=True, raw=raw)
-    g_honest, g_leaky = build_graph(honest, settings.graph), build_graph(leaky, settings.graph)
+    command = settings.command(NAME)
     jobs = []
     for seed in settings.seeds:
-        jobs.append((RunSpec(TRAIN, "mllmrec", {}, seed), g_honest))
-        jobs.append((RunSpec(FULL, "mllmrec", {}, seed), g_leaky))
-        jobs.append((RunSpec(NO_PREFS, "mllmrec", {"use_user_features": False}, seed), g_honest))
-    runs = RunCache(settings, NAME).run_all(jobs)
+        jobs.append((RunSpec(TRAIN, "mllmrec", {}, seed), honest))
+        jobs.append((RunSpec(FULL, "mllmrec", {}, seed, full_history=True), leaky))
+        jobs.append((RunSpec(NO_PREFS, "mllmrec", {"use_user_features": False}, seed), honest))
+    runs = run_jobs(settings.store(NAME, command), jobs)
     rows = summarise(runs, order=[TRAIN, FULL, NO_PREFS])
+    metrics = settings.headline(honest)
     texts_a, texts_b = honest[USER].text, leaky[USER].text
     changed = sum(a != b for a, b in zip(texts_a, texts_b))
 
     folder = settings.experiment_dir(NAME)
     fig = bar_chart(
-        rows, HEADLINE, folder / "leakage.png", f"Leakage audit on {settings.dataset_tag()}"
+        rows, metrics, folder / "leakage.png", f"Leakage audit on {settings.dataset_tag()}"
     )
     by = {r["variant"]: r for r in rows}
     gap = {}
     for split in ("valid", "test"):
-        for m in HEADLINE:
+        for m in metrics:
             col = f"{split} {m}"
             a, b = by[TRAIN][col], by[FULL][col]
             gap[col] = {"train": a, "full": b, "gap": b - a, "relative": (b - a) / a if a else None}
@@ -140,10 +139,11 @@ def run_leakage(settings: ExperimentSettings, raw: HeteroData | None = None) -> 
             "figures": [fig.name],
             "findings": {
                 "gap": gap,
-                "leak_inflates_test": gap["test recall@20"]["gap"] > 0,
+                "leak_inflates_test": gap[f"test {metrics[0]}"]["gap"] > 0,
             },
         },
         rows,
+        command,
         data=honest,
     )
 

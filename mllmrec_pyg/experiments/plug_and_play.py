@@ -31,22 +31,21 @@ from typing import Any
 
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg.config import GraphConfig
 from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.common import (
-    HEADLINE,
     ExperimentSettings,
-    RunCache,
     RunSpec,
-    build_graph,
     edge_stats,
     graph_stats,
     prepare_data,
+    run_jobs,
     summarise,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
 from mllmrec_pyg.nn.freedom import knn_item_graph
-from mllmrec_pyg.nn.registry import make_config, model_class
+from mllmrec_pyg.nn.registry import make_config
 
 log = logging.getLogger(__name__)
 
@@ -92,52 +91,53 @@ def run_plug_and_play(
     vanilla, with_gd_name, with_gr = host, f"{host} + GD", f"{host} + GR"
     data = data if data is not None else prepare_data(settings)
     base = dict(freedom or {})
-    gr = build_graph(data, settings.graph)
-    variants: list[tuple[str, HeteroData, dict[str, Any]]] = [(vanilla, gr, {})]
-    graphs: dict[str, Any] = {}
-    cfg = make_config(model, base)
-    feats = [data["item"][m] for m in cfg.modalities]
-    ei, _ = knn_item_graph(feats, cfg.knn_k, getattr(cfg, "modality_weights", None))
-    graphs[vanilla] = edge_stats(ei, int(data["item"].num_nodes))
-    if with_gd:
-        gd = build_graph(data, replace(settings.graph, cooccurrence=False))
-        variants.append((with_gd_name, gd, {"item_graph": list(RELATED)}))
-        graphs[with_gd_name] = graph_stats(gd, RELATED)
-    variants.append((with_gr, gr, {"item_graph": list(RELATED)}))
-    graphs[with_gr] = graph_stats(gr, RELATED)
-
-    seeded = "seed" in model_class(model).config_class.__dataclass_fields__
-    jobs = [
-        (RunSpec(name, model, {**base, **change, **({"seed": seed} if seeded else {})}, seed), g)
-        for name, g, change in variants
-        for seed in settings.seeds
-    ]
     name = NAME if model == "freedom" else f"{NAME}_{model}"
-    runs = RunCache(settings, name).run_all(jobs)
-    order = [v[0] for v in variants]
-    rows = summarise(runs, order=order)
-    by = {r["variant"]: r for r in rows}
-    improvement = {
-        name: {
-            m: (by[name][f"test {m}"] - by[vanilla][f"test {m}"]) / by[vanilla][f"test {m}"]
-            if by[vanilla][f"test {m}"]
-            else None
-            for m in HEADLINE
-        }
-        for name in order[1:]
-    }
-    folder = settings.experiment_dir(name)
-    fig = bar_chart(
-        rows,
-        HEADLINE,
-        folder / f"{name}.png",
-        f"{host} + graph refinement on {settings.dataset_tag()}",
-    )
     extra = [] if with_gd else ["--no-gd"]
     if model != "freedom":
         extra += ["--model", model]
     for key, value in sorted(base.items()):
         extra += ["--freedom", f"{key}={value!r}"]
+    command = settings.command("plug-and-play", extra)
+    store = settings.store(name, command)
+    cfg = make_config(model, base)
+    feats = [data["item"][m] for m in cfg.modalities]
+    ei, _ = knn_item_graph(feats, cfg.knn_k, getattr(cfg, "modality_weights", None))
+    graphs: dict[str, Any] = {vanilla: edge_stats(ei, int(data["item"].num_nodes))}
+    variants: list[tuple[str, dict[str, Any], GraphConfig | None]] = [(vanilla, {}, None)]
+    refined = {"item_graph": list(RELATED)}
+    if with_gd:
+        gd = replace(settings.graph, cooccurrence=False)
+        variants.append((with_gd_name, refined, gd))
+        graphs[with_gd_name] = graph_stats(store.with_graph(data, gd), RELATED)
+    variants.append((with_gr, refined, settings.graph))
+    graphs[with_gr] = graph_stats(store.with_graph(data, settings.graph), RELATED)
+    jobs = [
+        (RunSpec(label, model, {**base, **change}, seed, graph=graph), data)
+        for label, change, graph in variants
+        for seed in settings.seeds
+    ]
+    runs = run_jobs(store, jobs)
+    order = [v[0] for v in variants]
+    rows = summarise(runs, order=order)
+    metrics = settings.headline(data)
+    by = {r["variant"]: r for r in rows}
+    improvement = {
+        label: {
+            m: (by[label][f"test {m}"] - by[vanilla][f"test {m}"]) / by[vanilla][f"test {m}"]
+            if by[vanilla][f"test {m}"]
+            else None
+            for m in metrics
+        }
+        for label in order[1:]
+    }
+    folder = settings.experiment_dir(name)
+    fig = bar_chart(
+        rows,
+        metrics,
+        folder / f"{name}.png",
+        f"{host} + graph refinement on {settings.dataset_tag()}",
+    )
+    gain = improvement.get(with_gr) or {}
     return write_results(
         settings,
         name,
@@ -149,13 +149,12 @@ def run_plug_and_play(
             "figures": [fig.name],
             "findings": {
                 "relative_improvement": improvement,
-                "gr_helps_recall": (improvement.get(with_gr) or {}).get("recall@20", 0) > 0,
-                "gr_helps_ndcg": (improvement.get(with_gr) or {}).get("ndcg@20", 0) > 0,
+                "gr_helps_recall": (gain.get(metrics[0]) or 0) > 0,
+                "gr_helps_ndcg": (gain.get(metrics[1]) or 0) > 0,
             },
         },
         rows,
-        command_extra=extra,
-        command_name="plug-and-play",
+        command,
         data=data,
     )
 

@@ -40,8 +40,6 @@ MAIN_COLUMNS = (
 DATASET_TITLES = {
     "movielens": "MovieLens (ml-latest-small)",
     "synthetic": "Synthetic catalog (make_synthetic defaults)",
-    "movielens-smollm2": "MovieLens, preference text written by SmolLM2-135M-Instruct (CPU)",
-    "movielens-none-text": "MovieLens, LangGCN with the offline `none` backend's preference text",
 }
 
 
@@ -76,8 +74,31 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:+.2f}%"
 
 
+def group_of(obj: Mapping[str, Any]) -> str:
+    """The results group of a ``results.json``: its dataset tag, then its text source's tag
+    and its own tag where it has them (``movielens+transformers-smollm2-budget1024``)."""
+    return "+".join(p for p in (obj["dataset"], obj.get("text_tag"), obj.get("tag")) if p)
+
+
+def group_title(exps: Mapping[str, Mapping[str, Any]]) -> str:
+    """A group's heading: the dataset's title, the text source and the tag where set."""
+    obj = next(iter(exps.values()))
+    parts = [DATASET_TITLES.get(obj["dataset"], obj["dataset"])]
+    s = obj["settings"]
+    if obj.get("text_tag"):
+        model = f" ({s['backend_model']})" if s.get("backend_model") else ""
+        parts.append(
+            f"preference text from the `{s['backend']}` backend{model}, token budget "
+            f"{s['token_budget']}"
+            + (f", user text `{s['user_text']}`" if s["user_text"] != "preferences" else "")
+        )
+    if obj.get("tag"):
+        parts.append(f"`{obj['tag']}`")
+    return ", ".join(parts)
+
+
 def load_results(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{dataset tag: {experiment: results.json}}`` under ``root``."""
+    """``{group: {experiment: results.json}}`` under ``root`` (:func:`group_of`)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     if not root.is_dir():
         raise FileNotFoundError(f"results folder {root} does not exist")
@@ -87,7 +108,8 @@ def load_results(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
             log.warning("%s is not an experiment result; skipped", path)
             continue
         obj["_dir"] = path.parent
-        out.setdefault(path.parent.parent.name, {})[path.parent.name] = obj
+        obj["_folder"] = path.parent.relative_to(root).as_posix()
+        out.setdefault(group_of(obj), {})[obj["experiment"]] = obj
     return out
 
 
@@ -555,16 +577,22 @@ def paper_order_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 TEXT_SOURCES = (
     ("MLLMRec", "no text (w/o RS)", "movielens", "ablation", "w/o RS"),
     ("MLLMRec", "`none` backend", "movielens", "ablation", "MLLMRec"),
-    ("MLLMRec", "SmolLM2-135M", "movielens-smollm2", "ablation", "MLLMRec"),
+    ("MLLMRec", "SmolLM2-135M", "movielens+transformers-smollm2-budget1024", "ablation", "MLLMRec"),
     ("LangGCN", "no text (mean of its items)", "movielens", "compare", "langgcn"),
     (
         "LangGCN",
         "`none` backend",
-        "movielens-none-text",
+        "movielens+none-text",
         "compare",
         "langgcn-ablate-preference-text",
     ),
-    ("LangGCN", "SmolLM2-135M", "movielens-smollm2", "compare", "langgcn-ablate-preference-text"),
+    (
+        "LangGCN",
+        "SmolLM2-135M",
+        "movielens+transformers-smollm2-budget1024",
+        "compare",
+        "langgcn-ablate-preference-text",
+    ),
 )
 
 
@@ -588,7 +616,7 @@ def text_sources_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
                 "test recall@20 std": row.get("test recall@20 std"),
                 "test ndcg@20": row["test ndcg@20"],
                 "test ndcg@20 std": row.get("test ndcg@20 std"),
-                "results": f"`{tag}/{exp}` {variant}",
+                "results": f"`{obj['_folder']}` {variant}",
             }
         )
     found = {m: r for m, r in found.items() if len(r) > 1}
@@ -868,7 +896,7 @@ def build_report(root: Path, md_path: Path) -> str:
         exps = results[tag]
         any_obj = next(iter(exps.values()))
         d = any_obj.get("data") or {}
-        title = DATASET_TITLES.get(tag, tag)
+        title = group_title(exps)
         out += [f"## {title}", ""]
         if d:
             out += [

@@ -16,17 +16,15 @@ from typing import Any
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.experiments.common import (
-    HEADLINE,
     ExperimentSettings,
-    RunCache,
     RunSpec,
-    build_graph,
     prepare_data,
+    run_jobs,
     summarise,
-    write_csv,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import heatmaps, line_plot
+from mllmrec_pyg.io import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +64,31 @@ def run_sensitivity(
         test means), ``dims`` (per-``d`` means and stds) and ``findings``.
     """
     data = data if data is not None else prepare_data(settings)
+    command = settings.command(NAME, _grid_args(alphas, k_cs, dims))
+    store = settings.store(NAME, command)
     jobs: list[tuple[RunSpec, HeteroData]] = []
     for a in alphas:
         for k in k_cs:
-            g = build_graph(data, replace(settings.graph, alpha=a, k_c=k))
+            g = replace(settings.graph, alpha=a, k_c=k)
             for seed in settings.seeds:
+                extra = {"alpha": a, "k_c": k}
                 jobs.append(
-                    (RunSpec(grid_label(a, k), "mllmrec", {}, seed, {"alpha": a, "k_c": k}), g)
+                    (RunSpec(grid_label(a, k), "mllmrec", {}, seed, graph=g, extra=extra), data)
                 )
-    base = build_graph(data, settings.graph)
     for d in dims:
         for seed in settings.seeds:
-            jobs.append(
-                (RunSpec(dim_label(d), "mllmrec", {"embedding_dim": d}, seed, {"d": d}), base)
-            )
-    runs = RunCache(settings, NAME).run_all(jobs)
+            spec = RunSpec(dim_label(d), "mllmrec", {"embedding_dim": d}, seed, extra={"d": d})
+            jobs.append((spec, data))
+    runs = run_jobs(store, jobs)
+    metrics = settings.headline(data)
+    metric = metrics[0]
 
     grid_rows = summarise(runs, order=[grid_label(a, k) for a in alphas for k in k_cs])
     dim_rows = summarise(runs, order=[dim_label(d) for d in dims])
     by = {r["variant"]: r for r in grid_rows}
-    grid = {
-        m: [[by[grid_label(a, k)][f"test {m}"] for k in k_cs] for a in alphas] for m in HEADLINE
-    }
+    grid = {m: [[by[grid_label(a, k)][f"test {m}"] for k in k_cs] for a in alphas] for m in metrics}
     valid_grid = {
-        m: [[by[grid_label(a, k)][f"valid {m}"] for k in k_cs] for a in alphas] for m in HEADLINE
+        m: [[by[grid_label(a, k)][f"valid {m}"] for k in k_cs] for a in alphas] for m in metrics
     }
     dims_out = {
         f"{split} {m}": (
@@ -97,14 +96,14 @@ def run_sensitivity(
             [r[f"{split} {m} std"] for r in dim_rows],
         )
         for split in ("valid", "test")
-        for m in HEADLINE
+        for m in metrics
     }
 
     folder = settings.experiment_dir(NAME)
     tag = settings.dataset_tag()
     figs = [
         heatmaps(
-            {f"test {m}": grid[m] for m in HEADLINE},
+            {f"test {m}": grid[m] for m in metrics},
             list(alphas),
             list(k_cs),
             "alpha",
@@ -134,10 +133,10 @@ def run_sensitivity(
             "dim_curves": {k: {"mean": v[0], "std": v[1]} for k, v in dims_out.items()},
             "runs": runs,
             "figures": figs,
-            "findings": findings(grid, list(alphas), list(k_cs), dims_out, list(dims)),
+            "findings": findings(grid, list(alphas), list(k_cs), dims_out, list(dims), metric),
         },
         grid_rows + dim_rows,
-        command_extra=_grid_args(alphas, k_cs, dims),
+        command,
         data=data,
     )
 

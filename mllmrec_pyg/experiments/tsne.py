@@ -31,13 +31,12 @@ from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER
 from mllmrec_pyg.experiments.ablation import ANCHORS
 from mllmrec_pyg.experiments.common import (
     ExperimentSettings,
-    RunCache,
     RunSpec,
-    build_graph,
     prepare_data,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import scatter_panels
+from mllmrec_pyg.runs import summary
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +132,21 @@ def run_tsne(
         raise ValueError(f"unknown baseline {baseline!r}; choose from {list(BASELINES)}")
     data = data if data is not None else prepare_data(settings)
     seed = settings.seeds[0]
-    graph = build_graph(data, settings.graph)
-    cache = RunCache(settings, NAME)
+    command = settings.command(
+        NAME,
+        (["--baseline", baseline] if baseline != "LightGCN" else [])
+        + (["--sample-users", str(num_users)] if num_users != 500 else []),
+    )
+    store = settings.store(NAME, command)
     model_name, config = BASELINES[baseline]
     models, results = {}, {}
     for label, spec in (
         ("MLLMRec", RunSpec("MLLMRec", "mllmrec", {}, seed)),
         (baseline, RunSpec(baseline, model_name, dict(config), seed)),
     ):
-        results[label], models[label] = cache.run(spec, graph, keep_model=True)
+        record, models[label] = store.run(spec, data, keep_model=True)
+        results[label] = summary(record, spec)
+    metric = settings.headline(data)[0]
 
     total = int(data[USER].num_nodes)
     gen = torch.Generator().manual_seed(seed)
@@ -150,15 +155,16 @@ def run_tsne(
     panels, rows = {}, []
     for label, model in models.items():
         h = user_representations(model)[users]
-        panels[f"{label} (test R@20 {results[label]['test']['recall@20']:.4f})"] = tsne_2d(h, seed)
+        short = metric.replace("recall", "R")
+        panels[f"{label} (test {short} {results[label]['test'][metric]:.4f})"] = tsne_2d(h, seed)
         rows.append(
             {
                 "model": label,
                 "users": int(users.numel()),
                 "uniformity": uniformity(h),
                 "mean cosine": mean_cosine(h),
-                "valid recall@20": results[label]["valid"]["recall@20"],
-                "test recall@20": results[label]["test"]["recall@20"],
+                f"valid {metric}": results[label]["valid"][metric],
+                f"test {metric}": results[label]["test"][metric],
             }
         )
     folder = settings.experiment_dir(NAME)
@@ -186,8 +192,7 @@ def run_tsne(
             },
         },
         rows,
-        command_extra=(["--baseline", baseline] if baseline != "LightGCN" else [])
-        + (["--sample-users", str(num_users)] if num_users != 500 else []),
+        command,
         data=data,
     )
 

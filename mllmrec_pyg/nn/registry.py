@@ -36,6 +36,11 @@ def model_class(name: str) -> type[RankingModel]:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
 
 
+def takes_seed(name: str) -> bool:
+    """Whether model ``name``'s config has a ``seed`` (seeded from the run's seed)."""
+    return "seed" in {f.name for f in dataclasses.fields(model_class(name).config_class)}
+
+
 def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
     """The config dataclass of model ``name`` with ``values``.
 
