@@ -51,13 +51,25 @@ def _dense_sym(a):
     return inv[:, None] * a * inv[None, :]
 
 
-def _reference(model: LangGCN, data: HeteroData) -> tuple[torch.Tensor, torch.Tensor]:
-    """The module docstring's equations with dense matrices."""
+def _reference(
+    model: LangGCN, data: HeteroData, kept: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module docstring's equations with dense matrices; ``kept`` the pruned training
+    pairs the ID side (or, without ``input_propagation``, everything) propagates over."""
     cfg = model.config
     nu, ni = data["user"].num_nodes, data["item"].num_nodes
     ui = data[INTERACTS].edge_index
-    r = torch.zeros(nu, ni)
-    r[ui[0], ui[1]] = 1.0
+
+    def a_hat_of(pairs):
+        r = torch.zeros(nu, ni)
+        r[pairs[0], pairs[1]] = 1.0
+        a = torch.zeros(nu + ni, nu + ni)
+        a[:nu, nu:] = r
+        a[nu:, :nu] = r.t()
+        return r, _dense_sym(a)
+
+    r, a_full = a_hat_of(ui)
+    a_step = a_full if kept is None else a_hat_of(kept)[1]
     x = data["item"].x.float()
     s_hat = None
     if cfg.item_graph is not None:
@@ -65,7 +77,7 @@ def _reference(model: LangGCN, data: HeteroData) -> tuple[torch.Tensor, torch.Te
         s = torch.zeros(ni, ni)
         s.index_put_((ei[1], ei[0]), torch.ones(ei.size(1)) if ew is None else ew, accumulate=True)
         s_hat = _dense_sym(s)
-    if s_hat is not None and cfg.item_graph_mode == "features":
+    if s_hat is not None and cfg.item_graph_mode in ("features", "both"):
         acc, h = x, x
         for _ in range(cfg.num_item_layers):
             h = s_hat @ h
@@ -78,31 +90,45 @@ def _reference(model: LangGCN, data: HeteroData) -> tuple[torch.Tensor, torch.Te
         "mean+preference": 0.5 * (mean + data["user"].x),
         "id": None,
     }[cfg.user_init]
+    z_i = x if cfg.use_item_text else None
+
+    def prop(a_hat, e0):
+        acc, h = e0, e0
+        for _ in range(cfg.num_layers):
+            h = a_hat @ h
+            acc = acc + h
+        out = acc / (cfg.num_layers + 1)
+        if s_hat is not None and cfg.item_graph_mode in ("embeddings", "both"):
+            g = e0[nu:]
+            for _ in range(cfg.num_item_layers):
+                g = s_hat @ g
+            out = torch.cat([out[:nu], out[nu:] + g])
+        return out
 
     def mlp(v):
+        if cfg.hidden_dim == 0:
+            return model.mlp(v)
         return model.mlp.lin2(F.leaky_relu(model.mlp.lin1(v), cfg.negative_slope))
 
-    e_u = mlp(z_u) if z_u is not None else 0.0
-    e_i = mlp(x) if cfg.use_item_text else 0.0
-    if cfg.id_embeddings:
-        e_u = e_u + model.user_id.weight
-        e_i = e_i + model.item_id.weight
-    e0 = torch.cat([e_u, e_i])
-    a = torch.zeros(nu + ni, nu + ni)
-    a[:nu, nu:] = r
-    a[nu:, :nu] = r.t()
-    a_hat = _dense_sym(a)
-    acc, h = e0, e0
-    for _ in range(cfg.num_layers):
-        h = a_hat @ h
-        acc = acc + h
-    out = acc / (cfg.num_layers + 1)
+    ids = torch.cat([model.user_id.weight, model.item_id.weight]) if cfg.id_embeddings else None
+    if cfg.input_propagation and (z_u is not None or z_i is not None):
+        z = torch.cat(
+            [
+                z_u if z_u is not None else torch.zeros(nu, x.size(1)),
+                z_i if z_i is not None else torch.zeros(ni, x.size(1)),
+            ]
+        )
+        out = mlp(prop(a_full, z))
+        if ids is not None:
+            out = out + prop(a_step, ids)
+    else:
+        e_u = mlp(z_u) if z_u is not None else 0.0
+        e_i = mlp(z_i) if z_i is not None else 0.0
+        if ids is not None:
+            e_u = e_u + model.user_id.weight
+            e_i = e_i + model.item_id.weight
+        out = prop(a_step, torch.cat([e_u + torch.zeros(nu, 1), e_i + torch.zeros(ni, 1)]))
     users, items = out[:nu], out[nu:]
-    if s_hat is not None and cfg.item_graph_mode == "embeddings":
-        g = e0[nu:]
-        for _ in range(cfg.num_item_layers):
-            g = s_hat @ g
-        items = items + g
     if cfg.cosine:
         users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
     return users, items
@@ -115,6 +141,12 @@ CONFIGS = [
     {"user_init": "id", "item_graph": None, "id_embeddings": True},
     {"use_item_text": False, "user_init": "id", "item_graph": None},
     {"id_embeddings": False, "item_graph": ("item", "semantic", "item")},
+    {"item_graph_mode": "both", "num_item_layers": 2, "hidden_dim": 0},
+    {"input_propagation": True, "item_graph_mode": "embeddings"},
+    {"input_propagation": True, "item_graph_mode": "both", "hidden_dim": 0, "num_layers": 3},
+    {"input_propagation": True, "user_init": "id", "cosine": False},
+    {"input_propagation": True, "id_embeddings": False, "user_init": "mean+preference"},
+    {"input_propagation": True, "use_item_text": False, "user_init": "id", "item_graph": None},
 ]
 
 
@@ -122,7 +154,7 @@ CONFIGS = [
 def test_scores_match_dense_reference(values):
     torch.manual_seed(0)
     data = _data()
-    model = build_model("langgcn", data, embedding_dim=5, hidden_dim=7, **values)
+    model = build_model("langgcn", data, **{"embedding_dim": 5, "hidden_dim": 7, **values})
     users, items = _reference(model, data)
     want = users @ items.t()
     u = torch.arange(data["user"].num_nodes)
@@ -132,6 +164,64 @@ def test_scores_match_dense_reference(values):
     got_pos, got_neg = model.pair_scores(u[:3], pos, neg)
     torch.testing.assert_close(got_pos, want[u[:3], pos], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_neg, want[u[:3, None], neg], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"item_graph_mode": "both"},
+        {"input_propagation": True, "item_graph_mode": "embeddings", "hidden_dim": 0},
+        {"input_propagation": True, "user_init": "id", "cosine": False},
+    ],
+)
+def test_edge_dropout_prunes_the_training_graph_by_degree_and_ranks_on_the_full_one(values):
+    """While training, the step propagates over FREEDOM's degree-sensitive sample of the
+    training pairs (the same sample for the same seed and epoch); evaluation uses them all."""
+    from mllmrec_pyg.nn.freedom import degree_sensitive_prune, expected_kept
+
+    torch.manual_seed(0)
+    data = _data(num_users=20, num_items=12)
+    model = build_model(
+        "langgcn",
+        data,
+        **{"embedding_dim": 5, "hidden_dim": 7, "edge_dropout": 0.5, "seed": 3, **values},
+    )
+    ui = torch.unique(data[INTERACTS].edge_index, dim=1)
+    model.train()
+    model.on_train_epoch_start(4)
+    gen = torch.Generator().manual_seed(3 * 1_000_003 + 4)
+    kept = degree_sensitive_prune(ui, 20, 12, 0.5, gen)
+    assert kept.size(1) == expected_kept(ui.size(1), 0.5) < ui.size(1)
+    users, items = _reference(model, data, kept)
+    u = torch.arange(20)
+    pos = torch.arange(12).repeat(2)[:20]
+    got_pos, _ = model.pair_scores(u, pos, pos)
+    torch.testing.assert_close(got_pos, (users * items[pos]).sum(-1), atol=1e-5, rtol=1e-5)
+    model.on_train_epoch_start(5)  # another epoch, another sample
+    assert not torch.allclose(model.pair_scores(u, pos, pos)[0], got_pos)
+    model.eval()  # evaluation: the full training graph
+    users, items = _reference(model, data)
+    torch.testing.assert_close(model.scorer()(u), users @ items.t(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="edge_dropout"):
+        LangGCNConfig(edge_dropout=1.0)
+    with pytest.raises(ValueError, match="id_embeddings=True"):  # nothing would be pruned
+        LangGCNConfig(edge_dropout=0.5, input_propagation=True, id_embeddings=False)
+
+
+def test_input_propagation_runs_the_mlp_on_the_batch_rows_only():
+    """With input_propagation a step maps only the batch's users through the MLP (and
+    every item, which the negatives need); gradients reach the MLP and the IDs."""
+    data = _data(num_users=30, num_items=9)
+    model = build_model("langgcn", data, input_propagation=True, hidden_dim=0)
+    rows = []
+    hook = model.mlp.register_forward_hook(lambda m, i, o: rows.append(i[0].size(0)))
+    users = torch.tensor([0, 1, 2, 1])
+    loss = model.batch_loss(users, torch.tensor([0, 1, 2, 3]), torch.tensor([[4], [5], [6], [7]]))
+    hook.remove()
+    assert sorted(rows) == [4, 9]  # the batch's 4 user rows, then all 9 items
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
 def test_mean_item_vectors_uses_each_pair_once():

@@ -86,6 +86,7 @@ from mllmrec_pyg.data.schema import (
 from mllmrec_pyg.metrics import CSRIndex, mask_scores_
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_scorer, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
+from mllmrec_pyg.nn.freedom import degree_sensitive_prune
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mllmrec import Tower
 from mllmrec_pyg.nn.mm_common import (
@@ -102,7 +103,7 @@ from mllmrec_pyg.nn.spmm import register_with_transpose
 log = logging.getLogger(__name__)
 
 USER_INITS = ("mean", "preference", "mean+preference", "id")
-ITEM_GRAPH_MODES = ("features", "embeddings")
+ITEM_GRAPH_MODES = ("features", "embeddings", "both")
 LOSSES = ("infonce", "bpr")
 
 
@@ -136,6 +137,14 @@ class LangGCNConfig:
         cosine: score by cosine similarity (else the dot product).
         reg_weight: :math:`\\lambda`, L2 on the batch's ID embeddings.
         negative_slope: the MLP's LeakyReLU slope.
+        input_propagation: propagate the frozen language inputs over the graphs once,
+            before the MLP (:math:`e_v = f((P z)_v) + (P q)_v`, :math:`P` the layer mean
+            of the propagation), instead of propagating the MLP's outputs at every
+            step; a step then runs the MLP on the batch's rows only.
+        edge_dropout: :math:`\\rho`, the fraction of user-item training edges pruned
+            at each epoch with FREEDOM's degree-sensitive sampling (0: none); the
+            full graph ranks at evaluation.
+        seed: seeds the per-epoch pruning (epoch ``e`` always draws the same graph).
 
     A small validation search covers the learning rate (1e-3, 3e-3),
     ``temperature`` (0.1, 0.15, 0.2), ``num_layers`` (1, 2, 3),
@@ -160,6 +169,9 @@ class LangGCNConfig:
     cosine: bool = True
     reg_weight: float = 0.0
     negative_slope: float = 0.01
+    input_propagation: bool = False
+    edge_dropout: float = 0.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.item_graph = check_item_graph(self.item_graph)
@@ -170,8 +182,15 @@ class LangGCNConfig:
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        require_positive(self, "embedding_dim", "hidden_dim", "temperature")
-        require_non_negative(self, "num_layers", "num_item_layers", "num_negatives")
+        require_positive(self, "embedding_dim", "temperature")
+        require_non_negative(self, "hidden_dim", "num_layers", "num_item_layers", "num_negatives")
+        if not 0.0 <= self.edge_dropout < 1.0:
+            raise ValueError(f"edge_dropout must be in [0, 1), got {self.edge_dropout}")
+        if self.edge_dropout > 0 and self.input_propagation and not self.id_embeddings:
+            raise ValueError(
+                "edge_dropout prunes what is propagated at each step: with input_propagation "
+                "that is the ID embeddings only, so it needs id_embeddings=True"
+            )
         require_non_negative(self, "reg_weight", "id_init_std")
         if self.num_negatives == 0 and self.loss != "infonce":
             raise ValueError("num_negatives=0 (every unseen item) needs loss='infonce'")
@@ -241,13 +260,14 @@ class LangGCN(RankingModel):
                 to_adj_t(item_edge_index, item_edge_weight, self.num_items)
             )
         self.item_conv = ItemLightGCN(cfg.num_item_layers, normalize=False)
-        smooth = item_adj is not None and cfg.item_graph_mode == "features"
+        smooth = item_adj is not None and cfg.item_graph_mode in ("features", "both")
         with torch.no_grad():
             item_in = self.item_conv(item_x, item_adj) if smooth else item_x
-        register_with_transpose(
-            self, "item_emb_adj", None if smooth else item_adj, "item_emb_adj_t"
-        )
+        emb_adj = item_adj if cfg.item_graph_mode in ("embeddings", "both") else None
+        register_with_transpose(self, "item_emb_adj", emb_adj, "item_emb_adj_t")
         self._train_index = CSRIndex(pairs, num_users)  # the full softmax's masks
+        self.register_buffer("train_pairs", pairs, persistent=False)
+        self._train_adj: Tensor | None = None
 
         # Language inputs z (frozen buffers, derived from training data only).
         d_t = item_x.size(1)
@@ -264,23 +284,37 @@ class LangGCN(RankingModel):
                     f"({num_users}, {d_t}) to share the item MLP"
                 )
             user_in = user_x if user_in is None else 0.5 * (user_in + user_x)
-        self.register_buffer(
-            "item_lang", item_in.contiguous() if cfg.use_item_text else None, persistent=False
-        )
+        item_lang = item_in.contiguous() if cfg.use_item_text else None
+        if cfg.input_propagation and (item_lang is not None or user_in is not None):
+            # P z once: the propagation the ID embeddings get at every step
+            z = torch.cat(
+                [
+                    user_in if user_in is not None else item_x.new_zeros(num_users, d_t),
+                    item_lang if item_lang is not None else item_x.new_zeros(self.num_items, d_t),
+                ]
+            )
+            with torch.no_grad():
+                pz = self._propagate(self.ui_adj_t, z)
+            user_in, item_lang = pz[:num_users].contiguous(), pz[num_users:].contiguous()
+        self.register_buffer("item_lang", item_lang, persistent=False)
         self.register_buffer("user_lang", user_in, persistent=False)
 
-        self.mlp = None
-        if cfg.use_item_text or user_in is not None:
-            self.mlp = Tower(d_t, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope)
+        self.mlp: nn.Module | None = None
+        if item_lang is not None or user_in is not None:
+            self.mlp = (
+                Tower(d_t, cfg.hidden_dim, cfg.embedding_dim, cfg.negative_slope)
+                if cfg.hidden_dim > 0
+                else nn.Linear(d_t, cfg.embedding_dim)
+            )
         self.user_id = self.item_id = None
         if cfg.id_embeddings:
             self.user_id, self.item_id = self._id_tables(cfg.embedding_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.mlp is not None:
-            self.mlp.lin1.reset_parameters()
-            self.mlp.lin2.reset_parameters()
+        for lin in self.mlp.modules() if self.mlp is not None else ():
+            if isinstance(lin, nn.Linear):
+                lin.reset_parameters()
         for emb in (self.user_id, self.item_id):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=self.config.id_init_std)
@@ -316,9 +350,43 @@ class LangGCN(RankingModel):
         log.info("LangGCN: %d users, %d items; %s", num_users, num_items, model.extra_repr())
         return model.set_seen(train)
 
+    # -- edge pruning ---------------------------------------------------------------------
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Draw this epoch's pruned user-item graph (``edge_dropout > 0``; called by the trainer)."""
+        if self.config.edge_dropout <= 0:
+            return
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(epoch))
+        kept = degree_sensitive_prune(
+            self.train_pairs.cpu(), self.num_users, self.num_items, self.config.edge_dropout, gen
+        )
+        self._train_adj = bipartite_adjacency(kept, self.num_users, self.num_items).to(
+            self.ui_adj_t.device
+        )
+
+    def _adj(self) -> Tensor:
+        """The user-item adjacency of this step: pruned while training, else the full one."""
+        if self.training and self.config.edge_dropout > 0:
+            if self._train_adj is None:
+                self.on_train_epoch_start(1)
+            return self._train_adj
+        return self.ui_adj_t
+
     # -- representations -------------------------------------------------------------
+    def _propagate(self, adj: Tensor, e0: Tensor) -> Tensor:
+        """:math:`P e_0`: the layer mean over the user-item graph ``adj``, plus on the item
+        side the item-item term (``item_graph_mode`` ``"embeddings"`` or ``"both"``)."""
+        cfg = self.config
+        out = layer_mean(adj, e0, cfg.num_layers)  # symmetric
+        if self.item_emb_adj is None:
+            return out
+        items = out[self.num_users :] + power_matmul(
+            self.item_emb_adj, e0[self.num_users :], cfg.num_item_layers, self.item_emb_adj_t
+        )
+        return torch.cat([out[: self.num_users], items])
+
     def layer0(self) -> Tensor:
-        """:math:`E^{(0)}`, users then items, ``[U + I, d]``."""
+        """:math:`E^{(0)}`, users then items, ``[U + I, d]`` (with ``input_propagation``
+        the MLP reads the propagated inputs :math:`P z`)."""
         parts = []
         for lang, ids in ((self.user_lang, self.user_id), (self.item_lang, self.item_id)):
             e = self.mlp(lang) if lang is not None else None
@@ -327,28 +395,46 @@ class LangGCN(RankingModel):
             parts.append(e)
         return torch.cat(parts)
 
-    def representations(self) -> tuple[Tensor, Tensor]:
-        """Final :math:`e_u` and :math:`e_i` for all users and items."""
+    def representations(self, users: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Final :math:`e_u` (of ``users``, default all) and :math:`e_i` for all items."""
         cfg = self.config
-        e0 = self.layer0()
-        out = layer_mean(self.ui_adj_t, e0, cfg.num_layers)  # symmetric
-        users, items = out[: self.num_users], out[self.num_users :]
-        if self.item_emb_adj is not None:
-            g = e0[self.num_users :]
-            items = items + power_matmul(
-                self.item_emb_adj, g, cfg.num_item_layers, self.item_emb_adj_t
-            )
+        if not cfg.input_propagation:
+            out = self._propagate(self._adj(), self.layer0())
+            user_out, item_out = out[: self.num_users], out[self.num_users :]
+            if users is not None:
+                user_out = user_out[users]
+        else:
+            user_out, item_out = self._propagated_representations(users)
         if cfg.cosine:
-            users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
-        return users, items
+            user_out, item_out = F.normalize(user_out, dim=-1), F.normalize(item_out, dim=-1)
+        return user_out, item_out
+
+    def _propagated_representations(self, users: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:math:`f((P z)_v) + (P q)_v`: the MLP on the precomputed inputs of the rows
+        needed, the ID embeddings propagated at this step."""
+        ids = None
+        if self.user_id is not None:
+            ids = self._propagate(
+                self._adj(), torch.cat([self.user_id.weight, self.item_id.weight])
+            )
+        user_out = item_out = None
+        if self.user_lang is not None:
+            user_out = self.mlp(self.user_lang if users is None else self.user_lang[users])
+        if self.item_lang is not None:
+            item_out = self.mlp(self.item_lang)
+        if ids is not None:
+            u_ids = ids[: self.num_users] if users is None else ids[users]
+            user_out = u_ids if user_out is None else user_out + u_ids
+            i_ids = ids[self.num_users :]
+            item_out = i_ids if item_out is None else item_out + i_ids
+        return user_out, item_out
 
     # -- the trainer's interface -----------------------------------------------------
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:
         """:math:`s(u, i)` and :math:`s(u, j)` (``neg_items`` may be ``[B]`` or ``[B, K]``)."""
-        user_out, item_out = self.representations()
-        u = user_out[users]
+        u, item_out = self.representations(users)
         pos = (u * item_out[pos_items]).sum(-1)
         if neg_items.dim() == 1:
             return pos, (u * item_out[neg_items]).sum(-1)
@@ -360,8 +446,8 @@ class LangGCN(RankingModel):
 
     def full_softmax_loss(self, users: Tensor, pos_items: Tensor) -> Tensor:
         """InfoNCE of a batch against every item each user has not interacted with in training."""
-        user_out, item_out = self.representations()
-        u = user_out[users] / self.config.temperature
+        u, item_out = self.representations(users)
+        u = u / self.config.temperature
         logits = u @ item_out.t()
         pos = (u * item_out[pos_items]).sum(-1)
         # every training item of the user, the positive among them, leaves the negatives
