@@ -41,6 +41,7 @@ from mllmrec_pyg.experiments.common import (
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
+from mllmrec_pyg.nn.registry import make_config
 from mllmrec_pyg.runs import per_user_tensors, summary
 from mllmrec_pyg.tuning import CANDIDATES, candidate, tune
 
@@ -65,6 +66,11 @@ ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "sampled-256": ({}, {"num_negatives": 256}),
     "full-softmax": ({}, {"num_negatives": 0}),
     "bpr": ({}, {"loss": "bpr", "num_negatives": 1, "cosine": False}),
+    "no-edge-dropout": ({}, {"edge_dropout": 0.0}),
+    "graph-on-inputs": ({}, {"item_graph_mode": "features"}),
+    "graph-on-embeddings": ({}, {"item_graph_mode": "embeddings"}),
+    "step-propagation": ({}, {"input_propagation": False}),
+    "mlp-256": ({}, {"hidden_dim": 256}),
 }
 
 
@@ -257,6 +263,11 @@ def ablation_jobs(
         g = dataclasses.replace(graph, **graph_change)
         if model == base and g == graph:
             continue  # the chosen settings already are this variant
+        try:
+            make_config(cand.model, model)
+        except ValueError as exc:
+            log.warning("ablation %s skipped: %s", name, exc)
+            continue
         for seed in seeds:
             specs.append(RunSpec(f"{proposed}-ablate-{name}", cand.model, model, seed, train, g))
     return specs
