@@ -229,7 +229,9 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
         spec = by[f"langgcn-ablate-{name}"]
         # the seed is the run's, not a switch: the spec leaves it to the run
         assert "seed" not in spec.config
-        changed = {k for k in model if spec.config.get(k) != model[k] and k not in ("item_graph", "seed")}
+        changed = {
+            k for k in model if spec.config.get(k) != model[k] and k not in ("item_graph", "seed")
+        }
         changed |= {"item_graph"} if spec.config["item_graph"] is not None else set()
         assert changed == {k for k in ABLATIONS[name][1] if spec.config[k] != model[k]}
         assert spec.train == {"lr": 0.003, "batch_size": 2048}
