@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mllmrec_pyg.fields import FieldError, check_fields
 from mllmrec_pyg.paths import movielens_root
 from mllmrec_pyg.transforms import RefineItemGraph
 
@@ -38,10 +39,16 @@ def default_of(cls: type, name: str) -> Any:
 
 
 def _positive(obj: Any, *names: str) -> None:
+    """Refuse fields ``names`` of dataclass ``obj`` that are not positive integers (or None).
+
+    Raises:
+        FieldError: naming the first field at fault (the command line adds its flag).
+    """
     for name in names:
         value = getattr(obj, name)
-        if value is not None and (isinstance(value, bool) or value <= 0):
-            raise ValueError(f"{type(obj).__name__}.{name} must be positive, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            raise FieldError(name, value, "must be positive")
+    check_fields(type(obj), {name: getattr(obj, name) for name in names})
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ class GraphConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "k_s", "k_c")
+        check_fields(type(self), {n: getattr(self, n) for n in ("cooccurrence", "loop")})
         if self.alpha is not None and (
             isinstance(self.alpha, bool)
             or not isinstance(self.alpha, (int, float))

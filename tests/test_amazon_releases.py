@@ -324,3 +324,54 @@ def test_an_interrupted_prepare_amazon_folder_is_refused(tmp_path, capsys):
     )
     assert not stale.exists() and (out / "item_meta.csv").is_file()
     assert main(argv + ["--no-progress"]) == 0
+
+
+def _prepare(root: Path, out: Path, *flags: str) -> list[str]:
+    return ["prepare-amazon", "--root", str(root), "--category", "Toys", "--out", str(out), *flags]
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (
+            '{"reviewerID": "U01", "asin": "B001", "overall": NaN, "unixReviewTime": 1}',
+            "not finite",
+        ),
+        (
+            '{"reviewerID": "U01", "asin": {"id": "B001"}, "overall": 4, "unixReviewTime": 1}',
+            "asin is a dict",
+        ),
+        ('{"reviewerID": 12, "asin": "B001", "overall": 4, "unixReviewTime": 1}', "reviewerID is"),
+    ],
+    ids=["nan-rating", "dict-asin", "int-reviewer"],
+)
+def test_prepare_amazon_counts_a_bad_review_value_or_stops_at_its_line(
+    tmp_path, capsys, line, reason
+):
+    from mllmrec_pyg.cli import main
+
+    root = tmp_path / "raw"
+    write_release(root, "2018")
+    reviews = root / "Toys_5.json"
+    lines = reviews.read_text().splitlines()
+    lines.insert(2, line)  # line 3 of the file
+    reviews.write_text("\n".join(lines) + "\n")
+    assert main(_prepare(root, tmp_path / "toys")) == 0
+    assert "malformed lines skipped: 1" in capsys.readouterr().out
+    report = json.loads((tmp_path / "toys" / "ingest_report.json").read_text())
+    assert report["interactions"] == len(ROWS)  # every good review kept, the bad one not
+    err = cli_error(capsys, _prepare(root, tmp_path / "strict", "--on-error", "error"))
+    assert f"{reviews}:3: " in err and reason in err
+
+
+def test_loading_an_interrupted_folder_from_python_is_refused(tmp_path):
+    from mllmrec_pyg.cli import main
+    from mllmrec_pyg.data import load_mmrec
+
+    write_release(tmp_path / "raw", "2014")
+    out = tmp_path / "toys"
+    assert main(_prepare(tmp_path / "raw", out)) == 0
+    assert load_mmrec(out)["user"].num_nodes == 12
+    (out / INCOMPLETE_FILE).write_text("pid 1")  # killed while writing the folder again
+    with pytest.raises(ValueError, match=f"{out}: prepare-amazon did not finish"):
+        load_mmrec(out)

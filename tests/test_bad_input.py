@@ -64,6 +64,17 @@ def test_an_output_under_a_regular_file_is_refused_before_training(tmp_path, cap
     assert time.perf_counter() - start < 5
 
 
+@pytest.mark.parametrize(
+    "argv", [["tune", "bpr", "--trials", "1"], ["experiment", "compare", "--models", "bpr"]]
+)
+def test_a_results_root_under_a_regular_file_is_refused_before_any_work(tmp_path, capsys, argv):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    data = ["--dataset", str(tmp_path / "never-read")]
+    err = cli_error(capsys, [*argv, *data, "--out", str(blocker / "results")], code=2)
+    assert f"--out {blocker / 'results'}: {blocker} is a file" in err
+
+
 def test_json_given_a_folder_is_refused_and_a_good_path_is_written(tmp_path, capsys):
     folder = write_folder(tmp_path / "shop")
     argv = [*BPR, "--data-dir", str(folder), "--epochs", "1"]
@@ -158,6 +169,25 @@ def test_a_cache_written_before_arrays_were_recorded_is_checked_then_kept(tmp_pa
     side.write_text(json.dumps(old))
     _damage_narrow(path)
     assert torch.equal(encode_to_file(TEXTS, path, show_progress=False), expected)
+
+
+def test_train_encodes_again_a_cached_feature_file_replaced_by_another_width(tmp_path, caplog):
+    root = write_movielens(tmp_path / "ml")
+    argv = ["train", "--model", "vbpr", "--dataset", "movielens", "--root", str(root)]
+    argv += ["--epochs", "2", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    first, again = tmp_path / "first.json", tmp_path / "again.json"
+    assert main([*argv, "--json", str(first)]) == 0
+    (cached,) = (tmp_path / "cache").rglob("item_feat.npy")
+    np.save(cached, np.ones((20, 7), dtype=np.float32))  # other numbers of another width
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mllmrec_pyg.encode"):
+        assert main([*argv, "--json", str(again)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.name == "mllmrec_pyg.encode"]
+    assert len(warned) == 1 and str(cached) in warned[0] and "(20, 7)" in warned[0]
+    assert "encoding the texts again" in warned[0]
+    assert np.load(cached).shape == (20, 384)
+    # trained on the features it first wrote, not on the replaced ones
+    assert json.loads(again.read_text())["valid"] == json.loads(first.read_text())["valid"]
 
 
 # -- resumable state: a damaged best.pt is rewritten ---------------------------------------------
@@ -329,6 +359,41 @@ def test_a_bad_tuned_setting_overridden_on_the_command_line_is_not_used(tmp_path
     assert main([*argv, "--set", "embedding_dim=8", "--lr", "0.01", "--json", str(out)]) == 0
     config = json.loads(out.read_text())["config"]
     assert config["model"]["embedding_dim"] == 8 and config["train"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--k-s", "-3"], "k_s must be positive, got -3 (--k-s)"),
+        (["--k-c", "0"], "k_c must be positive, got 0 (--k-c)"),
+        (["--token-budget", "0"], "token_budget must be positive, got 0 (--token-budget)"),
+    ],
+)
+def test_bad_graph_and_text_options_are_refused_naming_the_option(
+    tmp_path, capsys, flags, expected
+):
+    argv = [*BPR, "--data-dir", str(tmp_path / "never-read"), *flags]
+    assert expected in cli_error(capsys, argv, code=2)
+
+
+def test_a_bad_synthetic_size_names_its_option(capsys):
+    argv = [*BPR, "--dataset", "synthetic", "--num-users", "0"]
+    assert "num_users must be positive, got 0 (--num-users)" in cli_error(capsys, argv, code=2)
+
+
+@pytest.mark.parametrize(
+    "graph, reason",
+    [
+        ({"k_s": -3}, "k_s must be positive, got -3"),
+        ({"k_c": "abc"}, "k_c must be an integer, got 'abc'"),
+        ({"alpha": 7}, "alpha must be a number in [-1, 1]"),
+    ],
+)
+def test_a_bad_tuned_graph_setting_names_the_file(tmp_path, capsys, graph, reason):
+    tuned = write_tuned(tmp_path / "bpr.json", "bpr", "mmrec-never-read", graph=graph)
+    argv = [*BPR, "--data-dir", str(tmp_path / "never-read"), "--tuned", str(tuned)]
+    err = cli_error(capsys, argv, code=2)
+    assert str(tuned) in err and reason in err
 
 
 def test_a_tuned_file_of_another_dataset_is_said_in_one_line(tmp_path, caplog):

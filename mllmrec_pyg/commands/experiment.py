@@ -22,6 +22,7 @@ from mllmrec_pyg.commands.common import (
     add_data_arguments,
     add_key_values,
     add_stage_arguments,
+    check_writable,
     data_config,
     graph_config,
     text_config,
@@ -174,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
     from mllmrec_pyg.experiments import prepare_data
 
     settings = settings_from_args(args)
+    check_writable(args.out, "--out", folder=True)
     names = PAPER_EXPERIMENTS if args.name == "all" else (args.name,)
     data = prepare_data(settings) if any(n != "leakage" for n in names) else None
     for name in names:

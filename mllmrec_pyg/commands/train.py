@@ -27,7 +27,7 @@ from mllmrec_pyg.commands.common import (
     text_config,
     train_config,
 )
-from mllmrec_pyg.config import default_of
+from mllmrec_pyg.config import GraphConfig, default_of
 from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.plug_and_play import HOSTS
 from mllmrec_pyg.fields import FieldError
@@ -55,6 +55,8 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
     "edge_dropout": {"freedom": "dropout"},
     "freedom_reg": {"freedom": "reg_weight"},
 }
+#: the item-graph settings of a ``--tuned`` file that fill flags not given
+TUNED_GRAPH = ("k_s", "alpha", "k_c")
 #: model-setting switch -> {model: (field, value when given)}
 MODEL_SWITCHES: dict[str, dict[str, tuple[str, Any]]] = {
     "no_item_conv": {"mllmrec": ("item_conv", False)},
@@ -197,7 +199,7 @@ def apply_tuned(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     for name, value in (settings.get("graph") or {}).items():
-        if name in ("k_s", "alpha", "k_c") and getattr(args, name) is None:
+        if name in TUNED_GRAPH and getattr(args, name) is None:
             setattr(args, name, value)
         elif name == "cooccurrence" and not value:
             args.no_cooccurrence = True
@@ -230,6 +232,10 @@ def check_tuned(args: argparse.Namespace, values: dict[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         # the file's value is the one used where the flag was not given (apply_tuned set it)
         TrainConfig(**{k: v for k, v in train.items() if k in known and getattr(args, k) == v})
+        graph = read_tuned(args.tuned)["settings"].get("graph") or {}
+        GraphConfig(
+            **{k: v for k, v in graph.items() if k in TUNED_GRAPH and getattr(args, k) == v}
+        )
     except (TypeError, ValueError) as err:
         raise CommandError(f"{args.tuned}: a chosen setting is refused: {err}") from None
 

@@ -9,6 +9,7 @@ from mllmrec_pyg.commands.common import (
     HelpFormatter,
     add_data_arguments,
     add_stage_arguments,
+    check_writable,
     data_config,
     graph_config,
     text_config,
@@ -44,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from mllmrec_pyg.tuning import candidate, tune
 
     cands = [candidate(m) for m in args.models]  # unknown names fail before any work
+    check_writable(args.out, "--out", folder=True)
     data_cfg, text, graph = data_config(args), text_config(args), graph_config(args)
     train = train_config(args, num_items=max(args.ks or DEFAULT_KS))
     rows = []

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg.data.amazon import check_complete
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, SchemaError, check_features
 from mllmrec_pyg.data.split import to_heterodata
 from mllmrec_pyg.io import link_target_elsewhere, text_lines
@@ -275,8 +276,11 @@ def load_mmrec(
         MMRecFormatError: malformed ``.inter`` or feature files (naming file
             and line or row), feature row counts that disagree with the ids.
         FileNotFoundError: a requested file is missing.
+        ValueError: a folder ``mllmrec prepare-amazon`` did not finish writing
+            (:func:`~mllmrec_pyg.data.amazon.check_complete`).
     """
     folder = Path(folder)
+    check_complete(folder)
     inter = find_inter_file(folder, name)
     cols = _drop_duplicates(read_inter(inter), inter)
     num_users = int(cols["user"].max()) + 1
