@@ -231,9 +231,9 @@ def ablation_jobs(
         names: the ablations to train (default: all of :func:`ablations_of`).
     """
 
-    def norm(model: dict[str, Any]) -> dict[str, Any]:
+    def norm(model: dict[str, Any]) -> dict[str, Any]:  # JSON turned the edge type into a list
         graph = model.get("item_graph")
-        return {**model, "item_graph": tuple(graph) if graph is not None else None}
+        return {**model, "item_graph": tuple(graph)} if graph is not None else model
 
     known = ablations_of(proposed)
     unknown = sorted(set(names or ()) - set(known))
