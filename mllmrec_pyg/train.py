@@ -342,7 +342,7 @@ class Trainer:
         model = self.model
         model.train()
         epoch_start = getattr(model, "on_train_epoch_start", None)
-        if epoch_start is not None:  # optional per-epoch work, e.g. FREEDOM's edge pruning
+        if epoch_start is not None:  # optional per-epoch work, e.g. a model's edge pruning
             epoch_start(epoch)
         num_neg = int(getattr(model, "num_negatives", 1))
         num = self.train_pairs.size(1)

@@ -243,7 +243,7 @@ def test_plug_and_play_takes_other_host_models(settings, data, host, tmp_path):
 
 @pytest.mark.slow
 def test_plug_and_play_reads_the_transform_graphs(settings, data):
-    result = run_plug_and_play(settings, data, freedom={"dropout": 0.5})
+    result = run_plug_and_play(settings, data, host_config={"dropout": 0.5})
     rows = {r["variant"]: r for r in result["rows"]}
     assert list(rows) == [plug_and_play.VANILLA, plug_and_play.GD, plug_and_play.GR]
     for r in rows.values():
@@ -260,7 +260,7 @@ def test_plug_and_play_reads_the_transform_graphs(settings, data):
         rows[plug_and_play.GR]["test recall@20"] / rows[plug_and_play.VANILLA]["test recall@20"] - 1
     )
     assert imp == pytest.approx(want)
-    assert "--freedom dropout=0.5" in result["command"]
+    assert "--host-set dropout=0.5" in result["command"]
     _png(settings.experiment_dir("plug_and_play") / "plug_and_play.png")
 
 
@@ -268,7 +268,7 @@ def test_plug_and_play_reads_the_transform_graphs(settings, data):
 def test_report_renders_every_experiment_with_its_command_and_figures(settings, data, tmp_path):
     # the runs exist from the tests above (or are trained here)
     run_ablation(settings, data)
-    run_plug_and_play(settings, data, freedom={"dropout": 0.5})
+    run_plug_and_play(settings, data, host_config={"dropout": 0.5})
     md = tmp_path / "docs" / "results.md"
     write_report(settings.out, md)
     text = md.read_text()

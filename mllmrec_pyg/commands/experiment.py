@@ -28,8 +28,10 @@ from mllmrec_pyg.commands.common import (
     text_config,
     train_config,
 )
-from mllmrec_pyg.experiments.plug_and_play import HOSTS
+from mllmrec_pyg.experiments.common import DEFAULT_HOST, PROPOSED
+from mllmrec_pyg.experiments.tsne import BASELINES
 from mllmrec_pyg.metrics import DEFAULT_KS
+from mllmrec_pyg.nn.registry import hosts
 from mllmrec_pyg.tables import format_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,23 +64,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--alphas", type=float, nargs="+", help="sensitivity: alpha values")
     g.add_argument("--k-cs", type=int, nargs="+", help="sensitivity: K_c values")
     g.add_argument("--dims", type=int, nargs="+", help="sensitivity: d values")
-    g.add_argument("--baseline", default="LightGCN", help="tsne: LightGCN, BPR-MF or FREEDOM")
+    g.add_argument("--baseline", default="LightGCN", help=f"tsne: {', '.join(BASELINES)}")
     g.add_argument("--sample-users", type=int, default=500, help="tsne: users drawn")
     add_key_values(
         g,
-        "--freedom",
+        "--host-set",
         "KEY=VALUE",
-        "plug-and-play: FREEDOM config value (repeatable), e.g. dropout=0.9",
+        "plug-and-play: a config value of the host, shared by all variants (repeatable), "
+        "e.g. dropout=0.9",
     )
     g.add_argument("--no-gd", action="store_true", help="plug-and-play: skip the GD-only graph")
     g.add_argument(
         "--model",
-        default="freedom",
-        choices=tuple(HOSTS),
+        default=DEFAULT_HOST,
+        choices=tuple(hosts()),
         help="plug-and-play: the host model whose item-item graph is replaced",
     )
     g.add_argument("--models", nargs="+", help="compare: candidate names (default: all)")
-    g.add_argument("--proposed", default="langgcn", help="compare: the model tested for a win")
+    g.add_argument("--proposed", default=PROPOSED, help="compare: the model tested for a win")
     g.add_argument("--trials", type=int, default=6, help="compare: search budget per model")
     g.add_argument(
         "--tuned-dir", help="compare: root of the stored searches (default: <out>/tuned)"
@@ -159,7 +162,11 @@ def run_experiment(name: str, args: argparse.Namespace, settings: Any, data: Any
         )
     if name == "plug-and-play":
         return ex.run_plug_and_play(
-            settings, data, freedom=dict(args.freedom), with_gd=not args.no_gd, model=args.model
+            settings,
+            data,
+            host_config=dict(args.host_set),
+            with_gd=not args.no_gd,
+            model=args.model,
         )
     raise ValueError(f"unknown experiment {name!r}")
 

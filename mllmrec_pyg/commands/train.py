@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,40 +29,47 @@ from mllmrec_pyg.commands.common import (
     train_config,
 )
 from mllmrec_pyg.config import GraphConfig, default_of
-from mllmrec_pyg.data.schema import RELATED
-from mllmrec_pyg.experiments.plug_and_play import HOSTS
 from mllmrec_pyg.fields import FieldError
 from mllmrec_pyg.io import read_json
-from mllmrec_pyg.nn import BPRConfig, FREEDOMConfig, LightGCNConfig, MLLMRecConfig
-from mllmrec_pyg.nn.registry import MODELS, make_config, model_class
+from mllmrec_pyg.nn.registry import (
+    MODELS,
+    Derived,
+    label,
+    make_config,
+    model_class,
+    model_flags,
+    model_spec,
+    model_switches,
+    takes_seed,
+)
 from mllmrec_pyg.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "mllmrec"
 
-#: model-setting flag -> {model: config field}; a flag that names no field of the model is refused
-MODEL_FLAGS: dict[str, dict[str, str]] = {
-    "hidden_dim": {"mllmrec": "hidden_dim"},
-    "embedding_dim": {
-        m: "embedding_dim"
-        for m in ("mllmrec", "bpr", "lightgcn", "freedom", "langgcn", "vbpr", "lattice", "lgmrec")
-        + ("smore", "slmrec", "gume", "soil")
-    },
-    "item_layers": {"mllmrec": "num_item_layers", "freedom": "num_item_layers"},
-    "ui_layers": {"mllmrec": "ui_layers"},
-    "reg_weight": {"bpr": "reg_weight", "lightgcn": "reg_weight"},
-    "num_layers": {"lightgcn": "num_layers", "freedom": "num_ui_layers", "langgcn": "num_layers"},
-    "edge_dropout": {"freedom": "dropout"},
-    "freedom_reg": {"freedom": "reg_weight"},
-}
+#: model-setting flag -> {model: config field}; a flag that names no field of the model is
+#: refused. Each model declares its flags where it is registered
+#: (:func:`~mllmrec_pyg.nn.registry.register_model`)
+MODEL_FLAGS: Mapping[str, dict[str, str]] = Derived(
+    lambda: {
+        flag: {m: option.field for m, option in models.items()}
+        for flag, models in model_flags().items()
+    }
+)
 #: the item-graph settings of a ``--tuned`` file that fill flags not given
 TUNED_GRAPH = ("k_s", "alpha", "k_c")
 #: model-setting switch -> {model: (field, value when given)}
-MODEL_SWITCHES: dict[str, dict[str, tuple[str, Any]]] = {
-    "no_item_conv": {"mllmrec": ("item_conv", False)},
-    "no_user_features": {"mllmrec": ("use_user_features", False)},
-    "refined_graph": {m: ("item_graph", RELATED) for m in HOSTS},
+MODEL_SWITCHES: Mapping[str, dict[str, tuple[str, Any]]] = Derived(
+    lambda: {
+        flag: {m: (option.field, option.value) for m, option in models.items()}
+        for flag, models in model_switches().items()
+    }
+)
+#: what each switch does, where no model says it
+SWITCH_HELP = {
+    "refined_graph": "reads the refined graph S* (built with the graph flags) instead of its "
+    "own kNN graph"
 }
 
 
@@ -88,35 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_stage_arguments(p)
 
     g = p.add_argument_group("model settings (each model's own default unless given)")
-    mm, bpr, lg, fr = MLLMRecConfig, BPRConfig, LightGCNConfig, FREEDOMConfig
-    for flag, kind, text, *default in (
-        ("--hidden-dim", int, "MLLMRec d_1", mm, "hidden_dim"),
-        ("--embedding-dim", int, "d of MLLMRec, BPR, LightGCN, FREEDOM", mm, "embedding_dim"),
-        (
-            "--item-layers",
-            int,
-            "L, item-item GCN depth of MLLMRec / FREEDOM",
-            mm,
-            "num_item_layers",
-        ),
-        ("--ui-layers", int, "MLLMRec w/ GCN_UI depth", mm, "ui_layers"),
-        ("--no-item-conv", None, "MLLMRec w/o GCN_II"),
-        ("--no-user-features", None, "MLLMRec w/o RS: user ID embeddings"),
-        ("--reg-weight", float, "BPR / LightGCN L2 weight", bpr, "reg_weight"),
-        ("--num-layers", int, "LightGCN / FREEDOM user-item depth", lg, "num_layers"),
-        (
-            "--refined-graph",
-            None,
-            "FREEDOM, LATTICE, SMORE, GUME or SOIL reads the refined graph S* "
-            "(built with the graph flags) instead of its own kNN graph",
-        ),
-        ("--edge-dropout", float, "FREEDOM: user-item edges pruned", fr, "dropout"),
-        ("--freedom-reg", float, "FREEDOM modality BPR weight", fr, "reg_weight"),
-    ):
-        if kind is None:  # a switch
-            g.add_argument(flag, action="store_true", help=text)
-        else:
-            g.add_argument(flag, type=kind, help=f"{text} ({default_of(*default)})")
+    add_model_options(g)
     add_key_values(
         g,
         "--set",
@@ -140,6 +120,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def add_model_options(group: Any) -> None:
+    """Add every registered model's flags and switches to ``group``; each help names the
+    models it applies to, with their defaults."""
+    for flag, models in model_flags().items():
+        helps: dict[str, list[tuple[str, Any]]] = {}
+        for name, option in models.items():
+            default = default_of(model_class(name).config_class, option.field)
+            helps.setdefault(option.help or option.field, []).append((label(name), default))
+        texts = []
+        for text, found in helps.items():
+            if len({repr(d) for _, d in found}) == 1:
+                names = ", ".join(n for n, _ in found)
+                texts.append(f"{names}: {text} (default: {found[0][1]})")
+            else:
+                texts.append(f"{text} ({', '.join(f'{n} {d}' for n, d in found)})")
+        kind = type(found[0][1])
+        group.add_argument(
+            "--" + flag.replace("_", "-"),
+            type=kind if kind in (int, float) else str,
+            help="; ".join(texts),
+        )
+    for flag, models in model_switches().items():
+        names_of: dict[str, list[str]] = {}
+        for name, option in models.items():
+            text = option.help or SWITCH_HELP.get(flag, "")
+            names_of.setdefault(text, []).append(label(name))
+        text = "; ".join(f"{', '.join(names)}: {text}" for text, names in names_of.items())
+        group.add_argument("--" + flag.replace("_", "-"), action="store_true", help=text)
+
+
 def model_values(args: argparse.Namespace) -> dict[str, Any]:
     """The model config fields set on the command line (``--set`` last).
 
@@ -148,22 +158,23 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
     """
     values: dict[str, Any] = {}
     for flag, fields in MODEL_FLAGS.items():
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is None:
             continue
         if args.model not in fields:
             raise CommandError(f"--{flag.replace('_', '-')} does not apply to --model {args.model}")
         values[fields[args.model]] = value
     for flag, models in MODEL_SWITCHES.items():
-        if getattr(args, flag):
+        if getattr(args, flag, False):
             if args.model not in models:
                 names = ", ".join(models)
                 raise CommandError(f"--{flag.replace('_', '-')} applies to --model {names} only")
             values[models[args.model][0]] = models[args.model][1]
-    if args.model == "freedom":
+    if takes_seed(args.model):
         values.setdefault("seed", args.seed)
-        if args.k_s is not None:
-            values.setdefault("knn_k", args.k_s)  # FREEDOM's own kNN graph uses --k-s too
+    for name, option in model_spec(args.model).from_options.items():
+        if getattr(args, option, None) is not None:
+            values.setdefault(name, getattr(args, option))
     values.update(dict(args.set))
     try:
         make_config(args.model, values)  # unknown fields and bad values fail now, before any work
@@ -315,4 +326,4 @@ def _main(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     return 0
 
 
-__all__ = ["MODEL_FLAGS", "model_values", "register"]
+__all__ = ["MODEL_FLAGS", "MODEL_SWITCHES", "add_model_options", "model_values", "register"]

@@ -48,6 +48,12 @@ from mllmrec_pyg.train import TrainConfig, fit_cutoffs
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = "mllmrec-pyg/experiment/1"
+#: the models the experiments pick when not told otherwise (the one place above
+#: :mod:`mllmrec_pyg.nn` that names a model): the one the comparison tests for a win, and
+#: the plug-and-play host whose results go to ``plug_and_play/`` (another host's go to
+#: ``plug_and_play_<host>/``, and a result that names no host is this one's)
+PROPOSED = "langgcn"
+DEFAULT_HOST = "freedom"
 # -- settings -------------------------------------------------------------------------------
 
 
@@ -324,6 +330,8 @@ def write_results(
 
 
 __all__ = [
+    "DEFAULT_HOST",
+    "PROPOSED",
     "ExperimentSettings",
     "RunSpec",
     "RunStore",

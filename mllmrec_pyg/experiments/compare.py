@@ -1,6 +1,7 @@
 """The honest comparison: every model tuned by the same validation-only search, test read once.
 
-For each candidate (:data:`mllmrec_pyg.tuning.CANDIDATES`):
+For each candidate (:data:`mllmrec_pyg.tuning.CANDIDATES`, declared by the models'
+registrations):
 
 1. :func:`~mllmrec_pyg.tuning.tune` chooses its settings on valid Recall@20
    with the same trial budget, epoch cap and patience as every other model
@@ -11,7 +12,8 @@ For each candidate (:data:`mllmrec_pyg.tuning.CANDIDATES`):
    paired sign-flip randomisation test of the proposed model against the
    best baseline;
 4. with ``ablation_seeds``, the proposed model's ablation: its chosen
-   settings with one switch changed (:data:`ABLATIONS`), not searched again,
+   settings with one switch changed (the ``ablations`` of its registration,
+   :func:`ablations_of`), not searched again,
    rows ``<proposed>-ablate-<name>`` beside it (never a baseline).
 
 Nothing held out reaches an input: features and graphs come from the
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,8 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.config import GraphConfig
-from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.common import (
+    PROPOSED,
     ExperimentSettings,
     RunSpec,
     prepare_data,
@@ -41,37 +43,21 @@ from mllmrec_pyg.experiments.common import (
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
-from mllmrec_pyg.nn.registry import make_config
+from mllmrec_pyg.nn.registry import Ablation, Derived, make_config, model_spec
 from mllmrec_pyg.runs import per_user_tensors, summary
 from mllmrec_pyg.tuning import CANDIDATES, candidate, tune
 
 log = logging.getLogger(__name__)
 
 NAME = "compare"
-#: the model this package proposes; the rest are baselines
-PROPOSED = "langgcn"
-#: LangGCN's ablation at its chosen settings: name -> (graph changes, model changes);
-#: a switch that the chosen settings already have is skipped
-ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "id-users": ({}, {"user_init": "id", "id_embeddings": True}),
-    "preference-text": ({}, {"user_init": "mean+preference"}),
-    "no-ids": ({}, {"id_embeddings": False}),
-    "id-only": (
-        {},
-        {"use_item_text": False, "user_init": "id", "item_graph": None, "id_embeddings": True},
-    ),
-    "no-item-graph": ({}, {"item_graph": None}),
-    "plain-knn": ({"alpha": None, "cooccurrence": False}, {"item_graph": RELATED}),
-    "refined-graph": ({}, {"item_graph": RELATED}),
-    "sampled-256": ({}, {"num_negatives": 256}),
-    "full-softmax": ({}, {"num_negatives": 0}),
-    "bpr": ({}, {"loss": "bpr", "num_negatives": 1, "cosine": False}),
-    "no-edge-dropout": ({}, {"edge_dropout": 0.0}),
-    "graph-on-inputs": ({}, {"item_graph_mode": "features"}),
-    "graph-on-embeddings": ({}, {"item_graph_mode": "embeddings"}),
-    "step-propagation": ({}, {"input_propagation": False}),
-    "mlp-256": ({}, {"hidden_dim": 256}),
-}
+#: the default proposed model's ablation at its chosen settings: name -> (graph changes,
+#: model changes); a switch that the chosen settings already have is skipped
+ABLATIONS: Mapping[str, Ablation] = Derived(lambda: ablations_of(PROPOSED))
+
+
+def ablations_of(key: str) -> dict[str, Ablation]:
+    """The ablation switches of candidate ``key``'s model (``ablations`` of its registration)."""
+    return dict(model_spec(candidate(key).model).ablations)
 
 
 def sign_flip_test(diff: Tensor, rounds: int = 10000, seed: int = 0) -> float:
@@ -104,9 +90,9 @@ def run_compare(
         proposed: the candidate whose win is tested against the best baseline.
         trials: the search budget of every model.
         tuned_dir: root of the stored searches (default ``<out>/tuned``).
-        ablation_seeds: train the proposed model's :data:`ABLATIONS` at its chosen
-            settings with these seeds (``None``: no ablation).
-        ablations: the :data:`ABLATIONS` names to train (default: all).
+        ablation_seeds: train the proposed model's ablations (:func:`ablations_of`) at
+            its chosen settings with these seeds (``None``: no ablation).
+        ablations: the ablation names to train (default: all).
 
     Returns:
         The ``results.json`` object: ``rows`` (mean ± std over seeds, with the
@@ -116,9 +102,10 @@ def run_compare(
     keys = list(models or CANDIDATES)
     for key in keys:
         candidate(key)
-    unknown = sorted(set(ablations or ()) - set(ABLATIONS))
+    known = ablations_of(proposed) if proposed in CANDIDATES else {}
+    unknown = sorted(set(ablations or ()) - set(known))
     if unknown:
-        raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(ABLATIONS)}")
+        raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(known)}")
     default_tuned = str(Path(settings.out) / "tuned")
     tuned_dir = tuned_dir or default_tuned
     command = settings.command(
@@ -234,29 +221,30 @@ def ablation_jobs(
     seeds: Sequence[int],
     names: Sequence[str] | None = None,
 ) -> list[RunSpec]:
-    """The proposed model's chosen settings with one :data:`ABLATIONS` switch changed.
+    """The proposed model's chosen settings with one of its ablation switches changed.
 
     Args:
         proposed: the candidate key.
         chosen: its tuned settings (:meth:`~mllmrec_pyg.tuning.TuneResult.settings`).
         base_graph: the experiment's item graph (``chosen["graph"]`` overrides it).
         seeds: training seeds.
-        names: the ablations to train (default: all of :data:`ABLATIONS`).
+        names: the ablations to train (default: all of :func:`ablations_of`).
     """
 
-    def norm(model: dict[str, Any]) -> dict[str, Any]:
+    def norm(model: dict[str, Any]) -> dict[str, Any]:  # JSON turned the edge type into a list
         graph = model.get("item_graph")
-        return {**model, "item_graph": tuple(graph) if graph is not None else None}
+        return {**model, "item_graph": tuple(graph)} if graph is not None else model
 
-    unknown = sorted(set(names or ()) - set(ABLATIONS))
+    known = ablations_of(proposed)
+    unknown = sorted(set(names or ()) - set(known))
     if unknown:
-        raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(ABLATIONS)}")
+        raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(known)}")
     cand = candidate(proposed)
     base = norm({k: v for k, v in chosen["model"].items() if k != "seed"})
     graph = GraphConfig(**{**base_graph.as_dict(), **(chosen.get("graph") or {})})
     train = {k: chosen["train"][k] for k in ("lr", "batch_size")}
     specs = []
-    for name, (graph_change, model_change) in ABLATIONS.items():
+    for name, (graph_change, model_change) in known.items():
         if names and name not in names:
             continue
         model = norm({**base, **model_change})
@@ -339,6 +327,7 @@ __all__ = [
     "NAME",
     "PROPOSED",
     "ablation_jobs",
+    "ablations_of",
     "chosen_runs",
     "findings",
     "run_compare",

@@ -1,8 +1,8 @@
 """RQ3, plug-and-play: a host model with its own item-item graph vs. the refined one.
 
-Three runs of one host model (FREEDOM by default; any registered model with
-an ``item_graph`` config field: FREEDOM, LATTICE, SMORE, GUME, SOIL) that differ
-only in the item-item graph they read:
+Three runs of one host model (any model registered with ``host=True``, see
+:func:`~mllmrec_pyg.nn.registry.hosts`; :data:`~mllmrec_pyg.experiments.common.DEFAULT_HOST`
+unless told otherwise) that differ only in the item-item graph they read:
 
 * ``<HOST>`` -- its own kNN graph of the raw item features (:math:`k = 10`);
 * ``<HOST> + GD`` -- the output of ``ThresholdKNN`` alone
@@ -12,15 +12,13 @@ only in the item-item graph they read:
 
 The graphs come from the public transforms applied to the same
 :class:`~torch_geometric.data.HeteroData`; the host only gets
-``item_graph=("item", "related", "item")``. FREEDOM's results go to
+``item_graph=("item", "related", "item")``. The default host's results go to
 ``plug_and_play/``, another host's to ``plug_and_play_<host>/``.
 
-SOIL's item-item graph of a modality is the sum of an interest graph (items
-linked to what their users' histories point to) and the feature kNN graph;
-the refined graph replaces the kNN part only, the part the refinement is
-about (see :mod:`mllmrec_pyg.nn.soil`), so all three SOIL variants keep the
-same interest graphs and second-order user-item graph, and the edge count
-reported for vanilla SOIL is that of the kNN part it replaces.
+A host whose item-item graph has more than the feature kNN part (e.g. one that
+adds an interest graph per modality) has the refined graph replace the kNN
+part only, the part the refinement is about, and the edge count reported for
+the vanilla host is that of the kNN part it replaces.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from torch_geometric.data import HeteroData
 from mllmrec_pyg.config import GraphConfig
 from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.common import (
+    DEFAULT_HOST,
     ExperimentSettings,
     RunSpec,
     edge_stats,
@@ -44,31 +43,32 @@ from mllmrec_pyg.experiments.common import (
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
-from mllmrec_pyg.nn.freedom import knn_item_graph
-from mllmrec_pyg.nn.registry import make_config
+from mllmrec_pyg.nn import knn_item_graph
+from mllmrec_pyg.nn.registry import Derived, hosts, label, make_config
 
 log = logging.getLogger(__name__)
 
 NAME = "plug_and_play"
-VANILLA = "FREEDOM"
-GD = "FREEDOM + GD"
-GR = "FREEDOM + GR"
-#: hosts: registry name -> label
-HOSTS = {
-    "freedom": "FREEDOM",
-    "lattice": "LATTICE",
-    "smore": "SMORE",
-    "gume": "GUME",
-    "soil": "SOIL",
-}
+#: the default host's variants
+VANILLA = label(DEFAULT_HOST)
+GD = f"{VANILLA} + GD"
+GR = f"{VANILLA} + GR"
+#: hosts: registry name -> label (:func:`~mllmrec_pyg.nn.registry.hosts`)
+HOSTS = Derived(hosts)
+
+
+def folder_name(model: str) -> str:
+    """The results folder of host ``model``: ``plug_and_play`` for the default host,
+    ``plug_and_play_<model>`` for another."""
+    return NAME if model == DEFAULT_HOST else f"{NAME}_{model}"
 
 
 def run_plug_and_play(
     settings: ExperimentSettings,
     data: HeteroData | None = None,
-    freedom: dict[str, Any] | None = None,
+    host_config: dict[str, Any] | None = None,
     with_gd: bool = True,
-    model: str = "freedom",
+    model: str = DEFAULT_HOST,
 ) -> dict[str, Any]:
     """Train a host model on its own graph and on the refined graphs; write the comparison.
 
@@ -76,27 +76,27 @@ def run_plug_and_play(
         settings: dataset, training caps, seeds, output folder.
         data: a prepared dataset (item features; user features unused);
             default :func:`~mllmrec_pyg.experiments.common.prepare_data`.
-        freedom: host config values shared by all variants (e.g. FREEDOM's
+        host_config: host config values shared by all variants (e.g.
             ``{"dropout": 0.9, "reg_weight": 1e-3}``).
         with_gd: also run the threshold-only graph.
         model: the host, a key of :data:`HOSTS`.
 
     Returns:
         The ``results.json`` object with ``rows``, ``graphs`` (edge statistics)
-        and ``findings`` (relative improvements over vanilla FREEDOM).
+        and ``findings`` (relative improvements over the vanilla host).
     """
     if model not in HOSTS:
         raise ValueError(f"plug-and-play hosts are {sorted(HOSTS)}, got {model!r}")
     host = HOSTS[model]
     vanilla, with_gd_name, with_gr = host, f"{host} + GD", f"{host} + GR"
     data = data if data is not None else prepare_data(settings)
-    base = dict(freedom or {})
-    name = NAME if model == "freedom" else f"{NAME}_{model}"
+    base = dict(host_config or {})
+    name = folder_name(model)
     extra = [] if with_gd else ["--no-gd"]
-    if model != "freedom":
+    if model != DEFAULT_HOST:
         extra += ["--model", model]
     for key, value in sorted(base.items()):
-        extra += ["--freedom", f"{key}={value!r}"]
+        extra += ["--host-set", f"{key}={value!r}"]
     command = settings.command("plug-and-play", extra)
     store = settings.store(name, command)
     cfg = make_config(model, base)
@@ -143,7 +143,7 @@ def run_plug_and_play(
         name,
         {
             "host": model,
-            "freedom_config": {**cfg.__dict__},
+            "host_config": {**cfg.__dict__},
             "graphs": graphs,
             "runs": runs,
             "figures": [fig.name],
@@ -159,4 +159,4 @@ def run_plug_and_play(
     )
 
 
-__all__ = ["GD", "GR", "HOSTS", "NAME", "VANILLA", "run_plug_and_play"]
+__all__ = ["GD", "GR", "HOSTS", "NAME", "VANILLA", "folder_name", "run_plug_and_play"]

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mllmrec_pyg.experiments.common import RESULTS_FORMAT
-from mllmrec_pyg.experiments.plug_and_play import HOSTS
-from mllmrec_pyg.experiments.plug_and_play import NAME as PNP
+from mllmrec_pyg.experiments.common import DEFAULT_HOST, RESULTS_FORMAT
+from mllmrec_pyg.experiments.plug_and_play import folder_name
 from mllmrec_pyg.io import read_json, write_text
+from mllmrec_pyg.nn.registry import BABY_R20, Derived, hosts, label, paper_numbers
 from mllmrec_pyg.tables import format_table
 
 log = logging.getLogger(__name__)
@@ -47,21 +47,10 @@ DATASET_TITLES = {
 PAPER_HOSTS = ("FREEDOM", "SOIL", "GUME", "SMORE", "DOGE")
 #: the paper's mean RQ3 gain over those hosts (Amazon Baby)
 PAPER_RQ3_MEAN = "R@20 +5.05%, N@20 +3.80%"
-#: R@20 on Amazon Baby of the baselines implemented here, from the paper's Table 1
-#: (numbers reported by the paper; MLLMRec's own row is left out: its user text saw
-#: held-out items, see the leakage audit)
-PAPER_BABY_R20 = {
-    "bpr": 0.0575,
-    "lightgcn": 0.0754,
-    "vbpr": 0.0663,
-    "lattice": 0.0850,
-    "slmrec": 0.0810,
-    "freedom": 0.0992,
-    "lgmrec": 0.1002,
-    "gume": 0.1042,
-    "smore": 0.1035,
-    "soil": 0.1028,
-}
+#: R@20 on Amazon Baby of the baselines implemented here, from the paper's Table 1, as each
+#: model's registration gives it (MLLMRec's own row is left out: its user text saw held-out
+#: items, see the leakage audit)
+PAPER_BABY_R20 = Derived(lambda: paper_numbers(BABY_R20))
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -246,7 +235,16 @@ def ablation_section(obj: Mapping[str, Any]) -> list[str]:
 
 
 def _host(obj: Mapping[str, Any]) -> str:
-    return HOSTS[obj.get("host", "freedom")]
+    """The label of a plug-and-play result's host (a result that names none is the default's)."""
+    return label(obj.get("host", DEFAULT_HOST))
+
+
+def _host_config(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The host settings a plug-and-play result shared by all variants: those of its first
+    row's (the vanilla host's) first run."""
+    rows, runs = obj.get("rows") or [], obj.get("runs") or []
+    vanilla = rows[0]["variant"] if rows else None
+    return next((r["config"] for r in runs if r["variant"] == vanilla), {})
 
 
 def plug_and_play_section(obj: Mapping[str, Any]) -> list[str]:
@@ -255,7 +253,7 @@ def plug_and_play_section(obj: Mapping[str, Any]) -> list[str]:
     host = _host(obj)
     lines = [format_table(rows, MAIN_COLUMNS), ""]
     lines += _graph_table(obj.get("graphs") or {}, "Item-item graph each variant reads:")
-    cfg = obj.get("freedom_config") or {}
+    cfg = _host_config(obj)
     if cfg:
         keys = ("embedding_dim", "knn_k", "dropout", "reg_weight", "num_ui_layers")
         lines += [
@@ -573,25 +571,26 @@ def paper_order_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 #: the rows of the "does a language model's text help" table: (model, user text, results
-#: folder, experiment, variant); "no text" rows are the models without preference input
+#: folder, experiment, variant); "no text" rows are the models without preference input;
+#: ``{proposed}`` is the comparison's proposed model (its label in the model column)
 TEXT_SOURCES = (
     ("MLLMRec", "no text (w/o RS)", "movielens", "ablation", "w/o RS"),
     ("MLLMRec", "`none` backend", "movielens", "ablation", "MLLMRec"),
     ("MLLMRec", "SmolLM2-135M", "movielens+transformers-smollm2-budget1024", "ablation", "MLLMRec"),
-    ("LangGCN", "no text (mean of its items)", "movielens", "compare", "langgcn"),
+    ("{proposed}", "no text (mean of its items)", "movielens", "compare", "{proposed}"),
     (
-        "LangGCN",
+        "{proposed}",
         "`none` backend",
         "movielens+none-text",
         "compare",
-        "langgcn-ablate-preference-text",
+        "{proposed}-ablate-preference-text",
     ),
     (
-        "LangGCN",
+        "{proposed}",
         "SmolLM2-135M",
         "movielens+transformers-smollm2-budget1024",
         "compare",
-        "langgcn-ablate-preference-text",
+        "{proposed}-ablate-preference-text",
     ),
 )
 
@@ -603,6 +602,8 @@ def text_sources_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     rows, found = [], {}
     for model, text, tag, exp, variant in TEXT_SOURCES:
         obj = results.get(tag, {}).get(exp)
+        proposed = (obj or {}).get("proposed", "")
+        model, variant = model.format(proposed=label(proposed)), variant.format(proposed=proposed)
         row = next((r for r in (obj or {}).get("rows", []) if r["variant"] == variant), None)
         if row is None:
             continue
@@ -777,21 +778,27 @@ def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, s
     return out
 
 
-#: experiment folder -> (section title, renderer), in report order
-SECTIONS: dict[str, tuple[str, Any]] = {
-    "compare": ("Every model tuned alike: the honest comparison", compare_section),
-    "ablation": ("Ablation (RQ2)", ablation_section),
-    **{
-        PNP if key == "freedom" else f"{PNP}_{key}": (
-            f"Plug-and-play: {host} + graph refinement (RQ3)",
-            plug_and_play_section,
-        )
-        for key, host in HOSTS.items()
-    },
-    "sensitivity": ("Sensitivity (RQ4)", sensitivity_section),
-    "tsne": ("User representations, t-SNE (RQ5)", tsne_section),
-    "leakage": ("Leakage audit", leakage_section),
-}
+def sections() -> dict[str, tuple[str, Any]]:
+    """Experiment folder -> (section title, renderer), in report order; one plug-and-play
+    section per registered host."""
+    return {
+        "compare": ("Every model tuned alike: the honest comparison", compare_section),
+        "ablation": ("Ablation (RQ2)", ablation_section),
+        **{
+            folder_name(key): (
+                f"Plug-and-play: {host} + graph refinement (RQ3)",
+                plug_and_play_section,
+            )
+            for key, host in hosts().items()
+        },
+        "sensitivity": ("Sensitivity (RQ4)", sensitivity_section),
+        "tsne": ("User representations, t-SNE (RQ5)", tsne_section),
+        "leakage": ("Leakage audit", leakage_section),
+    }
+
+
+#: :func:`sections`, as a mapping
+SECTIONS: Mapping[str, tuple[str, Any]] = Derived(sections)
 
 
 # -- the document ---------------------------------------------------------------------------

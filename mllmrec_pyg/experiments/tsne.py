@@ -30,22 +30,25 @@ from torch_geometric.data import HeteroData
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER
 from mllmrec_pyg.experiments.ablation import ANCHORS
 from mllmrec_pyg.experiments.common import (
+    DEFAULT_HOST,
     ExperimentSettings,
     RunSpec,
     prepare_data,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import scatter_panels
+from mllmrec_pyg.nn.registry import label as label_of
 from mllmrec_pyg.runs import summary
 
 log = logging.getLogger(__name__)
 
 NAME = "tsne"
-#: baseline name -> (registry name, config values)
+#: baseline name -> (registry name, config values): two ID-based anchors and the default
+#: plug-and-play host
 BASELINES: dict[str, tuple[str, dict[str, Any]]] = {
     "LightGCN": ANCHORS["LightGCN"],
     "BPR-MF": ANCHORS["BPR-MF"],
-    "FREEDOM": ("freedom", {}),
+    label_of(DEFAULT_HOST): (DEFAULT_HOST, {}),
 }
 
 

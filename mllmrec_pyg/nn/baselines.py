@@ -17,6 +17,7 @@ from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER, require_node_type, va
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_pair_scores, dot_scorer
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.mm_common import bpr_loss, require_positive
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REG, Flag, register_model
 from mllmrec_pyg.nn.spmm import fixed_matmul
 
 
@@ -34,6 +35,7 @@ class MostPopConfig:
     """MostPop has nothing to set; the dataclass keeps checkpoints uniform."""
 
 
+@register_model("pop", label="MostPop")
 class MostPop(RankingModel):
     """Ranks items by their number of training interactions, the same list for everyone.
 
@@ -42,7 +44,6 @@ class MostPop(RankingModel):
         num_users: number of users.
     """
 
-    name = "pop"
     config_class = MostPopConfig
 
     def __init__(self, popularity: Tensor, num_users: int) -> None:
@@ -85,6 +86,17 @@ class BPRConfig:
         require_positive(self, "embedding_dim")
 
 
+#: the ``--reg-weight`` flag of BPR-MF and LightGCN
+L2 = Flag("reg_weight", "L2 weight")
+
+
+@register_model(
+    "bpr",
+    label="BPR-MF",
+    space={"train.lr": LR, "model.reg_weight": REG},
+    flags={"embedding_dim": EMBEDDING, "reg_weight": L2},
+    paper={BABY_R20: 0.0575},
+)
 class BPRMF(RankingModel):
     """BPR-MF (Rendle et al., 2009): :math:`\\hat y_{ui} = \\langle p_u, q_i \\rangle`.
 
@@ -94,7 +106,6 @@ class BPRMF(RankingModel):
         config: :class:`BPRConfig`.
     """
 
-    name = "bpr"
     config_class = BPRConfig
 
     def __init__(self, num_users: int, num_items: int, config: BPRConfig | None = None) -> None:
@@ -144,6 +155,17 @@ class LightGCNConfig:
         require_positive(self, "embedding_dim")
 
 
+@register_model(
+    "lightgcn",
+    label="LightGCN",
+    space={"train.lr": LR, "model.reg_weight": REG, "model.num_layers": (1, 2, 3)},
+    flags={
+        "embedding_dim": EMBEDDING,
+        "reg_weight": L2,
+        "num_layers": Flag("num_layers", "user-item GCN depth"),
+    },
+    paper={BABY_R20: 0.0754},
+)
 class LightGCNRecommender(RankingModel):
     """LightGCN (He et al., 2020) through :class:`torch_geometric.nn.models.LightGCN`.
 
@@ -161,7 +183,6 @@ class LightGCNRecommender(RankingModel):
         config: :class:`LightGCNConfig`.
     """
 
-    name = "lightgcn"
     config_class = LightGCNConfig
 
     def __init__(

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
+from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mm_common import (
@@ -71,6 +72,7 @@ from mllmrec_pyg.nn.mm_common import (
     require_positive,
     reset_linear_layers,
 )
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, Flag, register_model
 from mllmrec_pyg.nn.spmm import register_with_transpose
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
@@ -234,6 +236,30 @@ def degree_sensitive_prune(
 # -- the model -------------------------------------------------------------------------------
 
 
+#: FREEDOM's search space, with and without the refined graph
+FREEDOM_SPACE = {
+    "train.lr": LR,
+    "model.reg_weight": (1e-5, 1e-4, 1e-3),
+    "model.dropout": (0.5, 0.8, 0.9),
+}
+
+
+@register_model(
+    "freedom",
+    label="FREEDOM",
+    space=FREEDOM_SPACE,
+    candidates={"freedom-refined": ({"item_graph": RELATED}, {**FREEDOM_SPACE, **REFINED})},
+    flags={
+        "embedding_dim": EMBEDDING,
+        "item_layers": Flag("num_item_layers", "item-item GCN depth L"),
+        "num_layers": Flag("num_ui_layers", "user-item GCN depth"),
+        "edge_dropout": Flag("dropout", "user-item edges pruned"),
+        "freedom_reg": Flag("reg_weight", "modality BPR weight"),
+    },
+    host=True,
+    from_options={"knn_k": "k_s"},  # its own kNN graph takes --k-s too
+    paper={BABY_R20: 0.0992},
+)
 class FREEDOM(MultimodalModel):
     """FREEDOM on the package's trainer; see the module docstring for the equations.
 
@@ -251,7 +277,6 @@ class FREEDOM(MultimodalModel):
         config: :class:`FREEDOMConfig`.
     """
 
-    name = "freedom"
     config_class = FREEDOMConfig
 
     def __init__(

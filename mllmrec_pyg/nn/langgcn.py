@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,6 @@ from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_scorer, reads_refined
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.freedom import degree_sensitive_prune
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
-from mllmrec_pyg.nn.mllmrec import Tower
 from mllmrec_pyg.nn.mm_common import (
     check_item_graph,
     l2_penalty,
@@ -98,7 +98,9 @@ from mllmrec_pyg.nn.mm_common import (
     require_non_negative,
     require_positive,
 )
+from mllmrec_pyg.nn.registry import EMBEDDING, Flag, register_model
 from mllmrec_pyg.nn.spmm import register_with_transpose
+from mllmrec_pyg.nn.tower import Tower
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +217,82 @@ def mean_item_vectors(edge_index: Tensor, item_x: Tensor, num_users: int) -> Ten
     return scatter(item_x[pairs[1]], pairs[0], 0, dim_size=num_users, reduce="mean")
 
 
+#: LangGCN's learning rates, temperatures and depths
+LANG_SPACE = {
+    "train.lr": (1e-3, 3e-3),
+    "model.temperature": (0.1, 0.15, 0.2),
+    "model.num_layers": (1, 2, 3),
+}
+ITEM_GRAPH = {"model.item_graph": (RELATED, None)}
+#: LangGCN as compared: the refined graph both smooths the language inputs and joins the
+#: item side, the inputs are propagated once before a linear map, FREEDOM's degree-sensitive
+#: edge pruning at each epoch, a full softmax
+LANGGCN_FIXED = {
+    "item_graph": RELATED,
+    "item_graph_mode": "both",
+    "input_propagation": True,
+    "hidden_dim": 0,
+    "num_negatives": 0,
+}
+LANGGCN_SPACE = {
+    "train.lr": (1e-3, 3e-3),
+    "model.temperature": (0.15, 0.2),
+    "model.edge_dropout": (0.0, 0.8),
+}
+#: LangGCN's ablation at its chosen settings: name -> (graph changes, model changes);
+#: a switch that the chosen settings already have is skipped
+ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "id-users": ({}, {"user_init": "id", "id_embeddings": True}),
+    "preference-text": ({}, {"user_init": "mean+preference"}),
+    "no-ids": ({}, {"id_embeddings": False}),
+    "id-only": (
+        {},
+        {"use_item_text": False, "user_init": "id", "item_graph": None, "id_embeddings": True},
+    ),
+    "no-item-graph": ({}, {"item_graph": None}),
+    "plain-knn": ({"alpha": None, "cooccurrence": False}, {"item_graph": RELATED}),
+    "refined-graph": ({}, {"item_graph": RELATED}),
+    "sampled-256": ({}, {"num_negatives": 256}),
+    "full-softmax": ({}, {"num_negatives": 0}),
+    "bpr": ({}, {"loss": "bpr", "num_negatives": 1, "cosine": False}),
+    "no-edge-dropout": ({}, {"edge_dropout": 0.0}),
+    "graph-on-inputs": ({}, {"item_graph_mode": "features"}),
+    "graph-on-embeddings": ({}, {"item_graph_mode": "embeddings"}),
+    "step-propagation": ({}, {"input_propagation": False}),
+    "mlp-256": ({}, {"hidden_dim": 256}),
+}
+
+
+@register_model(
+    "langgcn",
+    label="LangGCN",
+    fixed=LANGGCN_FIXED,
+    space=LANGGCN_SPACE,
+    candidates={
+        # where LangGCN's gain comes from: each drops one input, searched the same way
+        "langgcn-id-only": (
+            {"use_item_text": False, "user_init": "id", "item_graph": None},
+            LANG_SPACE,
+        ),
+        "langgcn-id-users": ({"user_init": "id"}, {**LANG_SPACE, **ITEM_GRAPH}),
+        "langgcn-plain-knn": (
+            {"item_graph": RELATED},
+            # plain top-K_s: no threshold, no co-occurrence
+            {**LANG_SPACE, "graph.alpha": (None,), "graph.cooccurrence": (False,)},
+        ),
+        "langgcn-bpr": (
+            {"loss": "bpr", "num_negatives": 1, "cosine": False},
+            {
+                "train.lr": (1e-3, 3e-3),
+                "model.num_layers": (1, 2, 3),
+                "model.id_embeddings": (True, False),
+                **ITEM_GRAPH,
+            },
+        ),
+    },
+    flags={"embedding_dim": EMBEDDING, "num_layers": Flag("num_layers", "user-item GCN depth")},
+    ablations=ABLATIONS,
+)
 class LangGCN(RankingModel):
     """LangGCN; see the module docstring for the equations.
 
@@ -230,7 +308,6 @@ class LangGCN(RankingModel):
         config: :class:`LangGCNConfig`.
     """
 
-    name = "langgcn"
     config_class = LangGCNConfig
 
     def __init__(

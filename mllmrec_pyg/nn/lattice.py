@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     bpr_loss,
@@ -66,6 +67,7 @@ from mllmrec_pyg.nn.mm_common import (
     sym_norm_graph,
     sym_norm_weights,
 )
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, REG, register_model
 from mllmrec_pyg.nn.spmm import register_with_transpose
 
 
@@ -121,12 +123,25 @@ def row_normalized_ui_adjacency(pairs: Tensor, num_users: int, num_items: int) -
     return sparse_csr(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n))
 
 
+@register_model(
+    "lattice",
+    label="LATTICE",
+    space={"train.lr": LR, "model.reg_weight": REG},
+    candidates={
+        "lattice-refined": (
+            {"item_graph": RELATED},
+            {"train.lr": LR, "model.reg_weight": REG, **REFINED},
+        )
+    },
+    flags={"embedding_dim": EMBEDDING},
+    host=True,
+    paper={BABY_R20: 0.0850},
+)
 class LATTICE(MultimodalModel):
     """LATTICE on the package's trainer; see the module docstring for the equations.
     Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
     (``item_graph`` is the plug-and-play *initial* graph)."""
 
-    name = "lattice"
     config_class = LATTICEConfig
 
     def __init__(

@@ -68,6 +68,7 @@ from mllmrec_pyg.nn.mm_common import (
     require_positive,
     sparse_csr,
 )
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, register_model
 from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
 
@@ -110,12 +111,23 @@ class LGMRecConfig:
             raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
 
 
+@register_model(
+    "lgmrec",
+    label="LGMRec",
+    space={
+        "train.lr": LR,
+        "model.hyper_num": (4, 64),
+        "model.keep_rate": (0.2, 0.4, 0.5),
+        "model.alpha": (0.2, 0.3, 0.6),
+    },
+    flags={"embedding_dim": EMBEDDING},
+    paper={BABY_R20: 0.1002},
+)
 class LGMRec(MultimodalModel):
     """LGMRec on the package's trainer; see the module docstring for the equations.
     Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
     (no ``item_graph``; the features stay frozen)."""
 
-    name = "lgmrec"
     config_class = LGMRecConfig
     constructor_inputs = ("train", "features")
 

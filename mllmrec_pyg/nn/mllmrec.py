@@ -24,7 +24,9 @@ from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_pair_scores, dot_scor
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mm_common import layer_sum, require_positive
+from mllmrec_pyg.nn.registry import EMBEDDING, LR, REFINED, Flag, Switch, register_model
 from mllmrec_pyg.nn.spmm import register_with_transpose
+from mllmrec_pyg.nn.tower import Tower
 
 
 @dataclass
@@ -68,34 +70,21 @@ class MLLMRecConfig:
             require_positive(self, "user_id_dim")
 
 
-class Tower(nn.Module):
-    """The mapping of Eq. 14: :math:`h = W_2\\,\\sigma(W_1 e + b_1) + b_2`, :math:`\\sigma` = LeakyReLU.
-
-    Args:
-        in_dim: input width :math:`d_t`.
-        hidden_dim: :math:`d_1`.
-        out_dim: :math:`d`.
-        negative_slope: LeakyReLU slope.
-    """
-
-    def __init__(
-        self, in_dim: int, hidden_dim: int, out_dim: int, negative_slope: float = 0.01
-    ) -> None:
-        super().__init__()
-        self.lin1 = nn.Linear(in_dim, hidden_dim)
-        self.lin2 = nn.Linear(hidden_dim, out_dim)
-        self.negative_slope = negative_slope
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.lin2(F.leaky_relu(self.lin1(x), self.negative_slope))
-
-    def __repr__(self) -> str:
-        return (
-            f"{self.__class__.__name__}({self.lin1.in_features}, {self.lin1.out_features}, "
-            f"{self.lin2.out_features})"
-        )
-
-
+@register_model(
+    "mllmrec",
+    label="MLLMRec",
+    space={"train.lr": LR, **REFINED, "model.embedding_dim": (32, 64, 128)},
+    flags={
+        "hidden_dim": Flag("hidden_dim", "hidden width d_1"),
+        "embedding_dim": EMBEDDING,
+        "item_layers": Flag("num_item_layers", "item-item GCN depth L"),
+        "ui_layers": Flag("ui_layers", "w/ GCN_UI depth"),
+    },
+    switches={
+        "no_item_conv": Switch("item_conv", False, "w/o GCN_II"),
+        "no_user_features": Switch("use_user_features", False, "w/o RS: user ID embeddings"),
+    },
+)
 class MLLMRec(RankingModel):
     """MLLMRec (Eq. 11-15): :math:`\\hat y_{ui} = \\langle f_u(e_u), f_i(e^*_i) \\rangle`.
 
@@ -122,7 +111,6 @@ class MLLMRec(RankingModel):
         config: :class:`MLLMRecConfig`.
     """
 
-    name = "mllmrec"
     config_class = MLLMRecConfig
 
     @classmethod

@@ -1,31 +1,246 @@
-"""Model names used by the command line and by checkpoints."""
+"""The model registry: every model's name, config, search space, flags and roles.
+
+A model describes itself where it is defined, with :func:`register_model` on
+its class::
+
+    @register_model(
+        "mymodel",
+        label="MyModel",
+        space={"train.lr": (1e-3, 1e-2), "model.reg_weight": (0.0, 1e-4)},
+        flags={"embedding_dim": Flag("embedding_dim", "embedding width d")},
+        host=True,
+    )
+    class MyModel(RankingModel):
+        name = "mymodel"
+        config_class = MyModelConfig
+        ...
+
+Everything above the models is derived from these registrations: the
+checkpoint and command-line names (:data:`MODELS`), the candidates of the
+validation-only search and the tuned comparison (:data:`CANDIDATES`), the
+model flags of ``mllmrec train`` (:func:`model_flags`, :func:`model_switches`),
+the plug-and-play hosts (:func:`hosts`) and the labels and reference numbers
+of the results report (:func:`label`, :func:`paper_numbers`). A new model is
+its module (imported by :mod:`mllmrec_pyg.nn`) and its test file.
+
+A search space maps ``"section.field"`` keys (sections ``train``, ``model``
+and ``graph``: ``train.lr``, ``model.reg_weight``, ``graph.alpha``) to the
+values searched (:func:`split_point`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from torch_geometric.data import HeteroData
 
+from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.fields import check_fields
 from mllmrec_pyg.nn.base import RankingModel
-from mllmrec_pyg.nn.baselines import BPRMF, LightGCNRecommender, MostPop
-from mllmrec_pyg.nn.freedom import FREEDOM
-from mllmrec_pyg.nn.gume import GUME
-from mllmrec_pyg.nn.langgcn import LangGCN
-from mllmrec_pyg.nn.lattice import LATTICE
-from mllmrec_pyg.nn.lgmrec import LGMRec
-from mllmrec_pyg.nn.mllmrec import MLLMRec
-from mllmrec_pyg.nn.slmrec import SLMRec
-from mllmrec_pyg.nn.smore import SMORE
-from mllmrec_pyg.nn.soil import SOIL
-from mllmrec_pyg.nn.vbpr import VBPR
 
-MODELS: dict[str, type[RankingModel]] = {
-    cls.name: cls
-    for cls in (MLLMRec, BPRMF, LightGCNRecommender, MostPop, FREEDOM, LangGCN)
-    + (VBPR, LATTICE, LGMRec, SMORE, SLMRec, GUME, SOIL)
-}
+#: the sections of a search-space key (``"train.lr"``)
+SECTIONS = ("train", "model", "graph")
+
+Space = Mapping[str, Sequence[Any]]
+Ablation = tuple[Mapping[str, Any], Mapping[str, Any]]
+
+#: learning rates and L2 weights searched by most candidates
+LR = (5e-4, 1e-3, 2e-3, 5e-3)
+REG = (0.0, 1e-5, 1e-4, 1e-3)
+#: the refined graph's threshold and co-occurrence top-K, searched by every candidate that
+#: reads it
+REFINED = {"graph.alpha": (0.4, 0.5, 0.6, 0.7), "graph.k_c": (5, 10, 15, 20)}
+#: the ``paper`` key of the R@20 on Amazon Baby that the paper's Table 1 reports
+BABY_R20 = "Baby R@20"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A value option of ``mllmrec train`` that sets one field of a model's config.
+
+    Args:
+        field: the config field it sets.
+        help: what the field is, for ``--help`` (models with the same text share a line).
+    """
+
+    field: str
+    help: str = ""
+
+
+#: the ``--embedding-dim`` flag of every model that has one
+EMBEDDING = Flag("embedding_dim", "embedding width d")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A switch of ``mllmrec train`` that sets one field of a model's config to ``value``.
+
+    Args:
+        field: the config field it sets.
+        value: the value it sets when given.
+        help: what the switch does, for ``--help``.
+    """
+
+    field: str
+    value: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model as it is compared: a registered model with fixed settings and a search space.
+
+    Args:
+        key: the name in results (``<model>-refined``).
+        model: the registry name.
+        fixed: model config values that define the candidate (not searched).
+        space: ``"section.field" -> values``; sections ``train``, ``model``, ``graph``.
+    """
+
+    key: str
+    model: str
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    space: Space = field(default_factory=dict)
+
+    def needs(self, points: Sequence[Mapping[str, Any]] = ({},)) -> frozenset[str]:
+        """What the model reads besides training pairs at any of ``points``
+        (:meth:`~mllmrec_pyg.nn.base.RankingModel.requires`)."""
+        cls = model_class(self.model)
+        out: set[str] = set()
+        for point in points:
+            values = {**self.fixed, **split_point(point)["model"]}
+            out |= cls.requires(make_config(self.model, values))
+        return frozenset(out)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every point of the search space (the empty point when there is none)."""
+        keys = sorted(self.space)
+        return [
+            dict(zip(keys, values)) for values in itertools.product(*(self.space[k] for k in keys))
+        ]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model and what it says about itself (see :func:`register_model`)."""
+
+    name: str
+    cls: type[RankingModel]
+    label: str
+    candidates: tuple[Candidate, ...]
+    flags: Mapping[str, Flag]
+    switches: Mapping[str, Switch]
+    host: bool
+    from_options: Mapping[str, str]
+    ablations: Mapping[str, Ablation]
+    paper: Mapping[str, float]
+
+
+#: registry name -> its registration, in registration order
+SPECS: dict[str, ModelSpec] = {}
+#: registry name -> model class
+MODELS: dict[str, type[RankingModel]] = {}
+#: candidate key -> candidate: each model's own (keyed by its name) and its variants, in
+#: registration order (:func:`mllmrec_pyg.tuning.register_candidate` adds more)
+CANDIDATES: dict[str, Candidate] = {}
+
+M = TypeVar("M", bound=type[RankingModel])
+
+
+def register_model(
+    name: str,
+    *,
+    label: str | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    space: Space | None = None,
+    candidates: Mapping[str, tuple[Mapping[str, Any], Space]] | None = None,
+    flags: Mapping[str, Flag] | None = None,
+    switches: Mapping[str, Switch] | None = None,
+    host: bool = False,
+    from_options: Mapping[str, str] | None = None,
+    ablations: Mapping[str, Ablation] | None = None,
+    paper: Mapping[str, float] | None = None,
+) -> Callable[[M], M]:
+    """A class decorator that registers a :class:`~mllmrec_pyg.nn.base.RankingModel`.
+
+    Args:
+        name: the registry name (checkpoints, ``--model``, results); the class's
+            ``name`` is set to it.
+        label: the name in tables and reports (default: ``name``).
+        fixed: the model config values of the model's own candidate.
+        space: the search space of the model's own candidate (keyed ``name``).
+        candidates: further candidates, ``key -> (fixed config values, space)``,
+            e.g. ``<name>-refined`` reading the refined graph.
+        flags: ``mllmrec train`` value options, ``flag -> Flag`` (``flag`` with
+            underscores: ``embedding_dim`` is ``--embedding-dim``).
+        switches: ``mllmrec train`` switches, ``flag -> Switch``.
+        host: the model reads an item-item graph through its ``item_graph``
+            config field and can read the refined one instead (a plug-and-play
+            host; ``--refined-graph``).
+        from_options: ``config field -> option`` of ``mllmrec train`` whose value
+            the field takes unless set (``{"knn_k": "k_s"}``).
+        ablations: one-switch changes of the tuned settings,
+            ``name -> (graph changes, model config changes)``, trained when the
+            model is the proposed one of the comparison.
+        paper: numbers reported for the model elsewhere, shown beside the results
+            (``{"Baby R@20": 0.0992}``).
+
+    Raises:
+        ValueError: ``name`` or a candidate key is registered already, or a flag or
+            switch names no field of the model's config.
+    """
+
+    def decorate(cls: M) -> M:
+        if name in SPECS:
+            raise ValueError(f"model {name!r} is registered already ({SPECS[name].cls.__name__})")
+        cls.name = name
+        known = {f.name for f in dataclasses.fields(cls.config_class)}
+        options = {**(flags or {}), **(switches or {})}
+        if host:
+            options["refined_graph"] = Switch("item_graph", RELATED)
+        for flag, option in options.items():
+            if option.field not in known:
+                raise ValueError(f"{name}: --{flag} sets no field of {cls.config_class.__name__}")
+        cands = (Candidate(name, name, dict(fixed or {}), dict(space or {})),) + tuple(
+            Candidate(key, name, dict(f), dict(s)) for key, (f, s) in (candidates or {}).items()
+        )
+        taken = sorted(c.key for c in cands if c.key in CANDIDATES)
+        if taken:
+            raise ValueError(f"{name}: candidate(s) {taken} are registered already")
+        SPECS[name] = ModelSpec(
+            name=name,
+            cls=cls,
+            label=label or name,
+            candidates=cands,
+            flags=dict(flags or {}),
+            switches=dict(switches or {}),
+            host=host,
+            from_options=dict(from_options or {}),
+            ablations=dict(ablations or {}),
+            paper=dict(paper or {}),
+        )
+        MODELS[name] = cls
+        CANDIDATES.update((c.key, c) for c in cands)
+        return cls
+
+    return decorate
+
+
+def unregister_model(name: str) -> None:
+    """Remove model ``name``, its candidates and its options (e.g. a model a test registered)."""
+    del SPECS[name], MODELS[name]
+    for key in [k for k, c in CANDIDATES.items() if c.model == name]:
+        del CANDIDATES[key]
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registration of model ``name``."""
+    model_class(name)
+    return SPECS[name]
 
 
 def model_class(name: str) -> type[RankingModel]:
@@ -36,9 +251,80 @@ def model_class(name: str) -> type[RankingModel]:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
 
 
+def label(name: str) -> str:
+    """The name of model ``name`` in tables and reports (``name`` when it is not registered)."""
+    return SPECS[name].label if name in SPECS else name
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Derived(Mapping[K, V], Generic[K, V]):
+    """A read-only mapping computed from the registry on each access, so that it
+    includes the models registered after it was made."""
+
+    def __init__(self, build: Callable[[], Mapping[K, V]]) -> None:
+        self._build = build
+
+    def __getitem__(self, key: K) -> V:
+        return self._build()[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._build())
+
+    def __len__(self) -> int:
+        return len(self._build())
+
+    def __repr__(self) -> str:
+        return repr(dict(self._build()))
+
+
+def hosts() -> dict[str, str]:
+    """The plug-and-play hosts, ``registry name -> label``, in registration order."""
+    return {s.name: s.label for s in SPECS.values() if s.host}
+
+
+def model_flags() -> dict[str, dict[str, Flag]]:
+    """``flag -> {model: Flag}`` of every registered model's value options."""
+    out: dict[str, dict[str, Flag]] = {}
+    for spec in SPECS.values():
+        for flag, option in spec.flags.items():
+            out.setdefault(flag, {})[spec.name] = option
+    return out
+
+
+def model_switches() -> dict[str, dict[str, Switch]]:
+    """``flag -> {model: Switch}`` of every registered model's switches; every host has
+    ``refined_graph`` (``item_graph`` set to the refined graph)."""
+    out: dict[str, dict[str, Switch]] = {}
+    for spec in SPECS.values():
+        for flag, option in spec.switches.items():
+            out.setdefault(flag, {})[spec.name] = option
+    for name in hosts():
+        out.setdefault("refined_graph", {})[name] = Switch("item_graph", RELATED)
+    return out
+
+
+def paper_numbers(key: str) -> dict[str, float]:
+    """``model -> value`` of the reported number ``key`` (see ``paper`` of :func:`register_model`)."""
+    return {s.name: s.paper[key] for s in SPECS.values() if key in s.paper}
+
+
 def takes_seed(name: str) -> bool:
     """Whether model ``name``'s config has a ``seed`` (seeded from the run's seed)."""
     return "seed" in {f.name for f in dataclasses.fields(model_class(name).config_class)}
+
+
+def split_point(point: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"train.lr": x, "model.d": y}`` -> ``{"train": {"lr": x}, "model": {"d": y}, "graph": {}}``."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in point.items():
+        section, _, name = key.partition(".")
+        if section not in out or not name:
+            raise ValueError(f"search key {key!r} must be '<train|model|graph>.<field>'")
+        out[section][name] = value
+    return out
 
 
 def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
@@ -66,3 +352,33 @@ def build_model(name: str, data: HeteroData, config: Any = None, **values: Any) 
     elif values:
         config = dataclasses.replace(config, **values)
     return model_class(name).from_data(data, config)
+
+
+__all__ = [
+    "BABY_R20",
+    "CANDIDATES",
+    "Candidate",
+    "Derived",
+    "EMBEDDING",
+    "Flag",
+    "LR",
+    "MODELS",
+    "ModelSpec",
+    "REFINED",
+    "REG",
+    "SPECS",
+    "Switch",
+    "build_model",
+    "hosts",
+    "label",
+    "make_config",
+    "model_class",
+    "model_flags",
+    "model_spec",
+    "model_switches",
+    "paper_numbers",
+    "register_model",
+    "split_point",
+    "takes_seed",
+    "unregister_model",
+]

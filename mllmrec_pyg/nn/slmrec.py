@@ -59,6 +59,7 @@ from mllmrec_pyg.nn.mm_common import (
     require_non_negative,
     require_positive,
 )
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, register_model
 
 
 @dataclass
@@ -99,12 +100,22 @@ def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
     return lin
 
 
+@register_model(
+    "slmrec",
+    label="SLMRec",
+    space={
+        "train.lr": LR,
+        "model.ssl_weight": (0.01, 0.05, 0.1, 0.5, 1.0),
+        "model.ssl_temperature": (0.1, 0.2, 0.5, 1.0),
+    },
+    flags={"embedding_dim": EMBEDDING},
+    paper={BABY_R20: 0.0810},
+)
 class SLMRec(MultimodalModel):
     """SLMRec (FAC task) on the package's trainer; see the module docstring for the equations.
     Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
     (no ``item_graph``; the features stay frozen and are row-normalised here)."""
 
-    name = "slmrec"
     config_class = SLMRecConfig
     constructor_inputs = ("train", "features")
 

@@ -136,6 +136,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.metrics import CSRIndex, topk_items
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
@@ -157,6 +158,7 @@ from mllmrec_pyg.nn.mm_common import (
     sym_norm_weights,
     user_item_edges,
 )
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, register_model
 from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose, spmm
 
 #: the smallest edge weight a normalised graph keeps (as the reference's normalisation)
@@ -348,11 +350,31 @@ class SOILOutputs(NamedTuple):
     modal: list[Tensor]  #: :math:`\\bar H^m` per modality, ``[U + I, d]``
 
 
+#: SOIL: its authors' grid (as published with a re-implementation of SOIL,
+#: RecAnon/Multimodal-PopBias configs/SOIL.yaml, which fixes lr 1e-3), plus the learning
+#: rate every other candidate here searches
+SOIL_SPACE = {
+    "train.lr": LR,
+    "model.knn_i": (5, 10, 15, 20),
+    "model.knn_a": (3, 5, 10),
+    "model.cl_weight": (0.001, 0.01, 0.1),
+    "model.ui_cl_weight": (0.001, 0.01, 0.1),
+}
+
+
+@register_model(
+    "soil",
+    label="SOIL",
+    space=SOIL_SPACE,
+    candidates={"soil-refined": ({"item_graph": RELATED}, {**SOIL_SPACE, **REFINED})},
+    flags={"embedding_dim": EMBEDDING},
+    host=True,
+    paper={BABY_R20: 0.1028},
+)
 class SOIL(MultimodalModel):
     """SOIL on the package's trainer; see the module docstring for the equations.
     Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`."""
 
-    name = "soil"
     config_class = SOILConfig
 
     def __init__(

@@ -41,6 +41,7 @@ from mllmrec_pyg.nn.mm_common import (
     require_non_negative,
     require_positive,
 )
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, register_model
 
 
 @dataclass
@@ -69,13 +70,19 @@ class VBPRConfig:
         require_non_negative(self, "reg_weight")
 
 
+@register_model(
+    "vbpr",
+    label="VBPR",
+    space={"train.lr": LR, "model.reg_weight": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)},
+    flags={"embedding_dim": EMBEDDING},
+    paper={BABY_R20: 0.0663},
+)
 class VBPR(MultimodalModel):
     """VBPR on the package's trainer; see the module docstring for the equations.
     Constructor arguments as in :class:`~mllmrec_pyg.nn.mm_common.MultimodalModel`
     (no ``train_edge_index`` or ``item_graph``; the frozen features are concatenated
     into :math:`f_i`)."""
 
-    name = "vbpr"
     config_class = VBPRConfig
     constructor_inputs = ("features",)
 
