@@ -324,3 +324,50 @@ def test_an_interrupted_prepare_amazon_folder_is_refused(tmp_path, capsys):
     )
     assert not stale.exists() and (out / "item_meta.csv").is_file()
     assert main(argv + ["--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("user_text", ["preferences", "history"])
+def test_no_held_out_pair_reaches_an_input_on_a_prepared_amazon_folder(tmp_path, user_text):
+    """The Amazon path end to end: a folder written by ``prepare-amazon``, its item and user
+    text, their vectors, the refined graph and the compared LangGCN's propagated inputs are
+    all identical when the valid/test pairs are replaced by other pairs."""
+    import torch
+
+    from mllmrec_pyg import pipeline
+    from mllmrec_pyg.cli import main
+    from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
+    from mllmrec_pyg.nn import build_model
+
+    write_release(tmp_path / "raw", "2018")
+    out = tmp_path / "toys"
+    argv = ["prepare-amazon", "--root", str(tmp_path / "raw"), "--category", "Toys"]
+    assert main([*argv, "--out", str(out)]) == 0
+    data = pipeline.load_data(DataConfig(str(out)))
+    other = data.clone()
+    store = other[INTERACTS]
+    g = torch.Generator().manual_seed(3)
+    for key in ("val_edge_index", "test_edge_index"):
+        n = store[key].size(1)
+        users = torch.randint(0, data["user"].num_nodes, (n,), generator=g)
+        store[key] = torch.stack([users, torch.randint(0, 10, (n,), generator=g)])
+    assert not torch.equal(store.test_edge_index, data[INTERACTS].test_edge_index)
+    built = []
+    for d in (data, other):
+        d, _ = pipeline.add_features(
+            d, TextConfig(user_text=user_text), tmp_path / "cache", show_progress=False
+        )
+        built.append(pipeline.build_graph(d, GraphConfig(alpha=0.5, k_c=3, k_s=3)))
+    a, b = built
+    assert a["item"].text == b["item"].text and a["user"].text == b["user"].text
+    for key in ("item", "user"):
+        assert torch.equal(a[key].x, b[key].x)
+    for et in a.edge_types:
+        if et[0] == et[2] == "item":
+            assert torch.equal(a[et].edge_index, b[et].edge_index)
+            assert torch.equal(a[et].edge_weight, b[et].edge_weight)
+    compared = dict(item_graph_mode="both", input_propagation=True, hidden_dim=0)
+    models = [
+        build_model("langgcn", d, edge_dropout=0.8, num_negatives=0, **compared) for d in built
+    ]
+    for name in ("user_lang", "item_lang"):
+        assert torch.equal(getattr(models[0], name), getattr(models[1], name))

@@ -333,11 +333,24 @@ def test_user_side_inputs_ignore_held_out_pairs():
     a = _data(held_out_seed=1)
     b = _data(held_out_seed=2)
     assert not torch.equal(a[INTERACTS].val_edge_index, b[INTERACTS].val_edge_index)
-    for values in ({}, {"user_init": "mean+preference", "item_graph_mode": "embeddings"}):
+    compared = {  # the design the comparison tunes (propagated inputs, pruned edges)
+        "item_graph_mode": "both",
+        "input_propagation": True,
+        "hidden_dim": 0,
+        "edge_dropout": 0.8,
+        "num_negatives": 0,
+    }
+    for values in ({}, {"user_init": "mean+preference", "item_graph_mode": "embeddings"}, compared):
         torch.manual_seed(0)
         ma = build_model("langgcn", a, **values)
         torch.manual_seed(0)
         mb = build_model("langgcn", b, **values)
+        for epoch in (1, 2):  # the pruned training graph of each epoch
+            ma.on_train_epoch_start(epoch)
+            mb.on_train_epoch_start(epoch)
+            ma.train(), mb.train()
+            assert torch.equal(ma._adj().to_dense(), mb._adj().to_dense())
+            ma.eval(), mb.eval()
         for name in ("user_lang", "item_lang"):
             torch.testing.assert_close(getattr(ma, name), getattr(mb, name), atol=0, rtol=0)
         for name in ("ui_adj_t", "item_emb_adj"):
