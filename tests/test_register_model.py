@@ -102,8 +102,13 @@ def test_the_registration_is_all_the_package_reads(toy):
     assert "toy" not in hosts()
     with pytest.raises(ValueError, match="registered already"):
         register_model("toy")(toy)
-    with pytest.raises(ValueError, match="--toy_depth sets no field"):
+    with pytest.raises(ValueError, match="--toy-depth sets no field of ToyConfig"):
         register_model("toy2", flags={"toy_depth": Flag("depth")})(toy)
+    with pytest.raises(ValueError, match="--refined-graph sets no field"):
+        register_model("toy2", host=True)(toy)  # a host reads its graph through item_graph
+    with pytest.raises(ValueError, match="must be '<train"):
+        register_model("toy2", space={"lr": (1e-3,)})(toy)
+    assert "toy2" not in MODELS
 
 
 def test_train_takes_the_model_and_its_flag(toy, tmp_path, capsys):

@@ -126,7 +126,20 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model and what it says about itself (see :func:`register_model`)."""
+    """A registered model and what it says about itself (see :func:`register_model`).
+
+    Attributes:
+        name: the registry name.
+        cls: the model class.
+        label: its name in tables and reports.
+        candidates: its own candidate (keyed ``name``) and its variants.
+        flags: ``mllmrec train`` value options, ``flag -> Flag``.
+        switches: ``mllmrec train`` switches, ``flag -> Switch``.
+        host: whether it is a plug-and-play host.
+        from_options: ``config field -> mllmrec train option`` it takes unless set.
+        ablations: ``name -> (graph changes, model config changes)``.
+        paper: reported numbers, ``key -> value``.
+    """
 
     name: str
     cls: type[RankingModel]
@@ -204,10 +217,13 @@ def register_model(
             options["refined_graph"] = Switch("item_graph", RELATED)
         for flag, option in options.items():
             if option.field not in known:
-                raise ValueError(f"{name}: --{flag} sets no field of {cls.config_class.__name__}")
+                flag = "--" + flag.replace("_", "-")
+                raise ValueError(f"{name}: {flag} sets no field of {cls.config_class.__name__}")
         cands = (Candidate(name, name, dict(fixed or {}), dict(space or {})),) + tuple(
             Candidate(key, name, dict(f), dict(s)) for key, (f, s) in (candidates or {}).items()
         )
+        for cand in cands:
+            split_point(dict.fromkeys(cand.space))  # "<train|model|graph>.<field>" keys
         taken = sorted(c.key for c in cands if c.key in CANDIDATES)
         if taken:
             raise ValueError(f"{name}: candidate(s) {taken} are registered already")
