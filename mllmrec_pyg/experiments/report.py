@@ -40,6 +40,7 @@ MAIN_COLUMNS = (
 DATASET_TITLES = {
     "movielens": "MovieLens (ml-latest-small)",
     "synthetic": "Synthetic catalog (make_synthetic defaults)",
+    "mmrec-scientific": "Amazon 2018 Industrial_and_Scientific 5-core (prepare-amazon)",
 }
 
 
