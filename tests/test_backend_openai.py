@@ -188,7 +188,9 @@ def test_transformers_serve_concurrent_equals_in_process(served, tiny_gemma_dir,
     assert texts == local.generate(requests)  # same model, same greedy text, same order
     assert len(set(texts)) >= 3 and all(texts)
     log = served.log_path.read_text(errors="replace")
-    assert log.count("Request received") >= len(requests)
+    # the server logs each request (its own line, or uvicorn's access line, by version)
+    seen = max(log.count("Request received"), log.count("POST /v1/chat/completions"))
+    assert seen >= len(requests)
 
 
 @pytest.mark.slow
