@@ -151,3 +151,43 @@ def clustered_data(num_users=48, num_items=32, clusters=4, per_user=6, dim=8, se
     data["item"].x = centres[item_c] + 0.3 * torch.randn(num_items, dim, generator=g)
     data["item"].image = torch.randn(num_items, dim + 3, generator=g) + centres[item_c, :1]
     return data
+
+
+def inputs_with_other_held_out(data, text, graph, cache, seed=1):
+    """The model inputs (features, then the refined graph) of ``data`` and of a copy whose
+    valid/test pairs are replaced by random pairs drawn with ``seed``."""
+    import torch
+
+    from mllmrec_pyg import pipeline
+
+    other = data.clone()
+    store = other["user", "interacts", "item"]
+    g = torch.Generator().manual_seed(seed)
+    for key in ("val_edge_index", "test_edge_index"):
+        n = store[key].size(1)
+        store[key] = torch.stack(
+            [
+                torch.randint(0, data["user"].num_nodes, (n,), generator=g),
+                torch.randint(0, data["item"].num_nodes, (n,), generator=g),
+            ]
+        )
+    assert not torch.equal(store.test_edge_index, data["user", "interacts", "item"].test_edge_index)
+    built = []
+    for d in (data, other):
+        d, _ = pipeline.add_features(d, text, cache, show_progress=False)
+        built.append(pipeline.build_graph(d, graph))
+    return built
+
+
+def assert_same_inputs(a, b):
+    """Item and user text, their vectors and every item-item graph of ``a`` and ``b`` are equal."""
+    import torch
+
+    assert a["user"].text == b["user"].text
+    assert a["item"].text == b["item"].text
+    for key in ("item", "user"):
+        assert torch.equal(a[key].x, b[key].x)
+    for et in a.edge_types:
+        if et[0] == et[2] == "item":
+            assert torch.equal(a[et].edge_index, b[et].edge_index)
+            assert torch.equal(a[et].edge_weight, b[et].edge_weight)

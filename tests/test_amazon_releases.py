@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli_error
+from conftest import assert_same_inputs, cli_error, inputs_with_other_held_out
 
 from mllmrec_pyg.data.amazon import (
     INCOMPLETE_FILE,
@@ -343,28 +343,9 @@ def test_no_held_out_pair_reaches_an_input_on_a_prepared_amazon_folder(tmp_path,
     argv = ["prepare-amazon", "--root", str(tmp_path / "raw"), "--category", "Toys"]
     assert main([*argv, "--out", str(out)]) == 0
     data = pipeline.load_data(DataConfig(str(out)))
-    other = data.clone()
-    store = other[INTERACTS]
-    g = torch.Generator().manual_seed(3)
-    for key in ("val_edge_index", "test_edge_index"):
-        n = store[key].size(1)
-        users = torch.randint(0, data["user"].num_nodes, (n,), generator=g)
-        store[key] = torch.stack([users, torch.randint(0, 10, (n,), generator=g)])
-    assert not torch.equal(store.test_edge_index, data[INTERACTS].test_edge_index)
-    built = []
-    for d in (data, other):
-        d, _ = pipeline.add_features(
-            d, TextConfig(user_text=user_text), tmp_path / "cache", show_progress=False
-        )
-        built.append(pipeline.build_graph(d, GraphConfig(alpha=0.5, k_c=3, k_s=3)))
-    a, b = built
-    assert a["item"].text == b["item"].text and a["user"].text == b["user"].text
-    for key in ("item", "user"):
-        assert torch.equal(a[key].x, b[key].x)
-    for et in a.edge_types:
-        if et[0] == et[2] == "item":
-            assert torch.equal(a[et].edge_index, b[et].edge_index)
-            assert torch.equal(a[et].edge_weight, b[et].edge_weight)
+    text, graph = TextConfig(user_text=user_text), GraphConfig(alpha=0.5, k_c=3, k_s=3)
+    built = inputs_with_other_held_out(data, text, graph, tmp_path / "cache", seed=3)
+    assert_same_inputs(*built)
     compared = dict(item_graph_mode="both", input_propagation=True, hidden_dim=0)
     models = [
         build_model("langgcn", d, edge_dropout=0.8, num_negatives=0, **compared) for d in built

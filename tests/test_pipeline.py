@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import assert_same_inputs, inputs_with_other_held_out
 
 from mllmrec_pyg import pipeline
 from mllmrec_pyg.cli import main
@@ -95,29 +96,5 @@ def test_no_held_out_pair_reaches_any_input(tmp_path, user_text):
     """Every input a model is built from -- item and user text, their vectors, the refined
     graph -- is identical when the valid/test pairs are replaced by other pairs."""
     data = pipeline.load_data(DataConfig("synthetic", **SIZES))
-    other = data.clone()
-    store = other["user", "interacts", "item"]
-    g = torch.Generator().manual_seed(1)
-    for key in ("val_edge_index", "test_edge_index"):
-        n = store[key].size(1)
-        store[key] = torch.stack(
-            [
-                torch.randint(0, data["user"].num_nodes, (n,), generator=g),
-                torch.randint(0, data["item"].num_nodes, (n,), generator=g),
-            ]
-        )
-    assert not torch.equal(store.test_edge_index, data["user", "interacts", "item"].test_edge_index)
-    text = TextConfig(user_text=user_text)
-    built = []
-    for d in (data, other):
-        d, _ = pipeline.add_features(d, text, tmp_path / "cache", show_progress=False)
-        built.append(pipeline.build_graph(d, GraphConfig(alpha=0.5, k_c=5)))
-    a, b = built
-    assert a["user"].text == b["user"].text
-    assert a["item"].text == b["item"].text
-    for key in ("item", "user"):
-        assert torch.equal(a[key].x, b[key].x)
-    for et in a.edge_types:
-        if et[0] == et[2] == "item":
-            assert torch.equal(a[et].edge_index, b[et].edge_index)
-            assert torch.equal(a[et].edge_weight, b[et].edge_weight)
+    text, graph = TextConfig(user_text=user_text), GraphConfig(alpha=0.5, k_c=5)
+    assert_same_inputs(*inputs_with_other_held_out(data, text, graph, tmp_path / "cache"))
