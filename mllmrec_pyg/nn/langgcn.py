@@ -148,11 +148,10 @@ class LangGCNConfig:
             full graph ranks at evaluation.
         seed: seeds the per-epoch pruning (epoch ``e`` always draws the same graph).
 
-    A small validation search covers the learning rate (1e-3, 3e-3),
-    ``temperature`` (0.1, 0.15, 0.2), ``num_layers`` (1, 2, 3),
-    ``id_embeddings`` (on, off), ``user_init`` (``"mean"``,
-    ``"mean+preference"``) and ``item_graph`` (the refined graph, ``None``);
-    the other fields rarely need changing.
+    The comparison fixes :data:`LANGGCN_FIXED` (the refined graph on inputs and
+    item side, inputs propagated once before a linear map, a full softmax) and
+    searches :data:`LANGGCN_SPACE` on validation: the learning rate (1e-3, 3e-3),
+    ``temperature`` (0.15, 0.2) and ``edge_dropout`` (0, 0.8).
     """
 
     embedding_dim: int = 64
