@@ -389,3 +389,30 @@ def test_beats_mostpop_on_synthetic():
         torch.set_num_threads(threads)
     assert ours["recall@20"] > 1.5 * pop["recall@20"], (ours, pop)
     assert ours["ndcg@20"] > 1.5 * pop["ndcg@20"], (ours, pop)
+
+
+def test_item_bias_adds_one_learned_number_per_item_to_every_score():
+    """item_bias: score(u, i) = cos(e_u, e_i) + b_i in ranking and in the full-softmax loss."""
+    data = _data()
+    plain = build_model("langgcn", data, num_negatives=0)
+    torch.manual_seed(0)
+    biased = build_model("langgcn", data, num_negatives=0, item_bias=True)
+    biased.load_state_dict({**plain.state_dict(), "item_b": biased.item_b.detach()})
+    with torch.no_grad():
+        biased.item_b.copy_(torch.linspace(-1, 1, biased.num_items))
+    u, i = plain.representations()
+    want = (u @ i.t()).detach() + biased.item_b.detach()
+    users = torch.arange(plain.num_users)
+    torch.testing.assert_close(biased.scorer()(users), want)
+    ui = data[INTERACTS].edge_index
+    tau = biased.config.temperature
+    users, pos = ui[:, ::2]
+    want_loss = 0.0
+    for uu, ii in zip(users.tolist(), pos.tolist()):
+        seen = set(ui[1, ui[0] == uu].tolist())
+        s = [float(want[uu, j]) / tau for j in [ii, *(j for j in range(9) if j not in seen)]]
+        want_loss += -(s[0] - math.log(sum(math.exp(v) for v in s))) / users.numel()
+    got = biased.batch_loss(users, pos, users.new_empty((users.numel(), 0)))
+    assert got.item() == pytest.approx(want_loss, rel=1e-5)
+    got.backward()
+    assert biased.item_b.grad is not None and biased.item_b.grad.abs().sum() > 0

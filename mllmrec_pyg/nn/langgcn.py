@@ -84,11 +84,12 @@ from mllmrec_pyg.data.schema import (
     require_node_type,
     validate,
 )
-from mllmrec_pyg.metrics import CSRIndex, mask_scores_
+from mllmrec_pyg.metrics import CSRIndex
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_scorer, reads_refined_graph
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.freedom import degree_sensitive_prune
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
+from mllmrec_pyg.nn.losses import masked_infonce
 from mllmrec_pyg.nn.mm_common import (
     check_item_graph,
     l2_penalty,
@@ -146,6 +147,9 @@ class LangGCNConfig:
         edge_dropout: :math:`\\rho`, the fraction of user-item training edges pruned
             at each epoch with FREEDOM's degree-sensitive sampling (0: none); the
             full graph ranks at evaluation.
+        item_bias: add a trainable per-item bias :math:`b_i` to every score,
+            :math:`s(u, i) = \\cos(e_u, e_i) + b_i` (a popularity prior the cosine
+            cannot express; started at zero).
         seed: seeds the per-epoch pruning (epoch ``e`` always draws the same graph).
 
     The comparison fixes :data:`LANGGCN_FIXED` (the refined graph on inputs and
@@ -172,6 +176,7 @@ class LangGCNConfig:
     negative_slope: float = 0.01
     input_propagation: bool = False
     edge_dropout: float = 0.0
+    item_bias: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -385,6 +390,7 @@ class LangGCN(RankingModel):
         self.user_id = self.item_id = None
         if cfg.id_embeddings:
             self.user_id, self.item_id = self._id_tables(cfg.embedding_dim)
+        self.item_b = nn.Parameter(torch.zeros(self.num_items)) if cfg.item_bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -394,6 +400,8 @@ class LangGCN(RankingModel):
         for emb in (self.user_id, self.item_id):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=self.config.id_init_std)
+        if self.item_b is not None:
+            nn.init.zeros_(self.item_b)
 
     @property
     def num_negatives(self) -> int:
@@ -483,6 +491,9 @@ class LangGCN(RankingModel):
             user_out, item_out = self._propagated_representations(users)
         if cfg.cosine:
             user_out, item_out = F.normalize(user_out, dim=-1), F.normalize(item_out, dim=-1)
+        if self.item_b is not None:  # <[e_u, 1], [e_i, b_i]> = s(u, i) + b_i
+            user_out = torch.cat([user_out, user_out.new_ones(user_out.size(0), 1)], dim=1)
+            item_out = torch.cat([item_out, self.item_b.unsqueeze(1)], dim=1)
         return user_out, item_out
 
     def _propagated_representations(self, users: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -523,12 +534,11 @@ class LangGCN(RankingModel):
     def full_softmax_loss(self, users: Tensor, pos_items: Tensor) -> Tensor:
         """InfoNCE of a batch against every item each user has not interacted with in training."""
         u, item_out = self.representations(users)
-        u = u / self.config.temperature
-        logits = u @ item_out.t()
-        pos = (u * item_out[pos_items]).sum(-1)
-        # every training item of the user, the positive among them, leaves the negatives
-        neg = mask_scores_(logits, users.cpu(), [self._train_index])
-        return (torch.logaddexp(torch.logsumexp(neg, dim=1), pos) - pos).mean()
+        # every training item of the user leaves the negatives; the positive is put back
+        row, col = self._train_index.gather(users.cpu())
+        return masked_infonce(
+            u / self.config.temperature, item_out, pos_items, row.to(u.device), col.to(u.device)
+        )
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """InfoNCE (or BPR) of a batch with ``neg_items`` ``[B, K]`` (or ``[B]``); with
