@@ -33,38 +33,48 @@ def _case(seed, b=17, n_items=40, d=8, n_users=9):
 @pytest.mark.parametrize("seed", range(4))
 def test_loss_and_gradients_equal_the_autograd_version(seed):
     u, items, users, pos, index = _case(seed)
-    want = _reference(u, items, pos, index, users)
-    gu, gi = torch.autograd.grad(want * 2.5, (u, items))
-    row, col = index.gather(users)
-    got = masked_infonce(u, items, pos, row, col)
-    hu, hi = torch.autograd.grad(got * 2.5, (u, items))
+    # the same loss over the distinct users: u's rows picked again by each pair
+    distinct, inverse = torch.unique(users, return_inverse=True)
+    ud = u.new_zeros(distinct.numel(), u.size(1)).index_add(0, inverse, u) / torch.bincount(
+        inverse
+    ).unsqueeze(1).to(u.dtype)
+    ud = ud.detach().requires_grad_()
+    want = _reference(ud[inverse], items, pos, index, users)
+    gu, gi = torch.autograd.grad(want * 2.5, (ud, items))
+    row, col = index.gather(distinct)
+    got = masked_infonce(ud, items, inverse, pos, row, col)
+    hu, hi = torch.autograd.grad(got * 2.5, (ud, items))
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
     torch.testing.assert_close(hu, gu, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(hi, gi, rtol=1e-10, atol=1e-12)
 
 
-def test_a_positive_outside_the_mask_and_a_user_with_every_item_masked():
-    """The positive counts once whether or not it is masked; a row whose every other
-    item is masked has loss 0 and no gradient."""
+def test_every_positive_of_a_user_leaves_its_negatives_and_counts_once_in_its_pair():
+    """A user's positives are no negatives of its other pairs; a row whose every other
+    item is masked has loss 0."""
     u = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
     items = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
-    pos = torch.tensor([1, 3])
-    # row 0 masks items 0, 2 (not its positive); row 1 masks everything
-    row = torch.tensor([0, 0, 1, 1, 1, 1, 1])
-    col = torch.tensor([0, 2, 0, 1, 2, 3, 4])
-    got = masked_infonce(u, items, pos, row, col)
+    inverse = torch.tensor([0, 0, 1])
+    pos = torch.tensor([1, 3, 2])
+    # user 0 masks item 0 (not its positives); user 1 masks every other item
+    row = torch.tensor([0, 1, 1, 1, 1])
+    col = torch.tensor([0, 0, 1, 3, 4])
+    got = masked_infonce(u, items, inverse, pos, row, col)
     z = u.detach() @ items.detach().t()
-    keep0 = z[0, [1, 3, 4]]
-    want = (torch.logsumexp(keep0, 0) - z[0, 1] + 0.0) / 2
-    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    neg0 = z[0, [2, 4]]
+    want = 0.0
+    for p in (1, 3):
+        want += torch.logsumexp(torch.cat([neg0, z[0, [p]]]), 0) - z[0, p]
+    assert got.item() == pytest.approx(want.item() / 3, rel=1e-12)
     got.backward()
     assert torch.all(u.grad[1] == 0)
 
 
 def test_a_second_backward_is_refused():
     u, items, users, pos, index = _case(0)
-    row, col = index.gather(users)
-    loss = masked_infonce(u, items, pos, row, col)
+    distinct, inverse = torch.unique(users, return_inverse=True)
+    row, col = index.gather(distinct)
+    loss = masked_infonce(u[: distinct.numel()], items, inverse, pos, row, col)
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="once"):
         loss.backward()

@@ -106,7 +106,7 @@ from mllmrec_pyg.nn.tower import Tower
 log = logging.getLogger(__name__)
 
 USER_INITS = ("mean", "preference", "mean+preference", "id")
-ITEM_GRAPH_MODES = ("features", "embeddings", "both")
+ITEM_GRAPH_MODES = ("features", "embeddings", "both", "layer0")
 LOSSES = ("infonce", "bpr")
 
 
@@ -131,7 +131,11 @@ class LangGCNConfig:
             :math:`S^*`); ``None`` uses no item graph.
         item_graph_mode: ``"features"`` smooths the frozen item vectors over the
             graph once (MLLMRec's :math:`E^*`); ``"embeddings"`` adds the
-            propagated layer-0 item embeddings to the item side (as FREEDOM).
+            propagated layer-0 item embeddings to the item side (as FREEDOM);
+            ``"both"`` does the two; ``"layer0"`` adds the propagated item embeddings
+            to layer 0 itself, :math:`E^{(0)}_i \\leftarrow E^{(0)}_i + ((D^{-1/2} S^*
+            D^{-1/2})^{L_{ii}} E^{(0)})_i`, before the user-item propagation, so that
+            users aggregate it too.
         num_item_layers: :math:`L_{ii}`, item-item propagation depth.
         loss: ``"infonce"`` or ``"bpr"`` (averaged over the negatives).
         temperature: :math:`\\tau` of InfoNCE.
@@ -344,7 +348,7 @@ class LangGCN(RankingModel):
         smooth = item_adj is not None and cfg.item_graph_mode in ("features", "both")
         with torch.no_grad():
             item_in = self.item_conv(item_x, item_adj) if smooth else item_x
-        emb_adj = item_adj if cfg.item_graph_mode in ("embeddings", "both") else None
+        emb_adj = item_adj if cfg.item_graph_mode in ("embeddings", "both", "layer0") else None
         register_with_transpose(self, "item_emb_adj", emb_adj, "item_emb_adj_t")
         self._train_index = CSRIndex(pairs, num_users)  # the full softmax's masks
         self.register_buffer("train_pairs", pairs, persistent=False)
@@ -460,6 +464,13 @@ class LangGCN(RankingModel):
         """:math:`P e_0`: the layer mean over the user-item graph ``adj``, plus on the item
         side the item-item term (``item_graph_mode`` ``"embeddings"`` or ``"both"``)."""
         cfg = self.config
+        if self.item_emb_adj is not None and cfg.item_graph_mode == "layer0":
+            # S* joins layer 0, before the user-item propagation: users see it too
+            items = e0[self.num_users :]
+            items = items + power_matmul(
+                self.item_emb_adj, items, cfg.num_item_layers, self.item_emb_adj_t
+            )
+            return layer_mean(adj, torch.cat([e0[: self.num_users], items]), cfg.num_layers)
         out = layer_mean(adj, e0, cfg.num_layers)  # symmetric
         if self.item_emb_adj is None:
             return out
@@ -533,11 +544,18 @@ class LangGCN(RankingModel):
 
     def full_softmax_loss(self, users: Tensor, pos_items: Tensor) -> Tensor:
         """InfoNCE of a batch against every item each user has not interacted with in training."""
-        u, item_out = self.representations(users)
-        # every training item of the user leaves the negatives; the positive is put back
-        row, col = self._train_index.gather(users.cpu())
+        # once per distinct user: the negatives (every item without a training pair) are
+        # the user's, whichever of its pairs is the positive
+        distinct, inverse = torch.unique(users, return_inverse=True)
+        u, item_out = self.representations(distinct)
+        row, col = self._train_index.gather(distinct.cpu())
         return masked_infonce(
-            u / self.config.temperature, item_out, pos_items, row.to(u.device), col.to(u.device)
+            u / self.config.temperature,
+            item_out,
+            inverse,
+            pos_items,
+            row.to(u.device),
+            col.to(u.device),
         )
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
