@@ -530,9 +530,10 @@ def text_sources_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"({DATASET_NAMES.get(dataset, dataset)})",
             "",
             "Each model with its settings fixed and only the user's preference input changed: "
-            "none, the offline `none` backend's text (salient phrases of the training history), "
-            f"or text written by {', '.join(llms) or 'a language model'} from the training "
-            "history. Rows are read from the results folders named in the last column (their "
+            + ("none, " if llms else "none or ")
+            + "the offline `none` backend's text (salient phrases of the training history)"
+            + (f", or text written by {', '.join(llms)} from the training history" if llms else "")
+            + ". Rows are read from the results folders named in the last column (their "
             "commands are in the sections below); means ± std over the seeds run.",
             "",
             format_table(table, ("user text", "seeds", *cols, "results"), label="model"),
