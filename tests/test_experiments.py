@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -643,6 +644,128 @@ def test_every_experiment_runs_with_other_cutoffs(settings, tmp_path):
         assert "--ks 5 10" in obj["command"]
     compare = json.loads((out / "synthetic-150x80" / "compare" / "results.json").read_text())
     assert set(compare["significance"]) >= {"recall@10", "ndcg@10"}
+    # the report renders every one of them at the cut-off they monitored
+    md = tmp_path / "results.md"
+    assert main(["experiment", "report", "--out", str(out), "--report-out", str(md)]) == 0
+    text = md.read_text()
+    claims = [line for line in text.splitlines() if line.startswith(("| RQ", "| Audit"))]
+    assert len(claims) >= 5 and all("@20" not in c.split(" | ")[3] for c in claims), claims
+    assert "| Audit: full-history preferences inflate test R@10 |" in text
+    assert "early stopping on valid Recall@10" in text
+    for heading in ("Ablation (RQ2)", "Plug-and-play", "Sensitivity", "t-SNE", "Leakage", "tuned"):
+        assert heading in text
+
+
+#: for each experiment (and the report), an option that only another experiment takes
+FOREIGN = {
+    "ablation": ["--trials", "2"],
+    "plug-and-play": ["--variants", "MLLMRec"],
+    "sensitivity": ["--no-gd"],
+    "tsne": ["--ablation-seeds", "0"],
+    "leakage": ["--baseline", "BPR-MF"],
+    "compare": ["--alphas", "0.5"],
+    "all": ["--models", "pop"],
+    "report": ["--no-anchors"],
+}
+
+
+@pytest.mark.parametrize("name", FOREIGN)
+def test_an_option_of_another_experiment_is_refused_in_one_line(name, tmp_path, capsys):
+    from mllmrec_pyg.cli import main
+    from mllmrec_pyg.experiments import EXPERIMENTS
+
+    assert set(FOREIGN) == {*EXPERIMENTS, "all", "report"}
+    out = tmp_path / "out"
+    argv = ["experiment", name, "--dataset", "synthetic", "--out", str(out), *FOREIGN[name]]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"does not take {FOREIGN[name][0]}" in err, err
+    assert not out.exists()  # refused before any work
+    # --report-out belongs to the report alone
+    with pytest.raises(SystemExit):
+        main(["experiment", "tsne", "--out", str(out), "--report-out", "x.md"])
+    assert "--report-out is an option of `experiment report`" in capsys.readouterr().err
+
+
+def _stored(tmp_path, *folders):
+    """A copy of stored results folders of docs/experiments (results.json and figures)."""
+    import shutil
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "experiments"
+    for folder in folders:
+        shutil.copytree(docs / folder, tmp_path / "results" / folder)
+    return tmp_path / "results"
+
+
+def test_the_report_renders_the_findings_of_results_json_and_computes_none(tmp_path):
+    from mllmrec_pyg.commands.experiment import refresh_results
+
+    root = _stored(tmp_path, "synthetic/ablation", "synthetic/plug_and_play")
+    md = tmp_path / "results.md"
+    text = build_report(root, md)
+    assert "| RQ2: removing RS lowers it most | synthetic | yes |" in text
+    assert len(refresh_results(root)) == 2  # findings written into results.json
+    path = root / "synthetic" / "ablation" / "results.json"
+    obj = json.loads(path.read_text())
+    assert obj["format"] == "mllmrec-pyg/experiment/2" and obj["findings"]["claims"]
+    # what the findings say is what the report says, even when the rows say otherwise
+    obj["findings"]["claims"][1].update(holds=False, evidence="written by the experiment")
+    obj["findings"]["drop"]["w/o RS"] = 0.5
+    path.write_text(json.dumps(obj))
+    text = build_report(root, md)
+    assert (
+        "| RQ2: removing RS lowers it most | synthetic | no | written by the experiment |" in text
+    )
+    assert "w/o RS -0.5000" in text
+
+
+def test_results_of_the_older_format_get_their_findings_from_their_runs(tmp_path, monkeypatch):
+    """A results.json written before the findings were complete is refreshed from its rows and
+    runs alone: in memory by the report, on disk by ``experiment refresh``; nothing trains."""
+    from mllmrec_pyg import runs
+    from mllmrec_pyg.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("refreshing trained a model")
+
+    monkeypatch.setattr(runs, "train_model", no_training)
+    folders = ("synthetic/compare", "synthetic/sensitivity", "synthetic/tsne", "synthetic/leakage")
+    root = _stored(tmp_path, *folders)
+    md = tmp_path / "results.md"
+    current = build_report(root, md)
+    for folder in folders:
+        path = root / folder / "results.json"
+        obj = json.loads(path.read_text())
+        obj.update(format="mllmrec-pyg/experiment/1", findings={})
+        path.write_text(json.dumps(obj))
+    assert build_report(root, md) == current
+    assert main(["experiment", "refresh", "--out", str(root)]) == 0
+    for folder in folders:
+        obj = json.loads((root / folder / "results.json").read_text())
+        assert obj["format"] == "mllmrec-pyg/experiment/2" and obj["findings"]["claims"]
+    assert build_report(root, md) == current
+
+
+def test_docs_results_md_is_the_report_of_the_stored_results():
+    """docs/results.md is what ``mllmrec experiment report --out docs/experiments`` writes."""
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    assert build_report(docs / "experiments", docs / "results.md") == (
+        docs / "results.md"
+    ).read_text(encoding="utf-8")
+
+
+def test_no_module_above_nn_names_a_multimodal_model_but_the_default_picks():
+    package = Path(__file__).resolve().parent.parent / "mllmrec_pyg"
+    names = re.compile(r"\b(freedom|lattice|smore|soil|gume|lgmrec|slmrec|vbpr|langgcn)\b", re.I)
+    hits = {
+        path.relative_to(package).as_posix(): [m.group(0) for m in names.finditer(path.read_text())]
+        for path in package.rglob("*.py")
+        if "nn" not in path.relative_to(package).parts[:1]
+    }
+    hits = {p: h for p, h in hits.items() if h}
+    assert hits == {"experiments/common.py": ["langgcn", "freedom"]}, hits
 
 
 @pytest.mark.slow
