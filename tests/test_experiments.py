@@ -687,6 +687,11 @@ def test_an_option_of_another_experiment_is_refused_in_one_line(name, tmp_path, 
     with pytest.raises(SystemExit):
         main(["experiment", "tsne", "--out", str(out), "--report-out", "x.md"])
     assert "--report-out is an option of `experiment report`" in capsys.readouterr().err
+    # t-SNE trains once: several seeds are refused, not silently cut to the first
+    with pytest.raises(SystemExit):
+        main(["experiment", "tsne", "--out", str(out), "--seeds", "0", "1"])
+    assert "tsne trains with one seed" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def _stored(tmp_path, *folders):

@@ -14,6 +14,7 @@ of another experiment is refused before any work starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -102,6 +103,11 @@ def options_for(names: tuple[str, ...], args: argparse.Namespace) -> dict[str, d
                     f"{'/'.join(names)} does not take {o.flag} (an option of {exp.name}); "
                     f"it takes {what}"
                 )
+    for n in names:
+        if n in EXPERIMENTS and EXPERIMENTS[n].one_seed and len(args.seeds) > 1 and len(names) == 1:
+            raise CommandError(
+                f"{n} trains with one seed: give one --seeds value, not {args.seeds}"
+            )
     return {
         n: {
             o.dest: getattr(args, _arg(o.flag))
@@ -174,7 +180,9 @@ def main(args: argparse.Namespace) -> int:
     need = any(EXPERIMENTS[n].needs_data for n in names)
     data = prepare_data(settings) if need else None
     for name in names:
-        result = EXPERIMENTS[name].run(settings, data, **per[name])
+        exp = EXPERIMENTS[name]  # within `all`, one that trains once takes the first seed
+        one = dataclasses.replace(settings, seeds=settings.seeds[:1]) if exp.one_seed else settings
+        result = exp.run(one, data, **per[name])
         folder = settings.experiment_dir(result["experiment"])
         print(f"{name}: {folder}")
         rows = result["rows"]

@@ -93,6 +93,7 @@ class Experiment:
             option is refused.
         needs_data: whether :func:`prepare_data` is called for it (the leakage audit
             prepares its own two datasets).
+        one_seed: it trains with one seed only (``--seeds`` takes one value).
     """
 
     name: str
@@ -100,6 +101,7 @@ class Experiment:
     findings: Callable[[Mapping[str, Any]], dict[str, Any]]
     options: tuple[Option, ...] = ()
     needs_data: bool = True
+    one_seed: bool = False
 
 
 # -- settings -------------------------------------------------------------------------------

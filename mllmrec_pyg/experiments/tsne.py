@@ -124,8 +124,8 @@ def run_tsne(
     """Train MLLMRec and ``baseline``, embed ``num_users`` random users with t-SNE, plot side by side.
 
     Args:
-        settings: dataset, training caps, output folder; the first seed
-            trains the models and draws the users.
+        settings: dataset, training caps, output folder; its one seed trains the
+            models and draws the users.
         data: a prepared dataset; default
             :func:`~mllmrec_pyg.experiments.common.prepare_data`.
         baseline: one of :data:`BASELINES` (default LightGCN).
@@ -136,6 +136,8 @@ def run_tsne(
         cosine, valid/test Recall@20) and ``figures``.
     """
     baseline, num_users = baseline or "LightGCN", num_users or 500
+    if len(settings.seeds) > 1:
+        raise ValueError(f"tsne trains once: give one seed, got {list(settings.seeds)}")
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; choose from {list(BASELINES)}")
     data = data if data is not None else prepare_data(settings)
@@ -226,6 +228,7 @@ EXPERIMENT = Experiment(
         Option("--baseline", "baseline", f"{', '.join(BASELINES)} (default: LightGCN)"),
         Option("--sample-users", "num_users", "users drawn (default: 500)", {"type": int}),
     ),
+    one_seed=True,
 )
 
 
