@@ -648,7 +648,7 @@ def test_every_experiment_runs_with_other_cutoffs(settings, tmp_path):
     md = tmp_path / "results.md"
     assert main(["experiment", "report", "--out", str(out), "--report-out", str(md)]) == 0
     text = md.read_text()
-    claims = [line for line in text.splitlines() if line.startswith(("| RQ", "| Audit"))]
+    claims = [line for line in text.splitlines() if line.startswith(("| RQ", "| A"))]
     assert len(claims) >= 5 and all("@20" not in c.split(" | ")[3] for c in claims), claims
     assert "| Audit: full-history preferences inflate test R@10 |" in text
     assert "early stopping on valid Recall@10" in text

@@ -170,13 +170,6 @@ def _figures(obj: Mapping[str, Any], md_dir: Path) -> list[str]:
     ]
 
 
-def _figures(obj: Mapping[str, Any], md_dir: Path) -> list[str]:
-    return [
-        f"![{name}]({Path(os.path.relpath(Path(obj['_dir']) / name, md_dir)).as_posix()})"
-        for name in obj.get("figures", [])
-    ]
-
-
 # -- one section per experiment: each renders its result's findings ---------------------------
 
 
