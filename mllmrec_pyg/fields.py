@@ -28,6 +28,8 @@ of at least 1, a dropout below 1) are each config's own ``__post_init__``.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
 import math
 import numbers
@@ -127,4 +129,16 @@ def check_fields(cls: type, values: Mapping[str, Any], owner: str | None = None)
                 raise FieldError(f.name, values[f.name], f"must be {why}", owner)
 
 
-__all__ = ["INT_LIMIT", "FieldError", "check_fields"]
+def key_value(text: str) -> tuple[str, Any]:
+    """``key=value`` with a Python-literal value (``ast.literal_eval``), else the raw string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key, value
+
+
+__all__ = ["key_value", "INT_LIMIT", "FieldError", "check_fields"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -309,21 +310,26 @@ def test_command_line_runs_an_experiment_and_the_report(settings, tmp_path, caps
     assert "w/o TE" in md.read_text()
 
 
-def test_findings_read_the_tables_correctly():
-    def row(name, r20):
-        return {"variant": name, "test recall@20": r20}
+def _row(name, r, n=None, seeds=3, std=0.001, r_std=None):
+    """A table row with test R@20 ``r`` and N@20 ``n`` (means over ``seeds``)."""
+    n = r / 2 if n is None else n
+    return {"variant": name, "seeds": seeds, "valid recall@20": r, "valid ndcg@20": n,
+            "test recall@20": r, "test ndcg@20": n, "test recall@20 std": r_std or std,
+            "test ndcg@20 std": std, "epochs": 10.0, "seconds": 1.0}  # fmt: skip
 
+
+def test_findings_read_the_tables_correctly():
     rows = [
-        row("MLLMRec", 0.30),
-        row("w/o RS", 0.20),
-        row("w/o GD", 0.31),
-        row("w/o TE", 0.29),
-        row("w/o GCN_II", 0.25),
-        row("w/ GCN_UI", 0.33),
-        row("MostPop", 0.10),
-        row("LightGCN", 0.32),
+        _row("MLLMRec", 0.30),
+        _row("w/o RS", 0.20),
+        _row("w/o GD", 0.31),
+        _row("w/o TE", 0.29),
+        _row("w/o GCN_II", 0.25),
+        _row("w/ GCN_UI", 0.33),
+        _row("MostPop", 0.10),
+        _row("LightGCN", 0.32),
     ]
-    f = ablation.findings(rows)
+    f = ablation.findings({"rows": rows, "settings": {"backend": "none"}})
     assert f["drop"] == pytest.approx(
         {"w/o RS": 0.10, "w/o GD": -0.01, "w/o TE": 0.01, "w/o GCN_II": 0.05}
     )
@@ -331,81 +337,115 @@ def test_findings_read_the_tables_correctly():
     assert not f["every_removal_hurts"]
     assert f["largest_drop"] == "w/o RS" and f["rs_largest_drop"]
     assert f["best_anchor"] == "LightGCN" and f["full_beats_anchors"] is False
+    claims = {c["claim"]: c for c in f["claims"]}
+    assert claims["RQ2: removing RS lowers it most"]["holds"] is True
+    assert claims["RQ1: MLLMRec beats the ID-based baselines"]["evidence"] == (
+        "MLLMRec 0.3000 vs LightGCN 0.3200 test R@20"
+    )
+    assert f["text_rows"] == [
+        {"model": "MLLMRec", "variant": "w/o RS", "text": "no text (w/o RS)"},
+        {"model": "MLLMRec", "variant": "MLLMRec", "text": "`none` backend"},
+    ]
 
     from mllmrec_pyg.experiments import sensitivity
 
-    grid = {"recall@20": [[0.1, 0.1, 0.1], [0.3, 0.3, 0.2]]}  # rows: alpha, cols: K_c
-    dims = {"test recall@20": ([0.1, 0.2, 0.2, 0.15], [0.0] * 4)}
-    s = sensitivity.findings(grid, [0.4, 0.6], [5, 10, 15], dims, [16, 32, 64, 128])
+    obj = {  # grid rows: alpha, columns: K_c
+        "rows": [_row("x", 0.1)],
+        "alphas": [0.4, 0.6],
+        "k_cs": [5, 10, 15],
+        "dims": [16, 32, 64, 128],
+        "grid": {"recall@20": [[0.1, 0.1, 0.1], [0.3, 0.3, 0.2]]},
+        "dim_curves": {"test recall@20": {"mean": [0.1, 0.2, 0.2, 0.15], "std": [0.0] * 4}},
+    }
+    s = sensitivity.findings(obj)
     assert (s["best_alpha"], s["best_k_c"], s["best_value"]) == (0.6, 5, 0.3)
     # along alpha: columns spread 0.2, 0.2, 0.1 -> 0.5 / 3; along K_c: rows 0.0, 0.1 -> 0.05
     assert s["mean_spread_over_alpha"] == pytest.approx(0.5 / 3)
     assert s["mean_spread_over_k_c"] == pytest.approx(0.05)
     assert s["less_sensitive_to_k_c"]
-    assert s["best_d"] == 32 and not s["monotone_in_d"]
+    assert s["best_d"] == 32 and not s["monotone_in_d"] and s["rises_to_64"]
 
 
-def test_text_sources_table_compares_each_model_with_its_no_text_row():
+def _result(dataset, experiment, folder, rows, text_rows, tag=None):
+    """A results.json object as the report reads it, with the ``text_rows`` of its findings."""
+    return {
+        "dataset": dataset,
+        "experiment": experiment,
+        "tag": tag,
+        "_folder": folder,
+        "rows": rows,
+        "findings": {"metrics": ["recall@20", "ndcg@20"], "text_rows": text_rows},
+    }
+
+
+def test_text_sources_are_discovered_in_every_results_group():
+    """The rows come from the findings of whatever groups exist (no folder is named in the
+    report): here a dataset ``shop`` with a tagged comparison and a second text source."""
     from mllmrec_pyg.experiments.report import text_sources_section
 
-    def row(variant, r, n, std=0.001):
-        return {
-            "variant": variant,
-            "seeds": 3,
-            "test recall@20": r,
-            "test recall@20 std": std,
-            "test ndcg@20": n,
-            "test ndcg@20 std": std,
-        }
-
-    def obj(folder, *rows):
-        return {"_folder": folder, "rows": list(rows)}
+    def t(model, variant, text):
+        return {"model": model, "variant": variant, "text": text}
 
     results = {
-        "movielens": {
-            "ablation": obj("ml/ablation", row("MLLMRec", 0.18, 0.16), row("w/o RS", 0.20, 0.18)),
-            "compare": obj("ml/compare", row("langgcn", 0.26, 0.24)),
+        "shop": {
+            "ablation": _result(
+                "shop",
+                "ablation",
+                "shop/ablation",
+                [_row("MLLMRec", 0.18, 0.16), _row("w/o RS", 0.20, 0.18)],
+                [
+                    t("MLLMRec", "w/o RS", "no text (w/o RS)"),
+                    t("MLLMRec", "MLLMRec", "`none` backend"),
+                ],
+            ),  # fmt: skip
+            "compare": _result(
+                "shop",
+                "compare",
+                "shop/compare",
+                [_row("langgcn", 0.26, 0.24)],
+                [t("LangGCN", "langgcn", "no text")],
+            ),  # fmt: skip
         },
-        "movielens+transformers-smollm2-budget1024": {
-            "ablation": obj("ml/ablation+smollm2", row("MLLMRec", 0.19, 0.17, std=0.02))
+        "shop+my-llm": {
+            "ablation": _result(
+                "shop",
+                "ablation",
+                "shop/ablation+my-llm",
+                [_row("MLLMRec", 0.19, 0.17, std=0.02), _row("w/o RS", 0.5)],
+                [t("MLLMRec", "w/o RS", "no text (w/o RS)"), t("MLLMRec", "MLLMRec", "MyLLM")],
+            ),  # fmt: skip
         },
     }
-    lines = text_sources_section(results)
-    text = "\n".join(lines)
+    text = "\n".join(text_sources_section(results))
+    assert "## Does a language model's preference text help? (shop)" in text
+    assert "or text written by MyLLM from the training history" in text
     # LangGCN has only its no-text row: nothing to compare, so it is left out
-    assert "| LangGCN" not in text and "| MLLMRec | no text (w/o RS) | 3 | 0.2000" in text
+    assert "| LangGCN" not in text
+    # the first group in name order gives a row: w/o RS of shop, not of shop+my-llm
+    assert "| MLLMRec | no text (w/o RS) | 3 | 0.2000 ± 0.0010 |" in text
+    assert "`shop/ablation+my-llm` MLLMRec" in text and "0.5000" not in text
     assert "MLLMRec, `none` backend against no text (w/o RS): test R@20 -0.0200 (-10.00%)" in text
     # a difference below the larger seed std is called so
     assert (
-        "SmolLM2-135M against no text (w/o RS): test R@20 -0.0100 (-5.00%), N@20 -0.0100 "
+        "MyLLM against no text (w/o RS): test R@20 -0.0100 (-5.00%), N@20 -0.0100 "
         "(smaller than the seed standard deviation)." in text
     )
-    assert text_sources_section({"movielens": results["movielens"]}) != []
     assert text_sources_section({}) == []
 
 
-def test_compare_section_compares_an_ablation_on_the_seeds_both_were_trained_with():
+def test_compare_findings_compare_an_ablation_on_the_seeds_both_were_trained_with():
+    from mllmrec_pyg.experiments import compare
     from mllmrec_pyg.experiments.report import compare_section
 
     def run(variant, seed, r):
-        return {"variant": variant, "seed": seed, "test": {"recall@20": r, "ndcg@20": r / 2}}
-
-    def row(variant, r):
-        return {
-            "variant": variant,
-            "seeds": 1,
-            "valid recall@20": r,
-            "test recall@20": r,
-            "test ndcg@20": r / 2,
-            "epochs": 10,
-            "seconds": 1.0,
-        }
+        return {"variant": variant, "seed": seed, "model": "langgcn", "config": {},
+                "test": {"recall@20": r, "ndcg@20": r / 2}}  # fmt: skip
 
     obj = {
         "budget": 6,
-        "settings": {"seeds": [0]},
+        "settings": {"seeds": [0], "backend": "none"},
         "proposed": "langgcn",
-        "rows": [row("langgcn", 0.25), row("langgcn-ablate-preference-text", 0.27)],
+        "rows": [_row("langgcn", 0.25, seeds=1), _row("langgcn-ablate-preference-text", 0.27)],
         # the proposed model has seed 0 only, the ablation seeds 0, 1 and 2
         "runs": [
             run("langgcn", 0, 0.25),
@@ -415,7 +455,17 @@ def test_compare_section_compares_an_ablation_on_the_seeds_both_were_trained_wit
             ),
         ],
     }
-    text = "\n".join(compare_section(obj))
+    obj["runs"][1]["config"] = {"user_init": "mean+preference"}
+    f = compare.findings(obj)
+    (a,) = f["ablations"]
+    assert a["name"] == "preference-text" and a["seeds"] == [0]
+    assert a["delta"] == pytest.approx({"recall@20": 0.01, "ndcg@20": 0.005})
+    # the ablation that adds the preference text is the model's text row
+    assert [(t["variant"], t["text"]) for t in f["text_rows"]] == [
+        ("langgcn", "no text"),
+        ("langgcn-ablate-preference-text", "`none` backend"),
+    ]
+    text = "\n".join(compare_section({**obj, "findings": f}))
     assert "Ablation `preference-text` (seed(s) 0;" in text
     assert "test R@20 +0.0100, N@20 +0.0050 against langgcn" in text
 
@@ -439,7 +489,8 @@ def test_report_carries_the_language_model_measurements(tmp_path):
 
 
 def test_paper_order_lists_the_pairs_ranked_the_other_way():
-    from mllmrec_pyg.experiments.report import PAPER_BABY_R20, kendall_tau, paper_order_lines
+    from mllmrec_pyg.experiments.compare import PAPER_BABY_R20, kendall_tau, paper_order
+    from mllmrec_pyg.experiments.report import paper_order_lines
 
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
@@ -452,53 +503,69 @@ def test_paper_order_lists_the_pairs_ranked_the_other_way():
         {"variant": "langgcn", "test recall@20": 0.30},  # not in the paper: left out
     ]
     assert PAPER_BABY_R20["lgmrec"] > PAPER_BABY_R20["freedom"] > PAPER_BABY_R20["lightgcn"]
-    text = "\n".join(paper_order_lines(rows))
+    order = paper_order(rows, "recall@20")
+    assert order["tau"] == pytest.approx(1 / 3) and order["swapped"] == ["freedom / lightgcn"]
+    text = "\n".join(paper_order_lines(order))
     assert "langgcn" not in text
     assert "+0.33 over 3 models" in text
     assert "freedom / lightgcn" in text and "lgmrec / freedom" not in text
     assert "| freedom | 0.0992 | 2 | 0.1800 | 3 |" in text
-    assert paper_order_lines(rows[:2]) == []  # too few models to order
+    assert paper_order(rows[:2], "recall@20") is None  # too few models to order
+    assert paper_order_lines(None) == []
+
+
+def _pnp(host, r20, n20):
+    """A plug-and-play result of ``host`` whose refined graph changes R@20 by ``r20`` and N@20
+    by ``n20`` (relative)."""
+    label = {"freedom": "FREEDOM", "smore": "SMORE", "lattice": "LATTICE"}[host]
+    rows = [_row(label, 0.2, 0.1), _row(f"{label} + GR", 0.2 * (1 + r20), 0.1 * (1 + n20))]
+    obj = {"host": host, "rows": rows, "experiment": f"plug_and_play_{host}"}
+    return {**obj, "findings": plug_and_play.findings(obj)}
 
 
 def test_claims_average_the_refined_graph_gain_over_hosts():
     from mllmrec_pyg.experiments.report import _claims
 
-    def pnp(host, r20, n20):
-        label = {"freedom": "FREEDOM", "smore": "SMORE"}[host]
-        imp = {f"{label} + GR": {"recall@20": r20, "ndcg@20": n20}}
-        return {"host": host, "findings": {"relative_improvement": imp}}
-
     exps = {
-        "plug_and_play": pnp("freedom", 0.04, -0.01),
-        "plug_and_play_smore": pnp("smore", 0.02, -0.03),
+        "plug_and_play": _pnp("freedom", 0.04, -0.01),
+        "plug_and_play_smore": _pnp("smore", 0.02, -0.03),
     }
+    assert exps["plug_and_play"]["findings"]["claims"][0]["evidence"] == (
+        "R@20 +4.00%, N@20 -1.00%"
+    )
+    # the paper's hosts come from the registrations (and the one not implemented here)
+    assert exps["plug_and_play"]["findings"]["paper_hosts"] == [
+        "FREEDOM", "SOIL", "GUME", "SMORE", "DOGE"
+    ]  # fmt: skip
     rows = {r["claim"]: r for r in _claims("x", exps)}
     avg = next(r for c, r in rows.items() if c.startswith("RQ3: on average"))
     assert avg["here"] == "no"  # N@20 falls on average
     assert "FREEDOM, SMORE: R@20 +3.00%, N@20 -2.00%" in avg["evidence"]
-    one = _claims("x", {"plug_and_play": pnp("freedom", 0.04, 0.01)})
+    one = _claims("x", {"plug_and_play": _pnp("freedom", 0.04, 0.01)})
     assert not any(r["claim"].startswith("RQ3: on average") for r in one)  # one host: no mean
 
 
 def test_claims_check_the_tuned_refined_pairs_of_the_comparison():
+    from mllmrec_pyg.experiments import compare
     from mllmrec_pyg.experiments.report import _claims
 
-    def row(name, r, n):
-        return {"variant": name, "seeds": 3, "test recall@20": r, "test ndcg@20": n}
+    rows = [_row("smore", 0.20, 0.10), _row("smore-refined", 0.22, 0.11), _row("bpr", 0.1, 0.1)]
+    rows += [_row("gume", 0.25, 0.20), _row("gume-refined", 0.25, 0.21)]  # R@20 unchanged
 
-    rows = [row("smore", 0.20, 0.10), row("smore-refined", 0.22, 0.11), row("bpr", 0.1, 0.1)]
-    rows += [row("gume", 0.25, 0.20), row("gume-refined", 0.25, 0.21)]  # R@20 unchanged
-    compare = {"rows": rows, "findings": {}}
-    claim = next(r for r in _claims("x", {"compare": compare}) if "tuned separately" in r["claim"])
+    def claims(rows):
+        obj = {"rows": rows, "proposed": "langgcn", "settings": {}}
+        return _claims("x", {"compare": {**obj, "findings": compare.findings(obj)}})
+
+    claim = next(r for r in claims(rows) if "tuned separately" in r["claim"])
     assert claim["here"] == "no"  # GUME gains nothing on R@20
     assert claim["evidence"] == (
         "mean over 2 hosts: R@20 +5.00%, N@20 +7.50%; no gain for gume (R@20)"
     )
-    rows[-1] = row("gume-refined", 0.26, 0.21)
-    claim = next(r for r in _claims("x", {"compare": compare}) if "tuned separately" in r["claim"])
+    rows[-1] = _row("gume-refined", 0.26, 0.21)
+    claim = next(r for r in claims(rows) if "tuned separately" in r["claim"])
     assert claim["here"] == "yes" and "no gain" not in claim["evidence"]
-    single = {"rows": rows[:3], "findings": {}}  # one host: no claim about every host
-    assert not any("tuned separately" in r["claim"] for r in _claims("x", {"compare": single}))
+    # one host: no claim about every host
+    assert not any("tuned separately" in r["claim"] for r in claims(rows[:3]))
 
 
 def test_report_says_which_runs_trained_on_a_gpu():
@@ -530,28 +597,25 @@ def test_report_says_which_runs_trained_on_a_gpu():
 
 
 def test_tuned_refined_pairs_and_their_mean():
+    from mllmrec_pyg.experiments.compare import tuned_refined
     from mllmrec_pyg.experiments.report import tuned_refined_lines
 
-    def row(name, r, n, r_std=0.001):
-        return {"variant": name, "seeds": 3, "test recall@20": r, "test ndcg@20": n,
-                "test recall@20 std": r_std, "test ndcg@20 std": 0.001}  # fmt: skip
-
     rows = [
-        row("lattice", 0.20, 0.10),
-        row("lattice-refined", 0.22, 0.09),  # +10% R@20, -10% N@20
-        row("gume", 0.25, 0.20),
-        row("gume-refined", 0.2505, 0.21, r_std=0.01),  # +0.2% R@20, inside the noise
-        row("bpr", 0.1, 0.1),
+        _row("lattice", 0.20, 0.10),
+        _row("lattice-refined", 0.22, 0.09),  # +10% R@20, -10% N@20
+        _row("gume", 0.25, 0.20),
+        _row("gume-refined", 0.2505, 0.21, r_std=0.01),  # +0.2% R@20, inside the noise
+        _row("bpr", 0.1, 0.1),
     ]
-    lines = tuned_refined_lines(rows)
-    text = "\n".join(lines)
+    metrics = ("recall@20", "ndcg@20")
+    text = "\n".join(tuned_refined_lines(tuned_refined(rows, metrics)))
     assert "- lattice-refined vs lattice: test R@20 +10.00%, N@20 -10.00%." in text
     assert (
         "gume-refined vs gume: test R@20 +0.20% (smaller than the seed standard deviation)" in text
     )
     assert "Mean over the 2 hosts: R@20 +5.10%, N@20 -2.50%" in text
     assert "bpr" not in text
-    assert tuned_refined_lines([row("bpr", 0.1, 0.1)]) == []
+    assert tuned_refined_lines(tuned_refined([_row("bpr", 0.1, 0.1)], metrics)) == []
 
 
 @pytest.mark.slow
@@ -580,6 +644,133 @@ def test_every_experiment_runs_with_other_cutoffs(settings, tmp_path):
         assert "--ks 5 10" in obj["command"]
     compare = json.loads((out / "synthetic-150x80" / "compare" / "results.json").read_text())
     assert set(compare["significance"]) >= {"recall@10", "ndcg@10"}
+    # the report renders every one of them at the cut-off they monitored
+    md = tmp_path / "results.md"
+    assert main(["experiment", "report", "--out", str(out), "--report-out", str(md)]) == 0
+    text = md.read_text()
+    claims = [line for line in text.splitlines() if line.startswith(("| RQ", "| A"))]
+    assert len(claims) >= 5 and all("@20" not in c.split(" | ")[3] for c in claims), claims
+    assert "| Audit: full-history preferences inflate test R@10 |" in text
+    assert "early stopping on valid Recall@10" in text
+    for heading in ("Ablation (RQ2)", "Plug-and-play", "Sensitivity", "t-SNE", "Leakage", "tuned"):
+        assert heading in text
+
+
+#: for each experiment (and the report), an option that only another experiment takes
+FOREIGN = {
+    "ablation": ["--trials", "2"],
+    "plug-and-play": ["--variants", "MLLMRec"],
+    "sensitivity": ["--no-gd"],
+    "tsne": ["--ablation-seeds", "0"],
+    "leakage": ["--baseline", "BPR-MF"],
+    "compare": ["--alphas", "0.5"],
+    "all": ["--models", "pop"],
+    "report": ["--no-anchors"],
+}
+
+
+@pytest.mark.parametrize("name", FOREIGN)
+def test_an_option_of_another_experiment_is_refused_in_one_line(name, tmp_path, capsys):
+    from mllmrec_pyg.cli import main
+    from mllmrec_pyg.experiments import EXPERIMENTS
+
+    assert set(FOREIGN) == {*EXPERIMENTS, "all", "report"}
+    out = tmp_path / "out"
+    argv = ["experiment", name, "--dataset", "synthetic", "--out", str(out), *FOREIGN[name]]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"does not take {FOREIGN[name][0]}" in err, err
+    assert not out.exists()  # refused before any work
+    # --report-out belongs to the report alone
+    with pytest.raises(SystemExit):
+        main(["experiment", "tsne", "--out", str(out), "--report-out", "x.md"])
+    assert "--report-out is an option of `experiment report`" in capsys.readouterr().err
+    # t-SNE trains once: several seeds are refused, not silently cut to the first
+    with pytest.raises(SystemExit):
+        main(["experiment", "tsne", "--out", str(out), "--seeds", "0", "1"])
+    assert "tsne trains with one seed" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _stored(tmp_path, *folders):
+    """A copy of stored results folders of docs/experiments (results.json and figures)."""
+    import shutil
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "experiments"
+    for folder in folders:
+        shutil.copytree(docs / folder, tmp_path / "results" / folder)
+    return tmp_path / "results"
+
+
+def test_the_report_renders_the_findings_of_results_json_and_computes_none(tmp_path):
+    from mllmrec_pyg.commands.experiment import refresh_results
+
+    root = _stored(tmp_path, "synthetic/ablation", "synthetic/plug_and_play")
+    md = tmp_path / "results.md"
+    text = build_report(root, md)
+    assert "| RQ2: removing RS lowers it most | synthetic | yes |" in text
+    assert len(refresh_results(root)) == 2  # findings written into results.json
+    path = root / "synthetic" / "ablation" / "results.json"
+    obj = json.loads(path.read_text())
+    assert obj["format"] == "mllmrec-pyg/experiment/2" and obj["findings"]["claims"]
+    # what the findings say is what the report says, even when the rows say otherwise
+    obj["findings"]["claims"][1].update(holds=False, evidence="written by the experiment")
+    obj["findings"]["drop"]["w/o RS"] = 0.5
+    path.write_text(json.dumps(obj))
+    text = build_report(root, md)
+    assert (
+        "| RQ2: removing RS lowers it most | synthetic | no | written by the experiment |" in text
+    )
+    assert "w/o RS -0.5000" in text
+
+
+def test_results_of_the_older_format_get_their_findings_from_their_runs(tmp_path, monkeypatch):
+    """A results.json written before the findings were complete is refreshed from its rows and
+    runs alone: in memory by the report, on disk by ``experiment refresh``; nothing trains."""
+    from mllmrec_pyg import runs
+    from mllmrec_pyg.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("refreshing trained a model")
+
+    monkeypatch.setattr(runs, "train_model", no_training)
+    folders = ("synthetic/compare", "synthetic/sensitivity", "synthetic/tsne", "synthetic/leakage")
+    root = _stored(tmp_path, *folders)
+    md = tmp_path / "results.md"
+    current = build_report(root, md)
+    for folder in folders:
+        path = root / folder / "results.json"
+        obj = json.loads(path.read_text())
+        obj.update(format="mllmrec-pyg/experiment/1", findings={})
+        path.write_text(json.dumps(obj))
+    assert build_report(root, md) == current
+    assert main(["experiment", "refresh", "--out", str(root)]) == 0
+    for folder in folders:
+        obj = json.loads((root / folder / "results.json").read_text())
+        assert obj["format"] == "mllmrec-pyg/experiment/2" and obj["findings"]["claims"]
+    assert build_report(root, md) == current
+
+
+def test_docs_results_md_is_the_report_of_the_stored_results():
+    """docs/results.md is what ``mllmrec experiment report --out docs/experiments`` writes."""
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    assert build_report(docs / "experiments", docs / "results.md") == (
+        docs / "results.md"
+    ).read_text(encoding="utf-8")
+
+
+def test_no_module_above_nn_names_a_multimodal_model_but_the_default_picks():
+    package = Path(__file__).resolve().parent.parent / "mllmrec_pyg"
+    names = re.compile(r"\b(freedom|lattice|smore|soil|gume|lgmrec|slmrec|vbpr|langgcn)\b", re.I)
+    hits = {
+        path.relative_to(package).as_posix(): [m.group(0) for m in names.finditer(path.read_text())]
+        for path in package.rglob("*.py")
+        if "nn" not in path.relative_to(package).parts[:1]
+    }
+    hits = {p: h for p, h in hits.items() if h}
+    assert hits == {"experiments/common.py": ["langgcn", "freedom"]}, hits
 
 
 @pytest.mark.slow

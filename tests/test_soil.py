@@ -13,8 +13,8 @@ import mllmrec_pyg.nn.soil as soil_module
 from mllmrec_pyg.commands.train import MODEL_FLAGS, MODEL_SWITCHES
 from mllmrec_pyg.data import INTERACTS, RELATED
 from mllmrec_pyg.data.synthetic import make_scale_data
+from mllmrec_pyg.experiments.compare import PAPER_BABY_R20
 from mllmrec_pyg.experiments.plug_and_play import HOSTS
-from mllmrec_pyg.experiments.report import PAPER_BABY_R20
 from mllmrec_pyg.nn import SOIL, SOILConfig
 from mllmrec_pyg.nn.registry import MODELS, build_model, make_config
 from mllmrec_pyg.tuning import CANDIDATES, split_point

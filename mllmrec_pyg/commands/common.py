@@ -9,7 +9,6 @@ given (:func:`build`), so each default lives in its dataclass only.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from mllmrec_pyg.config import (
     TextConfig,
     default_of,
 )
-from mllmrec_pyg.fields import FieldError
+from mllmrec_pyg.fields import FieldError, key_value
 from mllmrec_pyg.metrics import DEFAULT_KS
 from mllmrec_pyg.train import TrainConfig, check_device, fit_cutoffs
 
@@ -41,18 +40,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or unset or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
-
-
-def key_value(text: str) -> tuple[str, Any]:
-    """``key=value`` with a Python-literal value (``ast.literal_eval``), else the raw string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return key, value
 
 
 def add_key_values(g: Any, flag: str, metavar: str, help: str) -> None:

@@ -10,8 +10,10 @@ interrupted ones resume), and writes ``<out>/<dataset>/<experiment>/`` with
 ``docs/results.md``. On the command line: ``mllmrec experiment <name>``.
 """
 
+from mllmrec_pyg.experiments import ablation, compare, leakage, plug_and_play, sensitivity, tsne
 from mllmrec_pyg.experiments.ablation import run_ablation
 from mllmrec_pyg.experiments.common import (
+    Experiment,
     ExperimentSettings,
     RunSpec,
     RunStore,
@@ -25,17 +27,17 @@ from mllmrec_pyg.experiments.plug_and_play import run_plug_and_play
 from mllmrec_pyg.experiments.sensitivity import run_sensitivity
 from mllmrec_pyg.experiments.tsne import run_tsne
 
-#: experiment name (as on the command line) -> runner
-RUNNERS = {
-    "ablation": run_ablation,
-    "sensitivity": run_sensitivity,
-    "tsne": run_tsne,
-    "leakage": run_leakage,
-    "plug-and-play": run_plug_and_play,
-    "compare": run_compare,
+#: experiment name (as on the command line) -> its declaration: runner, options, findings
+EXPERIMENTS: dict[str, Experiment] = {
+    m.EXPERIMENT.name: m.EXPERIMENT
+    for m in (ablation, plug_and_play, sensitivity, tsne, leakage, compare)
 }
+#: experiment name -> runner
+RUNNERS = {name: e.run for name, e in EXPERIMENTS.items()}
 
 __all__ = [
+    "EXPERIMENTS",
+    "Experiment",
     "ExperimentSettings",
     "RUNNERS",
     "RunSpec",

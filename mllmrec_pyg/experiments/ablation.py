@@ -17,6 +17,7 @@ MostPop, BPR-MF and LightGCN are trained beside them as anchors (``anchors``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,12 +25,19 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.data.schema import RELATED
 from mllmrec_pyg.experiments.common import (
+    Experiment,
     ExperimentSettings,
+    Option,
     RunSpec,
+    claim,
     graph_stats,
     prepare_data,
+    result_metrics,
     run_jobs,
+    short,
     summarise,
+    text_source,
+    within_noise,
     write_results,
 )
 from mllmrec_pyg.experiments.plots import bar_chart
@@ -121,20 +129,23 @@ def run_ablation(
             "graphs": graph_info,
             "runs": runs,
             "figures": [fig.name],
-            "findings": findings(rows, f"test {metric[0]}"),
         },
         rows,
         command,
         data=data,
+        findings=findings,
     )
 
 
-def findings(rows: list[dict[str, Any]], metric: str = "test recall@20") -> dict[str, Any]:
-    """What the table says about the paper's two ablation claims.
+def findings(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the table of a ``results.json`` says about the paper's ablation claims.
 
-    The paper reports that removing any component degrades MLLMRec and that
-    removing RS degrades it most.
+    The paper reports that removing any component degrades MLLMRec and that removing RS
+    degrades it most (RQ2), and that MLLMRec beats the ID-based baselines (RQ1). The
+    ``text_rows`` are the full model with its preference text and without (w/o RS).
     """
+    rows = obj["rows"]
+    metric = f"test {result_metrics(obj)[0]}"
     by = {r["variant"]: r for r in rows}
     if FULL not in by:
         return {}
@@ -144,7 +155,8 @@ def findings(rows: list[dict[str, Any]], metric: str = "test recall@20") -> dict
     better = [v for v, d in drops.items() if d < 0]
     largest = max(drops, key=drops.get) if drops else None
     anchors = [a for a in ANCHORS if a in by]
-    return {
+    best = max(anchors, key=lambda a: by[a][metric]) if anchors else None
+    out: dict[str, Any] = {
         "metric": metric,
         "full": full,
         "drop": drops,
@@ -152,9 +164,49 @@ def findings(rows: list[dict[str, Any]], metric: str = "test recall@20") -> dict
         "every_removal_hurts": not better,
         "largest_drop": largest,
         "rs_largest_drop": largest == "w/o RS" and drops[largest] > 0,
-        "best_anchor": max(anchors, key=lambda a: by[a][metric]) if anchors else None,
+        "best_anchor": best,
+        "best_anchor_value": by[best][metric] if best else None,
+        "best_anchor_within_noise": within_noise(by[FULL], by[best], metric) if best else None,
         "full_beats_anchors": all(full > by[a][metric] for a in anchors) if anchors else None,
+        "text_rows": [
+            {"model": FULL, "variant": v, "text": t}
+            for v, t in (("w/o RS", "no text (w/o RS)"), (FULL, text_source(obj["settings"])))
+            if v in by
+        ],
     }
+    claims, m = [], short(metric.split()[1])
+    if drops:  # an ablation run without removals has nothing to claim
+        worst = min(drops, key=drops.get)
+        claims += claim(
+            f"RQ2: removing any component lowers {m}",
+            not better,
+            f"removal that hurts least: {worst} {-drops[worst]:+.4f} test {m}",
+            10,
+        )
+        claims += claim(
+            "RQ2: removing RS lowers it most",
+            out["rs_largest_drop"],
+            f"largest drop: {largest} {-drops[largest]:+.4f} test {m}",
+            11,
+        )
+        if best:
+            claims += claim(
+                "RQ1: MLLMRec beats the ID-based baselines",
+                out["full_beats_anchors"],
+                f"MLLMRec {full:.4f} vs {best} {by[best][metric]:.4f} test {m}",
+                12,
+            )
+    return {**out, "claims": claims}
 
 
-__all__ = ["ANCHORS", "FULL", "NAME", "VARIANTS", "findings", "run_ablation"]
+EXPERIMENT = Experiment(
+    "ablation",
+    run_ablation,
+    findings,
+    (
+        Option("--variants", "variants", "subset of variants", {"nargs": "+"}),
+        Option("--no-anchors", "anchors", "skip Pop/BPR/LightGCN", {"action": "store_false"}),
+    ),
+)
+
+__all__ = ["ANCHORS", "EXPERIMENT", "FULL", "NAME", "VARIANTS", "findings", "run_ablation"]

@@ -20,7 +20,7 @@ import logging
 import platform
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +47,63 @@ from mllmrec_pyg.train import TrainConfig, fit_cutoffs
 
 log = logging.getLogger(__name__)
 
-RESULTS_FORMAT = "mllmrec-pyg/experiment/1"
+#: the format of ``results.json``; a result of an older one has its findings computed again
+#: from its rows and runs when it is read (:func:`refresh`)
+RESULTS_FORMAT = "mllmrec-pyg/experiment/2"
+OLDER_FORMATS = ("mllmrec-pyg/experiment/1",)
 #: the models the experiments pick when not told otherwise (the one place above
 #: :mod:`mllmrec_pyg.nn` that names a model): the one the comparison tests for a win, and
 #: the plug-and-play host whose results go to ``plug_and_play/`` (another host's go to
 #: ``plug_and_play_<host>/``, and a result that names no host is this one's)
 PROPOSED = "langgcn"
 DEFAULT_HOST = "freedom"
+
+
+# -- what an experiment declares ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of one experiment: ``flag`` sets the runner's keyword ``dest``.
+
+    Args:
+        flag: the option (``--variants``).
+        dest: the runner's keyword argument it sets.
+        help: its ``--help`` text.
+        kwargs: further :meth:`argparse.ArgumentParser.add_argument` arguments; its
+            default (``None`` unless given) means "not given".
+    """
+
+    flag: str
+    dest: str
+    help: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment as ``mllmrec experiment`` runs it.
+
+    Args:
+        name: its name on the command line.
+        run: the runner, ``run(settings, data, **options) -> results.json object``.
+        findings: ``findings(results) -> dict``, computed from a ``results.json`` object's
+            rows, runs and payload alone (so stored results can be refreshed without training).
+        options: the options it takes (:class:`Option`); every other per-experiment
+            option is refused.
+        needs_data: whether :func:`prepare_data` is called for it (the leakage audit
+            prepares its own two datasets).
+        one_seed: it trains with one seed only (``--seeds`` takes one value).
+    """
+
+    name: str
+    run: Callable[..., dict[str, Any]]
+    findings: Callable[[Mapping[str, Any]], dict[str, Any]]
+    options: tuple[Option, ...] = ()
+    needs_data: bool = True
+    one_seed: bool = False
+
+
 # -- settings -------------------------------------------------------------------------------
 
 
@@ -296,16 +346,19 @@ def write_results(
     rows: Sequence[Mapping[str, Any]],
     command: str,
     data: HeteroData | None = None,
+    findings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``results.json`` and ``results.csv`` of an experiment; return the JSON object.
 
     Args:
         settings: the settings used.
         experiment: the experiment's folder name (e.g. ``plug_and_play``).
-        payload: experiment-specific results (tables, figures, findings, runs).
+        payload: experiment-specific results (tables, figures, runs).
         rows: the main table (also written as CSV).
         command: the command line that reproduces it (:meth:`ExperimentSettings.command`).
         data: the dataset, whose :func:`dataset_stats` open the payload as ``data``.
+        findings: the experiment's findings, computed from the object written
+            (``results["findings"]``: claims, gains, significance as the report shows them).
     """
     folder = settings.experiment_dir(experiment)
     obj = {
@@ -323,14 +376,97 @@ def write_results(
         "rows": list(rows),
     }
     obj = jsonable(obj)
+    if findings is not None:
+        obj["findings"] = jsonable(findings(obj))
     write_json(folder / "results.json", obj)
     write_csv(folder / "results.csv", rows)
     log.info("wrote %s", folder / "results.json")
     return obj
 
 
+# -- findings -------------------------------------------------------------------------------
+
+
+def result_metrics(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """Recall and NDCG at the cut-off a ``results.json``'s runs monitored (@20 by default),
+    read from its rows' columns."""
+    cols = [
+        c
+        for r in obj.get("rows") or ()
+        for c in r
+        if c.startswith("valid recall@") and " " not in c[6:]
+    ]
+    return headline(sorted({int(c.rsplit("@", 1)[1]) for c in cols}) or [20])
+
+
+def short(metric: str) -> str:
+    """``recall@20`` -> ``R@20``, ``ndcg@10`` -> ``N@10``."""
+    name, _, k = metric.partition("@")
+    return f"{name[0].upper()}@{k}"
+
+
+def relative(a: float, b: float) -> float | None:
+    """``(a - b) / b`` (``None`` when ``b`` is 0)."""
+    return (a - b) / b if b else None
+
+
+def pct(v: float | None) -> str:
+    """``0.0123`` -> ``+1.23%`` (``n/a`` for ``None``)."""
+    return "n/a" if v is None else f"{100 * v:+.2f}%"
+
+
+def within_noise(a: Mapping[str, Any], b: Mapping[str, Any], col: str) -> bool:
+    """Whether rows ``a`` and ``b`` (means over several seeds) differ in ``col`` by less than
+    the larger of their seed standard deviations."""
+    if a.get("seeds", 1) < 2:
+        return False
+    spread = max(a.get(f"{col} std") or 0.0, b.get(f"{col} std") or 0.0)
+    return abs(a[col] - b[col]) < spread
+
+
+def claim(text: str, holds: bool | None, evidence: str, rank: int) -> list[dict[str, Any]]:
+    """A paper claim a result checks (none when it cannot tell): ``rank`` orders the claims
+    of a dataset in the report."""
+    if holds is None:
+        return []
+    return [{"claim": text, "holds": bool(holds), "evidence": evidence, "rank": rank}]
+
+
+def text_source(settings: Mapping[str, Any]) -> str:
+    """How the user preference text of a result's settings was made, as the report names it."""
+    from mllmrec_pyg.reasoning.models import PRESETS
+
+    backend, model = settings.get("backend"), settings.get("backend_model")
+    if backend == "none" or not backend:
+        return "`none` backend"
+    preset = PRESETS.get(model or "")
+    if preset is not None and preset.label:
+        return preset.label
+    return f"`{backend}` backend" + (f" ({model})" if model else "")
+
+
+def refresh(obj: dict[str, Any], experiments: Mapping[str, Experiment]) -> dict[str, Any]:
+    """``obj`` (a ``results.json`` object) with its findings computed again from its rows,
+    runs and payload (no training) by its experiment's :attr:`Experiment.findings`, in the
+    current :data:`RESULTS_FORMAT`."""
+    name = "plug-and-play" if obj["experiment"].startswith("plug_and_play") else obj["experiment"]
+    obj["findings"] = jsonable(experiments[name].findings(obj))
+    obj["format"] = RESULTS_FORMAT
+    return obj
+
+
 __all__ = [
     "DEFAULT_HOST",
+    "Experiment",
+    "Option",
+    "claim",
+    "pct",
+    "refresh",
+    "relative",
+    "result_metrics",
+    "short",
+    "text_source",
+    "within_noise",
     "PROPOSED",
     "ExperimentSettings",
     "RunSpec",

@@ -1,7 +1,12 @@
 """Write ``docs/results.md`` from the experiments' results folders.
 
-Every number in the report is read from a ``results.json`` written by a
-runner; every sentence that compares numbers is generated from them. Run::
+Every number and every sentence that compares numbers in the report is read
+from the ``findings`` of a ``results.json``, written by the experiment that
+produced it (:attr:`~mllmrec_pyg.experiments.common.Experiment.findings`);
+this module only renders them. A result of an older format has its findings
+computed again from its stored rows and runs when it is read
+(:func:`~mllmrec_pyg.experiments.common.refresh`; ``mllmrec experiment refresh``
+rewrites the files). Run::
 
     python -m mllmrec_pyg.experiments.report --results docs/experiments --out docs/results.md
 
@@ -19,39 +24,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mllmrec_pyg.experiments.common import DEFAULT_HOST, RESULTS_FORMAT
-from mllmrec_pyg.experiments.plug_and_play import folder_name
+from mllmrec_pyg.experiments import EXPERIMENTS
+from mllmrec_pyg.experiments.common import (
+    OLDER_FORMATS,
+    RESULTS_FORMAT,
+    pct,
+    refresh,
+    result_metrics,
+    short,
+    within_noise,
+)
+from mllmrec_pyg.experiments.plug_and_play import PAPER_RQ3_MEAN, folder_name, mean_over_hosts
 from mllmrec_pyg.io import read_json, write_text
-from mllmrec_pyg.nn.registry import BABY_R20, Derived, hosts, label, paper_numbers
+from mllmrec_pyg.nn.registry import Derived, hosts, label
 from mllmrec_pyg.tables import format_table
 
 log = logging.getLogger(__name__)
 
-MAIN_COLUMNS = (
-    "valid recall@20",
-    "valid ndcg@20",
-    "test recall@10",
-    "test recall@20",
-    "test ndcg@10",
-    "test ndcg@20",
-    "best epoch",
-    "epochs",
-)
 DATASET_TITLES = {
     "movielens": "MovieLens (ml-latest-small)",
     "synthetic": "Synthetic catalog (make_synthetic defaults)",
     "mmrec-scientific": "Amazon 2018 Industrial_and_Scientific 5-core (prepare-amazon)",
 }
-
-
-#: the host models of the paper's RQ3 (plug-and-play) table
-PAPER_HOSTS = ("FREEDOM", "SOIL", "GUME", "SMORE", "DOGE")
-#: the paper's mean RQ3 gain over those hosts (Amazon Baby)
-PAPER_RQ3_MEAN = "R@20 +5.05%, N@20 +3.80%"
-#: R@20 on Amazon Baby of the baselines implemented here, from the paper's Table 1, as each
-#: model's registration gives it (MLLMRec's own row is left out: its user text saw held-out
-#: items, see the leakage audit)
-PAPER_BABY_R20 = Derived(lambda: paper_numbers(BABY_R20))
+#: short dataset names in headings
+DATASET_NAMES = {"movielens": "MovieLens", "synthetic": "synthetic catalog"}
+NOISE = " (smaller than the seed standard deviation)"
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -60,8 +57,23 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:+.2f}%"
+def _long(metric: str) -> str:
+    """``recall@20`` -> ``Recall@20``, ``ndcg@20`` -> ``NDCG@20``."""
+    name, _, k = metric.partition("@")
+    return f"{'NDCG' if name == 'ndcg' else name.capitalize()}@{k}"
+
+
+def _noise(flag: bool | None) -> str:
+    return NOISE if flag else ""
+
+
+def main_columns(obj: Mapping[str, Any]) -> list[str]:
+    """The columns of an experiment's main table: valid Recall and NDCG at the monitored
+    cut-off, the test metrics of the table, best epoch and epochs."""
+    row = obj["rows"][0]
+    r, n = (obj.get("findings") or {}).get("metrics") or result_metrics(obj)
+    test = [c for c in row if c.startswith("test ") and not c.endswith(" std")]
+    return [f"valid {r}", f"valid {n}", *test, "best epoch", "epochs"]
 
 
 def group_of(obj: Mapping[str, Any]) -> str:
@@ -88,13 +100,16 @@ def group_title(exps: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def load_results(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{group: {experiment: results.json}}`` under ``root`` (:func:`group_of`)."""
+    """``{group: {experiment: results.json}}`` of every result under ``root``
+    (:func:`group_of`); a result of an older format gets its findings computed again."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     if not root.is_dir():
         raise FileNotFoundError(f"results folder {root} does not exist")
     for path in sorted(root.glob("*/*/results.json")):
         obj = read_json(path)
-        if obj.get("format") != RESULTS_FORMAT:
+        if obj.get("format") in OLDER_FORMATS:
+            obj = refresh(obj, EXPERIMENTS)
+        elif obj.get("format") != RESULTS_FORMAT:
             log.warning("%s is not an experiment result; skipped", path)
             continue
         obj["_dir"] = path.parent
@@ -109,9 +124,10 @@ def _cap_note(obj: Mapping[str, Any]) -> str:
         return ""
     capped = sum(1 for r in runs if not r.get("stopped_early", True))
     s = obj["settings"]
+    metric = ((obj.get("findings") or {}).get("metrics") or result_metrics(obj))[0]
     text = (
         f"Training: Adam (lr {s['lr']}), batch {s['batch_size']}, early stopping on valid "
-        f"Recall@20 with patience {s['patience']}, at most {s['epochs']} epochs, "
+        f"{_long(metric)} with patience {s['patience']}, at most {s['epochs']} epochs, "
         f"{len(s['seeds'])} seed(s) {tuple(s['seeds'])}."
     )
     if capped:
@@ -135,12 +151,12 @@ def _cap_note(obj: Mapping[str, Any]) -> str:
         if r.get("replaces"):
             old = r["replaces"]
             replaced.setdefault(f"{r['variant']} (from {old.get('device') or 'cpu'})", []).append(
-                f"{float(old['test']['recall@20']):.4f} -> {float(r['test']['recall@20']):.4f}"
+                f"{float(old['test'][metric]):.4f} -> {float(r['test'][metric]):.4f}"
             )
     if replaced:
         text += (
             " Trained again here for the per-user test, their checkpoints not having been "
-            "kept; the rows use the new runs (test Recall@20, old -> new): "
+            f"kept; the rows use the new runs (test {_long(metric)}, old -> new): "
             + "; ".join(f"{name}: {', '.join(v)}" for name, v in replaced.items())
             + "."
         )
@@ -154,22 +170,7 @@ def _figures(obj: Mapping[str, Any], md_dir: Path) -> list[str]:
     ]
 
 
-# -- one section per experiment ------------------------------------------------------------
-
-
-def _noise(rows: Sequence[Mapping[str, Any]], a: str, b: str, col: str) -> str:
-    """:func:`_noise_between` the rows of variants ``a`` and ``b`` (``""`` if one is missing)."""
-    by = {r["variant"]: r for r in rows}
-    return _noise_between(by[a], by[b], col) if a in by and b in by else ""
-
-
-def _noise_between(a: Mapping[str, Any], b: Mapping[str, Any], col: str) -> str:
-    """`` (smaller than the seed standard deviation)`` when rows ``a`` and ``b`` (means over
-    several seeds) differ in ``col`` by less than the larger of their stds."""
-    if a.get("seeds", 1) < 2:
-        return ""
-    spread = max(a.get(f"{col} std") or 0.0, b.get(f"{col} std") or 0.0)
-    return " (smaller than the seed standard deviation)" if abs(a[col] - b[col]) < spread else ""
+# -- one section per experiment: each renders its result's findings ---------------------------
 
 
 def _graph_table(graphs: Mapping[str, Any], title: str) -> list[str]:
@@ -187,27 +188,22 @@ def _graph_table(graphs: Mapping[str, Any], title: str) -> list[str]:
     ]
 
 
-def _rs_lowers_most(f: Mapping[str, Any]) -> bool:
-    """Removing RS lowers test R@20, and more than any other removal."""
-    return bool(f.get("rs_largest_drop")) and f["drop"][f["largest_drop"]] > 0
-
-
 def ablation_section(obj: Mapping[str, Any]) -> list[str]:
-    rows = obj["rows"]
     f = obj.get("findings") or {}
-    lines = [format_table(rows, MAIN_COLUMNS), ""]
+    lines = [format_table(obj["rows"], main_columns(obj)), ""]
     lines += _graph_table(
         obj.get("graphs") or {}, "Item graph of each variant (`data['item', 'related', 'item']`):"
     )
     if not f:
         return lines
+    metric = f["metric"].split()[1]
     drops = f.get("drop", {})
     lines.append(
-        f"- Test Recall@20 of full MLLMRec: {_fmt(f['full'])}; change when a component is "
-        "removed: " + ", ".join(f"{v} {-d:+.4f}" for v, d in drops.items()) + "."
+        f"- Test {_long(metric)} of full MLLMRec: {_fmt(f['full'])}; change when a component "
+        "is removed: " + ", ".join(f"{v} {-d:+.4f}" for v, d in drops.items()) + "."
     )
     if f.get("every_removal_hurts"):
-        lines.append("- Every removal lowers test Recall@20, as the paper reports.")
+        lines.append(f"- Every removal lowers test {_long(metric)}, as the paper reports.")
     else:
         lines.append(
             "- Not every removal hurts, unlike in the paper: "
@@ -215,29 +211,22 @@ def ablation_section(obj: Mapping[str, Any]) -> list[str]:
             + " score(s) at least as high as the full model."
         )
     if f.get("largest_drop"):
-        if f["drop"][f["largest_drop"]] <= 0:
+        if drops[f["largest_drop"]] <= 0:
             lines.append(
-                "- No removal lowers test Recall@20; the paper has w/o RS lowering it most."
+                f"- No removal lowers test {_long(metric)}; the paper has w/o RS lowering it most."
             )
         else:
-            agree = "as in the paper" if _rs_lowers_most(f) else "where the paper has w/o RS"
+            agree = "as in the paper" if f["rs_largest_drop"] else "where the paper has w/o RS"
             lines.append(f"- The largest drop comes from {f['largest_drop']}, {agree}.")
     if f.get("best_anchor"):
-        by = {r["variant"]: r for r in rows}
-        best = f["best_anchor"]
         verdict = "beats" if f.get("full_beats_anchors") else "does not beat"
         lines.append(
-            f"- Full MLLMRec {verdict} every anchor; the best anchor is {best} "
-            f"({_fmt(by[best]['test recall@20'])} test Recall@20)"
-            + _noise(rows, "MLLMRec", best, "test recall@20")
+            f"- Full MLLMRec {verdict} every anchor; the best anchor is {f['best_anchor']} "
+            f"({_fmt(f['best_anchor_value'])} test {_long(metric)})"
+            + _noise(f.get("best_anchor_within_noise"))
             + "."
         )
     return lines
-
-
-def _host(obj: Mapping[str, Any]) -> str:
-    """The label of a plug-and-play result's host (a result that names none is the default's)."""
-    return label(obj.get("host", DEFAULT_HOST))
 
 
 def _host_config(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -249,10 +238,9 @@ def _host_config(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def plug_and_play_section(obj: Mapping[str, Any]) -> list[str]:
-    rows = obj["rows"]
     f = obj.get("findings") or {}
-    host = _host(obj)
-    lines = [format_table(rows, MAIN_COLUMNS), ""]
+    host = f.get("host") or obj["rows"][0]["variant"]
+    lines = [format_table(obj["rows"], main_columns(obj)), ""]
     lines += _graph_table(obj.get("graphs") or {}, "Item-item graph each variant reads:")
     cfg = _host_config(obj)
     if cfg:
@@ -264,22 +252,23 @@ def plug_and_play_section(obj: Mapping[str, Any]) -> list[str]:
             "",
         ]
     for name, v in (f.get("relative_improvement") or {}).items():
+        noise = f["within_noise"][name]
         lines.append(
-            f"- {name} vs {host}: test Recall@20 {_pct(v.get('recall@20'))}"
-            + _noise(rows, name, host, "test recall@20")
-            + f", NDCG@20 {_pct(v.get('ndcg@20'))}"
-            + _noise(rows, name, host, "test ndcg@20")
+            f"- {name} vs {host}: "
+            + ", ".join(
+                f"{'test ' if i == 0 else ''}{_long(m)} {pct(v.get(m))}{_noise(noise[m])}"
+                for i, m in enumerate(f["metrics"])
+            )
             + "."
         )
     if f.get("relative_improvement"):
         both = f.get("gr_helps_recall") and f.get("gr_helps_ndcg")
-        in_paper = host in PAPER_HOSTS
         lines.append(
             "- The paper reports that the refinement improves every model it was plugged "
             "into ("
-            + ", ".join(PAPER_HOSTS)
+            + ", ".join(f["paper_hosts"])
             + ") on both metrics"
-            + ("" if in_paper else f"; it did not use {host}")
+            + ("" if host in f["paper_hosts"] else f"; it did not use {host}")
             + "; here it "
             + (f"does so for {host}." if both else f"does not improve both metrics of {host}.")
         )
@@ -325,7 +314,7 @@ def sensitivity_section(obj: Mapping[str, Any]) -> list[str]:
             )
         )
         lines.append(
-            f"- Across d the best is d={f['best_d']}; test Recall@20 "
+            f"- Across d the best is d={f['best_d']}; test {_long(f['metric'].split()[1])} "
             + ("rises" if f.get("rises_to_64") else "does not rise steadily")
             + " from d=16 to d=64 (the paper: gains up to 64, then a plateau)."
         )
@@ -335,10 +324,11 @@ def sensitivity_section(obj: Mapping[str, Any]) -> list[str]:
 def tsne_section(obj: Mapping[str, Any]) -> list[str]:
     rows = obj["rows"]
     f = obj.get("findings") or {}
+    metric = [c for c in rows[0] if c.startswith("valid ")][0].split()[1]
     lines = [
         format_table(
             rows,
-            ("users", "uniformity", "mean cosine", "valid recall@20", "test recall@20"),
+            ("users", "uniformity", "mean cosine", f"valid {metric}", f"test {metric}"),
             label="model",
         ),
         "",
@@ -362,10 +352,9 @@ def tsne_section(obj: Mapping[str, Any]) -> list[str]:
 
 
 def leakage_section(obj: Mapping[str, Any]) -> list[str]:
-    rows = obj["rows"]
     f = obj.get("findings") or {}
     exp = obj.get("exposure") or {}
-    lines = [format_table(rows, MAIN_COLUMNS), ""]
+    lines = [format_table(obj["rows"], main_columns(obj)), ""]
     if exp:
         table = [
             {
@@ -392,40 +381,41 @@ def leakage_section(obj: Mapping[str, Any]) -> list[str]:
                 f"{changed['of']} users and the preference texts of {text.get('count')} of "
                 f"{text.get('of')} (backend `{obj.get('backend')}`)."
             )
-    for col in ("test recall@20", "test ndcg@20"):
-        gap = (f.get("gap") or {}).get(col)
-        if gap:
-            lines.append(
-                f"- {col}: {_fmt(gap['train'])} with training-history preferences, "
-                f"{_fmt(gap['full'])} with full-history ones ({_pct(gap['relative'])})"
-                + _noise(rows, "train history", "full history (audit)", col)
-                + "."
-            )
+    for col in (f"test {m}" for m in f.get("metrics", ())):
+        gap = f["gap"][col]
+        lines.append(
+            f"- {col}: {_fmt(gap['train'])} with training-history preferences, "
+            f"{_fmt(gap['full'])} with full-history ones ({pct(gap['relative'])})"
+            + _noise(gap.get("within_noise"))
+            + "."
+        )
     return lines
 
 
 def compare_section(obj: Mapping[str, Any]) -> list[str]:
-    rows = [dict(r) for r in obj["rows"]]
-    columns = ("tuned", "valid recall@20", "test recall@20", "test ndcg@20", "epochs", "seconds")
+    f = obj.get("findings") or {}
+    metrics = f.get("metrics") or result_metrics(obj)
+    proposed = obj["proposed"]
+    columns = ("tuned", f"valid {metrics[0]}", *(f"test {m}" for m in metrics))
     lines = [
         f"Each model's settings were chosen by the same validation-only search "
         f"(`mllmrec tune`, at most {obj['budget']} trained points per model, the best valid "
-        "Recall@20 kept; no test metric computed), then trained with "
+        f"{_long(metrics[0])} kept; no test metric computed), then trained with "
         f"{len(obj['settings']['seeds'])} seeds; test is read once per seed at the best-valid "
         "epoch. `tuned` lists the chosen point; `seconds` is training + evaluation per run.",
         "",
-        format_table(rows, columns, label="variant"),
+        format_table(obj["rows"], (*columns, "epochs", "seconds"), label="variant"),
         "",
     ]
     sig = obj.get("significance") or {}
-    f = obj.get("findings") or {}
-    if f:
+    if f.get("best_baseline"):
         gain = f["relative_gain"]
         lines.append(
-            f"- {obj['proposed']} vs the best tuned baseline ({f['best_baseline']}): "
-            f"test R@20 {_pct(gain['recall@20'])}, N@20 {_pct(gain['ndcg@20'])}."
+            f"- {proposed} vs the best tuned baseline ({f['best_baseline']}): test "
+            + ", ".join(f"{short(m)} {pct(gain[m])}" for m in metrics)
+            + "."
         )
-    for metric in ("recall@20", "ndcg@20"):
+    for metric in metrics:
         s = sig.get(metric)
         if s:
             lines.append(
@@ -434,63 +424,28 @@ def compare_section(obj: Mapping[str, Any]) -> list[str]:
                 f"{s['mean difference']:+.4f}, paired sign-flip p = "
                 f"{s['p (paired sign-flip, per user)']:.4f}."
             )
-    by = {r["variant"]: r for r in rows}
-    me = by.get(obj["proposed"])
-    if me and "lightgcn" in by:
+    if f.get("seconds"):
+        (a, sa), (b, sb) = f["seconds"].items()
         lines.append(
-            f"- Seconds per run (training + evaluation, same machine): {obj['proposed']} "
-            f"{me['seconds']:.0f}, LightGCN {by['lightgcn']['seconds']:.0f}."
+            f"- Seconds per run (training + evaluation, same machine): {a} {sa:.0f}, "
+            f"{label(b)} {sb:.0f}."
         )
-    lines += paper_order_lines(rows)
-    lines += tuned_refined_lines(rows)
-    prefix = f"{obj['proposed']}-ablate-"
-    runs = obj.get("runs") or []
-
-    def mean_test(variant: str, metric: str, seeds: list[int]) -> float:
-        vals = [r["test"][metric] for r in runs if r["variant"] == variant and r["seed"] in seeds]
-        return sum(vals) / len(vals)
-
-    mine = {r["seed"] for r in runs if r["variant"] == obj["proposed"]}
-    for name in by:
-        # compared on the seeds both were trained with
-        seeds = sorted(r["seed"] for r in runs if r["variant"] == name and r["seed"] in mine)
-        if not (me and name.startswith(prefix) and seeds):
-            continue
-        d = {
-            m: mean_test(name, m, seeds) - mean_test(obj["proposed"], m, seeds)
-            for m in ("recall@20", "ndcg@20")
-        }
+    lines += paper_order_lines(f.get("paper_order"))
+    lines += tuned_refined_lines(f.get("tuned_refined") or {})
+    for a in f.get("ablations") or ():
         lines.append(
-            f"- Ablation `{name.removeprefix(prefix)}` (seed(s) {', '.join(map(str, seeds))}; "
-            f"{obj['proposed']}'s chosen settings with one switch changed): test R@20 "
-            f"{d['recall@20']:+.4f}, N@20 {d['ndcg@20']:+.4f} against {obj['proposed']} "
-            "with the same seed(s)."
+            f"- Ablation `{a['name']}` (seed(s) {', '.join(map(str, a['seeds']))}; "
+            f"{proposed}'s chosen settings with one switch changed): test "
+            + ", ".join(f"{short(m)} {a['delta'][m]:+.4f}" for m in metrics)
+            + f" against {proposed} with the same seed(s)."
         )
     return lines
 
 
-#: the two test columns the RQ3 lines compare, with their short labels
-METRIC_LABELS = (("test recall@20", "R@20"), ("test ndcg@20", "N@20"))
-
-
-def tuned_refined_gains(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{host: {"test recall@20": gain, "test ndcg@20": gain}}``: the relative test gain of
-    each ``X-refined`` over ``X`` where both were tuned and seeded in the table."""
-    by = {r["variant"]: r for r in rows}
-    return {
-        host: {
-            col: by[f"{host}-refined"][col] / by[host][col] - 1.0 if by[host][col] else float("nan")
-            for col, _ in METRIC_LABELS
-        }
-        for host in by
-        if f"{host}-refined" in by
-    }
-
-
-def tuned_refined_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Each host ``X`` against ``X-refined`` when both were tuned and seeded in the table
+def tuned_refined_lines(tuned: Mapping[str, Any]) -> list[str]:
+    """Each host ``X`` against ``X-refined`` where both were tuned and seeded in the table
     (RQ3 with each variant's settings searched separately, not shared as in plug-and-play)."""
-    gains = tuned_refined_gains(rows)
+    gains = tuned.get("gains") or {}
     if not gains:
         return []
     out = [
@@ -500,69 +455,32 @@ def tuned_refined_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "",
     ]
     for host, gain in gains.items():
-        parts = [
-            f"{label} {_pct(gain[col])}{_noise(rows, f'{host}-refined', host, col)}"
-            for col, label in METRIC_LABELS
-        ]
+        noise = tuned["within_noise"][host]
+        parts = [f"{short(m)} {pct(g)}{_noise(noise[m])}" for m, g in gain.items()]
         out.append(f"- {host}-refined vs {host}: test " + ", ".join(parts) + ".")
     if len(gains) > 1:
-        mean = _mean_gain(gains, [c for c, _ in METRIC_LABELS])
+        mean = ", ".join(f"{short(m)} {pct(v)}" for m, v in tuned["mean"].items())
         out.append(
-            f"- Mean over the {len(gains)} hosts: R@20 {_pct(mean['test recall@20'])}, "
-            f"N@20 {_pct(mean['test ndcg@20'])} (the paper, Amazon Baby, 5 hosts at shared "
-            f"settings: {PAPER_RQ3_MEAN})."
+            f"- Mean over the {len(gains)} hosts: {mean} (the paper, Amazon Baby, 5 hosts at "
+            f"shared settings: {PAPER_RQ3_MEAN})."
         )
     return out
 
 
-def _mean_gain(gains: Mapping[str, Mapping[str, float]], cols: Sequence[str]) -> dict[str, float]:
-    """The mean over hosts of each column in ``cols``."""
-    return {c: sum(g[c] for g in gains.values()) / len(gains) for c in cols}
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's :math:`\\tau_a` of two equally long score lists (ties count as 0)."""
-    n, total = len(a), 0.0
-    for i in range(n):
-        for j in range(i + 1, n):
-            total += _sign(a[i] - a[j]) * _sign(b[i] - b[j])
-    return total / (n * (n - 1) / 2)
-
-
-def _sign(x: float) -> int:
-    return (x > 0) - (x < 0)
-
-
-def paper_order_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def paper_order_lines(order: Mapping[str, Any] | None) -> list[str]:
     """How the baselines rank here against the paper's Table 1 (Amazon Baby, R@20)."""
-    ours = {r["variant"]: r["test recall@20"] for r in rows if r["variant"] in PAPER_BABY_R20}
-    if len(ours) < 3:
+    if not order:
         return []
-    names = sorted(ours, key=lambda k: -PAPER_BABY_R20[k])
-    rank_here = {k: i + 1 for i, k in enumerate(sorted(names, key=lambda k: -ours[k]))}
-    table = [
-        {
-            "model": k,
-            "paper R@20 (Baby)": PAPER_BABY_R20[k],
-            "paper rank": i + 1,
-            "test R@20 here": ours[k],
-            "rank here": rank_here[k],
-        }
-        for i, k in enumerate(names)
-    ]
-    tau = kendall_tau([PAPER_BABY_R20[k] for k in names], [ours[k] for k in names])
-    # (a, b) with a above b in the paper but below it here
-    swapped = [
-        f"{a} / {b}" for i, a in enumerate(names) for b in names[i + 1 :] if ours[b] > ours[a]
-    ]
+    swapped = order["swapped"]
     return [
         "",
         "The baselines' order here against the paper's Table 1 (Amazon Baby, R@20, as the "
         "paper reports them). The datasets differ, so only the order is compared:",
         "",
-        format_table(table, label="model"),
+        format_table(order["table"], label="model"),
         "",
-        f"- Kendall's tau between the two orders: {tau:+.2f} over {len(names)} models; "
+        f"- Kendall's tau between the two orders: {order['tau']:+.2f} over {order['models']} "
+        "models; "
         + (
             f"pairs ordered the other way here (paper's better one first): {', '.join(swapped)}."
             if swapped
@@ -571,84 +489,62 @@ def paper_order_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
-#: the rows of the "does a language model's text help" table: (model, user text, results
-#: folder, experiment, variant); "no text" rows are the models without preference input;
-#: ``{proposed}`` is the comparison's proposed model (its label in the model column)
-TEXT_SOURCES = (
-    ("MLLMRec", "no text (w/o RS)", "movielens", "ablation", "w/o RS"),
-    ("MLLMRec", "`none` backend", "movielens", "ablation", "MLLMRec"),
-    ("MLLMRec", "SmolLM2-135M", "movielens+transformers-smollm2-budget1024", "ablation", "MLLMRec"),
-    ("{proposed}", "no text (mean of its items)", "movielens", "compare", "{proposed}"),
-    (
-        "{proposed}",
-        "`none` backend",
-        "movielens+none-text",
-        "compare",
-        "{proposed}-ablate-preference-text",
-    ),
-    (
-        "{proposed}",
-        "SmolLM2-135M",
-        "movielens+transformers-smollm2-budget1024",
-        "compare",
-        "{proposed}-ablate-preference-text",
-    ),
-)
-
-
 def text_sources_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """MovieLens test metrics of each model with no preference text, the offline `none`
-    backend's text and a trained language model's text (empty when fewer than two of a
-    model's rows exist)."""
-    rows, found = [], {}
-    for model, text, tag, exp, variant in TEXT_SOURCES:
-        obj = results.get(tag, {}).get(exp)
-        proposed = (obj or {}).get("proposed", "")
-        model, variant = model.format(proposed=label(proposed)), variant.format(proposed=proposed)
-        row = next((r for r in (obj or {}).get("rows", []) if r["variant"] == variant), None)
-        if row is None:
+    """Per dataset, each model with no preference text and with each text source, from the
+    ``text_rows`` of the ablation and comparison results of every results group (a model
+    with one row is left out); the first group, in name order, with a row gives it."""
+    datasets: dict[str, dict[str, dict[str, tuple[str, Mapping[str, Any]]]]] = {}
+    metrics: dict[str, Sequence[str]] = {}
+    for exp in ("ablation", "compare"):
+        for group in sorted(results):
+            obj = results[group].get(exp) or {}
+            f = obj.get("findings") or {}
+            by = {r["variant"]: r for r in obj.get("rows", [])}
+            for t in f.get("text_rows", []):
+                metrics.setdefault(obj["dataset"], f.get("metrics") or result_metrics(obj))
+                rows = datasets.setdefault(obj["dataset"], {}).setdefault(t["model"], {})
+                if t["text"] not in rows:
+                    rows[t["text"]] = (f"`{obj['_folder']}` {t['variant']}", by[t["variant"]])
+    out = []
+    for dataset, models in datasets.items():
+        models = {m: got for m, got in models.items() if len(got) > 1}
+        if not models:
             continue
-        found.setdefault(model, []).append((text, row))
-        rows.append(
-            {
-                "model": model,
-                "user text": text,
-                "seeds": row.get("seeds", 1),
-                "test recall@20": row["test recall@20"],
-                "test recall@20 std": row.get("test recall@20 std"),
-                "test ndcg@20": row["test ndcg@20"],
-                "test ndcg@20 std": row.get("test ndcg@20 std"),
-                "results": f"`{obj['_folder']}` {variant}",
-            }
-        )
-    found = {m: r for m, r in found.items() if len(r) > 1}
-    if not found:
-        return []
-    rows = [r for r in rows if r["model"] in found]
-    lines = [
-        "## Does a language model's preference text help? (MovieLens)",
-        "",
-        "Each model with its settings fixed and only the user's preference input changed: "
-        "none, the offline `none` backend's text (salient phrases of the training history), "
-        "or text written by SmolLM2-135M-Instruct from the training history. Rows are read "
-        "from the results folders named in the last column (their commands are in the "
-        "sections below); means ± std over the seeds run.",
-        "",
-        format_table(
-            rows, ("user text", "seeds", "test recall@20", "test ndcg@20", "results"), label="model"
-        ),
-        "",
-    ]
-    for model, got in found.items():
-        base_text, base = got[0]
-        for text, row in got[1:]:
-            d = {m: row[f"test {m}"] - base[f"test {m}"] for m in ("recall@20", "ndcg@20")}
-            lines.append(
-                f"- {model}, {text} against {base_text}: test R@20 {d['recall@20']:+.4f} "
-                f"({_pct(d['recall@20'] / base['test recall@20'])}), N@20 "
-                f"{d['ndcg@20']:+.4f}" + _noise_between(row, base, "test recall@20") + "."
-            )
-    return lines + [""]
+        cols = [f"test {m}" for m in metrics[dataset]]
+        table = [
+            {"model": model, "user text": text, "seeds": row.get("seeds", 1), **row, "results": at}
+            for model, got in models.items()
+            for text, (at, row) in got.items()
+        ]
+        texts = dict.fromkeys(t for got in models.values() for t in got)
+        llms = [t for t in texts if not t.startswith(("`", "no text"))]
+        out += [
+            f"## Does a language model's preference text help? "
+            f"({DATASET_NAMES.get(dataset, dataset)})",
+            "",
+            "Each model with its settings fixed and only the user's preference input changed: "
+            + ("none, " if llms else "none or ")
+            + "the offline `none` backend's text (salient phrases of the training history)"
+            + (f", or text written by {', '.join(llms)} from the training history" if llms else "")
+            + ". Rows are read from the results folders named in the last column (their "
+            "commands are in the sections below); means ± std over the seeds run.",
+            "",
+            format_table(table, ("user text", "seeds", *cols, "results"), label="model"),
+            "",
+        ]
+        r, n = metrics[dataset]
+        for model, got in models.items():
+            (base_text, (_, base)), *others = got.items()
+            for text, (_, row) in others:
+                d = {m: row[f"test {m}"] - base[f"test {m}"] for m in (r, n)}
+                out.append(
+                    f"- {model}, {text} against {base_text}: test {short(r)} {d[r]:+.4f} "
+                    f"({pct(d[r] / base[f'test {r}'])}), {short(n)} {d[n]:+.4f}"
+                    + _noise(within_noise(row, base, f"test {r}"))
+                    + "."
+                )
+        out.append("")
+    return out
 
 
 #: the sections of ``<results>/<dataset>/llm/README.md`` (language-model measurements on CPU,
@@ -671,112 +567,21 @@ def llm_sections(root: Path, md_dir: Path) -> list[str]:
 
 
 def _claims(tag: str, exps: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
-    """One row per paper claim that the results of dataset ``tag`` can check."""
-    out = []
-
-    def add(claim: str, holds: bool | None, evidence: str) -> None:
-        if holds is None:
-            return
-        out.append(
-            {"claim": claim, "dataset": tag, "here": "yes" if holds else "no", "evidence": evidence}
-        )
-
-    def found(exp: str) -> Mapping[str, Any]:
-        return (exps.get(exp) or {}).get("findings") or {}
-
-    f = found("ablation")
-    if f.get("drop"):  # an ablation run without removals has nothing to claim
-        worst = min(f["drop"], key=f["drop"].get)
-        add(
-            "RQ2: removing any component lowers R@20",
-            f["every_removal_hurts"],
-            f"removal that hurts least: {worst} {-f['drop'][worst]:+.4f} test R@20",
-        )
-        add(
-            "RQ2: removing RS lowers it most",
-            _rs_lowers_most(f),
-            f"largest drop: {f['largest_drop']} {-f['drop'][f['largest_drop']]:+.4f} test R@20",
-        )
-        by = {r["variant"]: r for r in exps["ablation"]["rows"]}
-        if f.get("best_anchor"):
-            add(
-                "RQ1: MLLMRec beats the ID-based baselines",
-                f["full_beats_anchors"],
-                f"MLLMRec {_fmt(f['full'])} vs {f['best_anchor']} "
-                f"{_fmt(by[f['best_anchor']]['test recall@20'])} test R@20",
-            )
-    if f := found("compare"):
-        gain = f["relative_gain"]
-        add(
-            "A leakage-free language-driven model beats the best tuned baseline by 3%",
-            f["beats_by_3_percent"],
-            f"{exps['compare']['proposed']} vs {f['best_baseline']}: "
-            f"R@20 {_pct(gain['recall@20'])}, N@20 {_pct(gain['ndcg@20'])}",
-        )
-    gains = {}
-    for exp in (e for e in SECTIONS if e.startswith("plug_and_play") and e in exps):
-        f = found(exp)
-        host = _host(exps[exp])
-        imp = (f.get("relative_improvement") or {}).get(f"{host} + GR")
-        if imp:
-            gains[host] = imp
-            add(
-                f"RQ3: the refined graph improves {host} (R@20 and N@20)",
-                bool(f.get("gr_helps_recall") and f.get("gr_helps_ndcg")),
-                f"R@20 {_pct(imp['recall@20'])}, N@20 {_pct(imp['ndcg@20'])}",
-            )
-    if len(gains) > 1:
-        mean = _mean_gain(gains, ("recall@20", "ndcg@20"))
-        add(
-            f"RQ3: on average over the hosts (paper, Baby, 5 hosts: {PAPER_RQ3_MEAN})",
-            mean["recall@20"] > 0 and mean["ndcg@20"] > 0,
-            f"mean over {', '.join(gains)}: R@20 {_pct(mean['recall@20'])}, "
-            f"N@20 {_pct(mean['ndcg@20'])}",
-        )
-    tuned = tuned_refined_gains((exps.get("compare") or {}).get("rows") or [])
-    if len(tuned) > 1:
-        mean = _mean_gain(tuned, [c for c, _ in METRIC_LABELS])
-        short = [
-            f"{host} ({', '.join(lbl for c, lbl in METRIC_LABELS if g[c] <= 0)})"
-            for host, g in tuned.items()
-            if any(g[c] <= 0 for c, _ in METRIC_LABELS)
-        ]
-        add(
-            "RQ3, each variant tuned separately: the refined graph improves every host "
-            "(R@20 and N@20)",
-            not short,
-            f"mean over {len(tuned)} hosts: R@20 {_pct(mean['test recall@20'])}, "
-            f"N@20 {_pct(mean['test ndcg@20'])}"
-            + (f"; no gain for {', '.join(short)}" if short else ""),
-        )
-    if f := found("sensitivity"):
-        add(
-            "RQ4: less sensitive to K_c than to alpha",
-            f["less_sensitive_to_k_c"],
-            f"mean spread {_fmt(f['mean_spread_over_k_c'])} (K_c) vs "
-            f"{_fmt(f['mean_spread_over_alpha'])} (alpha)",
-        )
-        add(
-            "RQ4: R@20 rises with d up to 64",
-            f.get("rises_to_64"),
-            "d curve " + ", ".join(f"{d}: {_fmt(v)}" for d, v in f["d_curve"].items()),
-        )
-    if f := found("tsne"):
-        obj = exps["tsne"]
-        by = {r["model"]: r for r in obj["rows"]}
-        add(
-            f"RQ5: MLLMRec's users are spread more uniformly (vs {obj['baseline']})",
-            f["mllmrec_more_uniform"],
-            f"uniformity {_fmt(by['MLLMRec']['uniformity'])} vs "
-            f"{_fmt(by[obj['baseline']]['uniformity'])}",
-        )
-    if gap := (found("leakage").get("gap") or {}).get("test recall@20"):
-        add(
-            "Audit: full-history preferences inflate test R@20",
-            gap["gap"] > 0,
-            f"{_fmt(gap['train'])} -> {_fmt(gap['full'])} ({_pct(gap['relative'])})",
-        )
-    return out
+    """The paper claims the findings of results group ``tag`` check, in the paper's order."""
+    found = [c for e in SECTIONS if e in exps for c in exps[e]["findings"].get("claims", [])]
+    mean = mean_over_hosts(
+        [exps[e] for e in SECTIONS if e.startswith("plug_and_play") and e in exps]
+    )
+    found += [mean] if mean else []
+    return [
+        {
+            "claim": c["claim"],
+            "dataset": tag,
+            "here": "yes" if c["holds"] else "no",
+            "evidence": c["evidence"],
+        }
+        for c in sorted(found, key=lambda c: c["rank"])
+    ]
 
 
 def sections() -> dict[str, tuple[str, Any]]:
@@ -946,10 +751,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = [
-    "build_report",
-    "load_results",
-    "tuned_refined_gains",
-    "tuned_refined_lines",
-    "write_report",
-]
+__all__ = ["build_report", "load_results", "write_report"]

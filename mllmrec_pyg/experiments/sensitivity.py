@@ -9,17 +9,22 @@ the graph of the settings (the towers' hidden width :math:`d_1` stays 256).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.experiments.common import (
+    Experiment,
     ExperimentSettings,
+    Option,
     RunSpec,
+    claim,
     prepare_data,
+    result_metrics,
     run_jobs,
+    short,
     summarise,
     write_results,
 )
@@ -45,9 +50,9 @@ def dim_label(d: int) -> str:
 def run_sensitivity(
     settings: ExperimentSettings,
     data: HeteroData | None = None,
-    alphas: Sequence[float] = ALPHAS,
-    k_cs: Sequence[int] = K_CS,
-    dims: Sequence[int] = DIMS,
+    alphas: Sequence[float] | None = None,
+    k_cs: Sequence[int] | None = None,
+    dims: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Train MLLMRec over the alpha x K_c grid and the dimension sweep; write heatmaps and a line plot.
 
@@ -55,14 +60,15 @@ def run_sensitivity(
         settings: dataset, training caps, seeds, output folder.
         data: a prepared dataset; default
             :func:`~mllmrec_pyg.experiments.common.prepare_data`.
-        alphas: similarity thresholds (grid rows).
-        k_cs: co-occurrence top-K values (grid columns).
-        dims: output dimensions :math:`d`.
+        alphas: similarity thresholds (grid rows; default :data:`ALPHAS`).
+        k_cs: co-occurrence top-K values (grid columns; default :data:`K_CS`).
+        dims: output dimensions :math:`d` (default :data:`DIMS`).
 
     Returns:
         The ``results.json`` object with ``grid`` (``metric -> [alpha][K_c]``
         test means), ``dims`` (per-``d`` means and stds) and ``findings``.
     """
+    alphas, k_cs, dims = tuple(alphas or ALPHAS), tuple(k_cs or K_CS), tuple(dims or DIMS)
     data = data if data is not None else prepare_data(settings)
     command = settings.command(NAME, _grid_args(alphas, k_cs, dims))
     store = settings.store(NAME, command)
@@ -81,7 +87,6 @@ def run_sensitivity(
             jobs.append((spec, data))
     runs = run_jobs(store, jobs)
     metrics = settings.headline(data)
-    metric = metrics[0]
 
     grid_rows = summarise(runs, order=[grid_label(a, k) for a in alphas for k in k_cs])
     dim_rows = summarise(runs, order=[dim_label(d) for d in dims])
@@ -133,11 +138,11 @@ def run_sensitivity(
             "dim_curves": {k: {"mean": v[0], "std": v[1]} for k, v in dims_out.items()},
             "runs": runs,
             "figures": figs,
-            "findings": findings(grid, list(alphas), list(k_cs), dims_out, list(dims), metric),
         },
         grid_rows + dim_rows,
         command,
         data=data,
+        findings=findings,
     )
 
 
@@ -154,20 +159,15 @@ def _grid_args(alphas: Sequence[float], k_cs: Sequence[int], dims: Sequence[int]
     return out
 
 
-def findings(
-    grid: dict[str, list[list[float]]],
-    alphas: list[float],
-    k_cs: list[int],
-    dims_out: dict[str, tuple[list[float], list[float]]],
-    dims: list[int],
-    metric: str = "recall@20",
-) -> dict[str, Any]:
-    """The paper's sensitivity claims, checked on this grid.
+def findings(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The paper's sensitivity claims, checked on the grid of a ``results.json``.
 
     Claims: performance is less sensitive to :math:`K_c` than to
     :math:`\\alpha`; it rises with :math:`d` up to 64, then flattens.
     """
-    g = grid[metric]
+    alphas, k_cs, dims = obj["alphas"], obj["k_cs"], obj["dims"]
+    metric = result_metrics(obj)[0]
+    g = obj["grid"][metric]
     best = max(
         ((a, k) for a in range(len(alphas)) for k in range(len(k_cs))), key=lambda p: g[p[0]][p[1]]
     )
@@ -177,10 +177,10 @@ def findings(
         for k in range(len(k_cs))
     ) / len(k_cs)
     spread_kc = sum(max(row) - min(row) for row in g) / len(alphas)
-    curve = dims_out[f"test {metric}"][0]
+    curve = obj["dim_curves"][f"test {metric}"]["mean"]
     rising = [curve[i + 1] >= curve[i] for i in range(len(curve) - 1)]
-    best_d = dims[max(range(len(curve)), key=curve.__getitem__)] if curve else None
-    return {
+    d_curve = dict(zip(map(str, dims), curve))
+    out = {
         "metric": f"test {metric}",
         "best_alpha": alphas[best[0]],
         "best_k_c": k_cs[best[1]],
@@ -189,11 +189,35 @@ def findings(
         "mean_spread_over_alpha": spread_alpha,
         "mean_spread_over_k_c": spread_kc,
         "less_sensitive_to_k_c": spread_kc < spread_alpha,
-        "best_d": best_d,
+        "best_d": dims[max(range(len(curve)), key=curve.__getitem__)] if curve else None,
         "monotone_in_d": all(rising),
         "rises_to_64": all(rising[: dims.index(64)]) if 64 in dims[1:] else None,
-        "d_curve": dict(zip(map(str, dims), curve)),
+        "d_curve": d_curve,
     }
+    claims = claim(
+        "RQ4: less sensitive to K_c than to alpha",
+        out["less_sensitive_to_k_c"],
+        f"mean spread {spread_kc:.4f} (K_c) vs {spread_alpha:.4f} (alpha)",
+        50,
+    )
+    claims += claim(
+        f"RQ4: {short(metric)} rises with d up to 64",
+        out["rises_to_64"],
+        "d curve " + ", ".join(f"{d}: {v:.4f}" for d, v in d_curve.items()),
+        51,
+    )
+    return {**out, "claims": claims}
 
 
-__all__ = ["ALPHAS", "DIMS", "K_CS", "NAME", "findings", "run_sensitivity"]
+EXPERIMENT = Experiment(
+    "sensitivity",
+    run_sensitivity,
+    findings,
+    (
+        Option("--alphas", "alphas", "alpha values", {"type": float, "nargs": "+"}),
+        Option("--k-cs", "k_cs", "K_c values", {"type": int, "nargs": "+"}),
+        Option("--dims", "dims", "d values", {"type": int, "nargs": "+"}),
+    ),
+)
+
+__all__ = ["EXPERIMENT", "ALPHAS", "DIMS", "K_CS", "NAME", "findings", "run_sensitivity"]

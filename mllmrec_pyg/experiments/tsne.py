@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,11 @@ from mllmrec_pyg.data.schema import INTERACTS, ITEM, USER
 from mllmrec_pyg.experiments.ablation import ANCHORS
 from mllmrec_pyg.experiments.common import (
     DEFAULT_HOST,
+    Experiment,
     ExperimentSettings,
+    Option,
     RunSpec,
+    claim,
     prepare_data,
     write_results,
 )
@@ -114,23 +118,26 @@ def tsne_2d(h: Tensor, seed: int) -> np.ndarray:
 def run_tsne(
     settings: ExperimentSettings,
     data: HeteroData | None = None,
-    baseline: str = "LightGCN",
-    num_users: int = 500,
+    baseline: str | None = None,
+    num_users: int | None = None,
 ) -> dict[str, Any]:
     """Train MLLMRec and ``baseline``, embed ``num_users`` random users with t-SNE, plot side by side.
 
     Args:
-        settings: dataset, training caps, output folder; the first seed
-            trains the models and draws the users.
+        settings: dataset, training caps, output folder; its one seed trains the
+            models and draws the users.
         data: a prepared dataset; default
             :func:`~mllmrec_pyg.experiments.common.prepare_data`.
-        baseline: one of :data:`BASELINES`.
-        num_users: users drawn (all of them if the dataset has fewer).
+        baseline: one of :data:`BASELINES` (default LightGCN).
+        num_users: users drawn (default 500; all of them if the dataset has fewer).
 
     Returns:
         The ``results.json`` object with ``rows`` (per model: uniformity, mean
         cosine, valid/test Recall@20) and ``figures``.
     """
+    baseline, num_users = baseline or "LightGCN", num_users or 500
+    if len(settings.seeds) > 1:
+        raise ValueError(f"tsne trains once: give one seed, got {list(settings.seeds)}")
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; choose from {list(BASELINES)}")
     data = data if data is not None else prepare_data(settings)
@@ -179,7 +186,6 @@ def run_tsne(
         f"t-SNE of {users.numel()} random users' representations ({settings.dataset_tag()})",
         categorical=categorical,
     )
-    by = {r["model"]: r for r in rows}
     return write_results(
         settings,
         NAME,
@@ -189,15 +195,50 @@ def run_tsne(
             "runs": list(results.values()),
             "sampled_users": users.tolist(),
             "figures": [fig.name],
-            "findings": {
-                "mllmrec_more_uniform": by["MLLMRec"]["uniformity"] < by[baseline]["uniformity"],
-                "uniformity_gap": by["MLLMRec"]["uniformity"] - by[baseline]["uniformity"],
-            },
         },
         rows,
         command,
         data=data,
+        findings=findings,
     )
 
 
-__all__ = ["BASELINES", "NAME", "mean_cosine", "run_tsne", "uniformity", "user_representations"]
+def findings(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether MLLMRec's users are spread more uniformly than the baseline's (RQ5)."""
+    by = {r["model"]: r for r in obj["rows"]}
+    mine, base = by["MLLMRec"]["uniformity"], by[obj["baseline"]]["uniformity"]
+    more = mine < base
+    return {
+        "mllmrec_more_uniform": more,
+        "uniformity_gap": mine - base,
+        "claims": claim(
+            f"RQ5: MLLMRec's users are spread more uniformly (vs {obj['baseline']})",
+            more,
+            f"uniformity {mine:.4f} vs {base:.4f}",
+            60,
+        ),
+    }
+
+
+EXPERIMENT = Experiment(
+    "tsne",
+    run_tsne,
+    findings,
+    (
+        Option("--baseline", "baseline", f"{', '.join(BASELINES)} (default: LightGCN)"),
+        Option("--sample-users", "num_users", "users drawn (default: 500)", {"type": int}),
+    ),
+    one_seed=True,
+)
+
+
+__all__ = [
+    "BASELINES",
+    "EXPERIMENT",
+    "NAME",
+    "findings",
+    "mean_cosine",
+    "run_tsne",
+    "uniformity",
+    "user_representations",
+]

@@ -72,7 +72,7 @@ from mllmrec_pyg.nn.mm_common import (
     require_positive,
     reset_linear_layers,
 )
-from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, Flag, register_model
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, RQ3_HOST, Flag, register_model
 from mllmrec_pyg.nn.spmm import register_with_transpose
 from mllmrec_pyg.transforms.threshold_knn import threshold_knn_graph
 
@@ -258,7 +258,7 @@ FREEDOM_SPACE = {
     },
     host=True,
     from_options={"knn_k": "k_s"},  # its own kNN graph takes --k-s too
-    paper={BABY_R20: 0.0992},
+    paper={BABY_R20: 0.0992, RQ3_HOST: 1},
 )
 class FREEDOM(MultimodalModel):
     """FREEDOM on the package's trainer; see the module docstring for the equations.

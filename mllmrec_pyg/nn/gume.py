@@ -107,7 +107,7 @@ from mllmrec_pyg.nn.mm_common import (
     sparse_csr,
     sym_norm_graph,
 )
-from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, register_model
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, RQ3_HOST, register_model
 from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
 
@@ -256,7 +256,7 @@ GUME_CL = {"model.bm_weight": (0.01, 0.001), "model.um_weight": (0.001, 0.01, 0.
     },
     flags={"embedding_dim": EMBEDDING},
     host=True,
-    paper={BABY_R20: 0.1042},
+    paper={BABY_R20: 0.1042, RQ3_HOST: 3},
 )
 class GUME(MultimodalModel):
     """GUME on the package's trainer; see the module docstring for the equations.

@@ -56,6 +56,10 @@ REG = (0.0, 1e-5, 1e-4, 1e-3)
 REFINED = {"graph.alpha": (0.4, 0.5, 0.6, 0.7), "graph.k_c": (5, 10, 15, 20)}
 #: the ``paper`` key of the R@20 on Amazon Baby that the paper's Table 1 reports
 BABY_R20 = "Baby R@20"
+#: the ``paper`` key of a host's row in the paper's plug-and-play table (RQ3), from 1
+RQ3_HOST = "RQ3 host"
+#: the hosts of the paper's plug-and-play table not implemented here, label -> row
+PAPER_HOSTS_NOT_HERE = {"DOGE": 5}
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,15 @@ def paper_numbers(key: str) -> dict[str, float]:
     return {s.name: s.paper[key] for s in SPECS.values() if key in s.paper}
 
 
+def paper_hosts() -> list[str]:
+    """The labels of the hosts of the paper's plug-and-play table (RQ3), in its order: the
+    registered models with an ``RQ3_HOST`` row and :data:`PAPER_HOSTS_NOT_HERE`."""
+    rows = {label(name): row for name, row in paper_numbers(RQ3_HOST).items()}
+    return sorted(
+        {**rows, **PAPER_HOSTS_NOT_HERE}, key=lambda h: {**rows, **PAPER_HOSTS_NOT_HERE}[h]
+    )
+
+
 def takes_seed(name: str) -> bool:
     """Whether model ``name``'s config has a ``seed`` (seeded from the run's seed)."""
     return "seed" in {f.name for f in dataclasses.fields(model_class(name).config_class)}
@@ -381,7 +394,9 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "REFINED",
+    "PAPER_HOSTS_NOT_HERE",
     "REG",
+    "RQ3_HOST",
     "SPECS",
     "Switch",
     "build_model",
@@ -392,6 +407,7 @@ __all__ = [
     "model_flags",
     "model_spec",
     "model_switches",
+    "paper_hosts",
     "paper_numbers",
     "register_model",
     "split_point",

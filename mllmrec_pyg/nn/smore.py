@@ -77,7 +77,7 @@ from mllmrec_pyg.nn.mm_common import (
     sparse_csr,
     sym_norm_graph,
 )
-from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, register_model
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, RQ3_HOST, register_model
 from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose
 
 
@@ -159,7 +159,7 @@ SMORE_SPACE = {
     candidates={"smore-refined": ({"item_graph": RELATED}, {**SMORE_SPACE, **REFINED})},
     flags={"embedding_dim": EMBEDDING},
     host=True,
-    paper={BABY_R20: 0.1035},
+    paper={BABY_R20: 0.1035, RQ3_HOST: 4},
 )
 class SMORE(MultimodalModel):
     """SMORE on the package's trainer; see the module docstring for the equations.

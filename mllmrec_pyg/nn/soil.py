@@ -158,7 +158,7 @@ from mllmrec_pyg.nn.mm_common import (
     sym_norm_weights,
     user_item_edges,
 )
-from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, register_model
+from mllmrec_pyg.nn.registry import BABY_R20, EMBEDDING, LR, REFINED, RQ3_HOST, register_model
 from mllmrec_pyg.nn.spmm import fixed_matmul, register_with_transpose, spmm
 
 #: the smallest edge weight a normalised graph keeps (as the reference's normalisation)
@@ -369,7 +369,7 @@ SOIL_SPACE = {
     candidates={"soil-refined": ({"item_graph": RELATED}, {**SOIL_SPACE, **REFINED})},
     flags={"embedding_dim": EMBEDDING},
     host=True,
-    paper={BABY_R20: 0.1028},
+    paper={BABY_R20: 0.1028, RQ3_HOST: 2},
 )
 class SOIL(MultimodalModel):
     """SOIL on the package's trainer; see the module docstring for the equations.

@@ -42,12 +42,14 @@ class ModelPreset:
         locate: returns the model path (a ``.gguf`` file or a folder).
         settings: backend settings applied when the caller left them unset.
         install: the command that installs the model.
+        label: its name in results reports.
     """
 
     name: str
     locate: Any
     settings: dict[str, Any] = field(default_factory=dict)
     install: str = ""
+    label: str = ""
 
 
 def smollm2_path() -> Path:
@@ -99,6 +101,7 @@ PRESETS: dict[str, ModelPreset] = {
             "max_new_tokens": 128,
         },
         install=INSTALL_SMOLLM2,
+        label="SmolLM2-135M",
     ),
 }
 
