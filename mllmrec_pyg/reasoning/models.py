@@ -101,7 +101,7 @@ PRESETS: dict[str, ModelPreset] = {
             "max_new_tokens": 128,
         },
         install=INSTALL_SMOLLM2,
-        label="SmolLM2-135M",
+        label="SmolLM2-135M-Instruct",
     ),
 }
 
