@@ -93,6 +93,11 @@ def _reference(
     z_i = x if cfg.use_item_text else None
 
     def prop(a_hat, e0):
+        if s_hat is not None and cfg.item_graph_mode == "layer0":
+            g = e0[nu:]
+            for _ in range(cfg.num_item_layers):
+                g = s_hat @ g
+            e0 = torch.cat([e0[:nu], e0[nu:] + g])
         acc, h = e0, e0
         for _ in range(cfg.num_layers):
             h = a_hat @ h
@@ -110,7 +115,10 @@ def _reference(
             return model.mlp(v)
         return model.mlp.lin2(F.leaky_relu(model.mlp.lin1(v), cfg.negative_slope))
 
-    ids = torch.cat([model.user_id.weight, model.item_id.weight]) if cfg.id_embeddings else None
+    ids = None
+    if cfg.id_embeddings:
+        user_ids = model.user_id.weight if cfg.user_ids else torch.zeros(nu, cfg.embedding_dim)
+        ids = torch.cat([user_ids, model.item_id.weight])
     if cfg.input_propagation and (z_u is not None or z_i is not None):
         z = torch.cat(
             [
@@ -125,8 +133,8 @@ def _reference(
         e_u = mlp(z_u) if z_u is not None else 0.0
         e_i = mlp(z_i) if z_i is not None else 0.0
         if ids is not None:
-            e_u = e_u + model.user_id.weight
-            e_i = e_i + model.item_id.weight
+            e_u = e_u + ids[:nu]
+            e_i = e_i + ids[nu:]
         out = prop(a_step, torch.cat([e_u + torch.zeros(nu, 1), e_i + torch.zeros(ni, 1)]))
     users, items = out[:nu], out[nu:]
     if cfg.cosine:
@@ -147,6 +155,10 @@ CONFIGS = [
     {"input_propagation": True, "user_init": "id", "cosine": False},
     {"input_propagation": True, "id_embeddings": False, "user_init": "mean+preference"},
     {"input_propagation": True, "use_item_text": False, "user_init": "id", "item_graph": None},
+    {"item_graph_mode": "layer0", "num_item_layers": 2},
+    {"input_propagation": True, "item_graph_mode": "layer0", "hidden_dim": 0, "user_ids": False},
+    {"user_ids": False, "user_init": "preference"},
+    {"user_ids": False, "user_init": "id", "use_item_text": False, "item_graph": None},
 ]
 
 

@@ -154,6 +154,9 @@ class LangGCNConfig:
         item_bias: add a trainable per-item bias :math:`b_i` to every score,
             :math:`s(u, i) = \\cos(e_u, e_i) + b_i` (a popularity prior the cosine
             cannot express; started at zero).
+        user_ids: with ``id_embeddings``, give users ID embeddings too; ``False`` keeps
+            item IDs only, so that a user's ID part is what propagation brings from
+            its items (nothing to fit per user: sparse users cannot overfit it).
         seed: seeds the per-epoch pruning (epoch ``e`` always draws the same graph).
 
     The comparison fixes :data:`LANGGCN_FIXED` (the refined graph on inputs and
@@ -181,6 +184,7 @@ class LangGCNConfig:
     input_propagation: bool = False
     edge_dropout: float = 0.0
     item_bias: bool = False
+    user_ids: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -394,6 +398,8 @@ class LangGCN(RankingModel):
         self.user_id = self.item_id = None
         if cfg.id_embeddings:
             self.user_id, self.item_id = self._id_tables(cfg.embedding_dim)
+            if not cfg.user_ids:
+                self.user_id = None
         self.item_b = nn.Parameter(torch.zeros(self.num_items)) if cfg.item_bias else None
         self.reset_parameters()
 
@@ -488,6 +494,8 @@ class LangGCN(RankingModel):
             if ids is not None:
                 e = ids.weight if e is None else e + ids.weight
             parts.append(e)
+        if parts[0] is None:  # item IDs only, no user language input
+            parts[0] = parts[1].new_zeros(self.num_users, parts[1].size(1))
         return torch.cat(parts)
 
     def representations(self, users: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -511,10 +519,13 @@ class LangGCN(RankingModel):
         """:math:`f((P z)_v) + (P q)_v`: the MLP on the precomputed inputs of the rows
         needed, the ID embeddings propagated at this step."""
         ids = None
-        if self.user_id is not None:
-            ids = self._propagate(
-                self._adj(), torch.cat([self.user_id.weight, self.item_id.weight])
+        if self.item_id is not None:
+            user_ids = (
+                self.user_id.weight
+                if self.user_id is not None
+                else self.item_id.weight.new_zeros(self.num_users, self.item_id.weight.size(1))
             )
+            ids = self._propagate(self._adj(), torch.cat([user_ids, self.item_id.weight]))
         user_out = item_out = None
         if self.user_lang is not None:
             user_out = self.mlp(self.user_lang if users is None else self.user_lang[users])
@@ -572,9 +583,10 @@ class LangGCN(RankingModel):
         return -torch.log_softmax(logits, dim=1)[:, 0].mean()
 
     def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:
-        if self.config.reg_weight <= 0 or self.user_id is None:
+        if self.config.reg_weight <= 0 or self.item_id is None:
             return None
-        u, p, n = self.user_id(users), self.item_id(pos_items), self.item_id(neg_items)
+        p, n = self.item_id(pos_items), self.item_id(neg_items)
+        u = self.user_id(users) if self.user_id is not None else p.new_zeros(p.shape)
         return l2_penalty(u, p, n, self.config.reg_weight)
 
     def scorer(self) -> ScoreFn:
