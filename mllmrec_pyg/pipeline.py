@@ -42,6 +42,16 @@ from mllmrec_pyg.train import TrainConfig, Trainer, TrainResult
 log = logging.getLogger(__name__)
 
 ITEM_FEATURES_FILE = "item_feat.npy"
+ITEM_HEAD_FILE = "item_head_feat.npy"
+#: words of an item's text that its head view keeps: the text starts with its identity
+#: (an Amazon item's title, brand and category path; a film's title and genres), which
+#: the whole text's vector dilutes with the long description that follows
+HEAD_WORDS = 32
+
+
+def head_texts(texts: list[str], words: int = HEAD_WORDS) -> list[str]:
+    """The first ``words`` words of each text (the item text's head view)."""
+    return [" ".join(t.split()[:words]) for t in texts]
 
 
 # -- 1. data --------------------------------------------------------------------------------
@@ -173,6 +183,9 @@ def add_features(
 ) -> tuple[HeteroData, dict[str, Any]]:
     """A shallow copy of ``data`` with ``data["item"].x`` and (``users``) ``data["user"].x``.
 
+    With item texts it also adds ``data["item"].x_head``, the vectors of each text's
+    first :data:`HEAD_WORDS` words (read only by models that ask for it).
+
     Features already present (an MMRec folder's ``.npy`` files) are kept;
     missing ones are encoded from text with the sentence encoder and cached
     in ``cache``. User text is written from TRAINING interactions by
@@ -205,6 +218,9 @@ def add_features(
         if item_text is None:
             raise SchemaError('no item features and no data["item"].text to encode')
         data[ITEM].x = encode(list(item_text), ITEM_FEATURES_FILE)
+    if item_text is not None and data[ITEM].get("x_head") is None:
+        # the head view: what models that declare it read (LangGCN's ``item_head``)
+        data[ITEM].x_head = encode(head_texts(list(item_text)), ITEM_HEAD_FILE)
     info: dict[str, Any] = {}
     if not users:
         return data, info
@@ -289,6 +305,7 @@ __all__ = [
     "cache_dir",
     "cached_graph",
     "default_cache_root",
+    "head_texts",
     "history_summary_texts",
     "load_data",
     "prepare",

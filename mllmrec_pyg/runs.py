@@ -190,7 +190,8 @@ def fingerprint(data: HeteroData, needs: Iterable[str]) -> dict[str, Any]:
     """Sizes and a sha256 of what a model with ``needs``
     (:meth:`~mllmrec_pyg.nn.base.RankingModel.requires`) reads of ``data``: the training
     and held-out pairs, every item tensor (``x`` and other modalities) if it reads item
-    features, ``data["user"].x`` if it reads user features, the refined graph if it reads it."""
+    features (the head view ``x_head`` only if it reads that, ``"item_head"``),
+    ``data["user"].x`` if it reads user features, the refined graph if it reads it."""
     needs = set(needs)
     store = data[INTERACTS]
     parts: dict[str, Tensor | None] = {
@@ -199,7 +200,13 @@ def fingerprint(data: HeteroData, needs: Iterable[str]) -> dict[str, Any]:
         "pairs.test": store.get("test_edge_index"),
     }
     if "items" in needs:
-        parts.update({f"item.{k}": v for k, v in data[ITEM].items() if isinstance(v, Tensor)})
+        parts.update(
+            {
+                f"item.{k}": v
+                for k, v in data[ITEM].items()
+                if isinstance(v, Tensor) and (k != "x_head" or "item_head" in needs)
+            }
+        )
     if "users" in needs:
         parts["user.x"] = data[USER].get("x")
     if "graph" in needs:

@@ -428,3 +428,27 @@ def test_item_bias_adds_one_learned_number_per_item_to_every_score():
     assert got.item() == pytest.approx(want_loss, rel=1e-5)
     got.backward()
     assert biased.item_b.grad is not None and biased.item_b.grad.abs().sum() > 0
+
+
+def test_item_head_reads_the_head_view_beside_the_text_vectors(caplog):
+    """item_head: the language input is [x, x_head] (the dense reference on that input);
+    without a head view the model reads x alone and says so."""
+    torch.manual_seed(0)
+    data = _data()
+    width = data["item"].x.size(1)
+    data["item"].x_head = torch.randn(data["item"].num_nodes, width)
+    values = {"embedding_dim": 5, "input_propagation": True, "item_graph_mode": "both"}
+    model = build_model("langgcn", data, item_head=True, hidden_dim=0, **values)
+    assert model.mlp.in_features == 2 * width
+    assert "item_head" in LangGCN.requires(model.config)
+    as_one = data.clone()
+    as_one["item"].x = torch.cat([data["item"].x, data["item"].x_head], dim=1)
+    as_one["user"].x = torch.cat([data["user"].x, data["user"].x], dim=1)
+    users, items = _reference(model, as_one)
+    u = torch.arange(data["user"].num_nodes)
+    torch.testing.assert_close(model.scorer()(u), users @ items.t(), atol=1e-5, rtol=1e-5)
+    del data["item"].x_head
+    with caplog.at_level("WARNING"):
+        plain = build_model("langgcn", data, item_head=True, hidden_dim=0, **values)
+    assert plain.mlp.in_features == data["item"].x.size(1)
+    assert "no head view" in caplog.text

@@ -11,7 +11,7 @@ from conftest import assert_same_inputs, inputs_with_other_held_out
 from mllmrec_pyg import pipeline
 from mllmrec_pyg.cli import main
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
-from mllmrec_pyg.data import RELATED
+from mllmrec_pyg.data import RELATED, make_synthetic
 from mllmrec_pyg.experiments import ExperimentSettings, RunSpec, prepare_data
 from mllmrec_pyg.train import TrainConfig
 from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, RefineItemGraph, ThresholdKNN
@@ -98,3 +98,20 @@ def test_no_held_out_pair_reaches_any_input(tmp_path, user_text):
     data = pipeline.load_data(DataConfig("synthetic", **SIZES))
     text, graph = TextConfig(user_text=user_text), GraphConfig(alpha=0.5, k_c=5)
     assert_same_inputs(*inputs_with_other_held_out(data, text, graph, tmp_path / "cache"))
+
+
+def test_add_features_writes_the_head_view_of_the_item_texts(tmp_path):
+    """x_head holds the vectors of each item text's first HEAD_WORDS words, cached."""
+    from mllmrec_pyg.encode import encode_texts
+    from mllmrec_pyg.pipeline import HEAD_WORDS, ITEM_HEAD_FILE, add_features, head_texts
+
+    data = make_synthetic(seed=0)
+    data["item"].text = [f"title {i} " + "word " * 40 for i in range(data["item"].num_nodes)]
+    out, _ = add_features(data, TextConfig(), tmp_path, users=False, show_progress=False)
+    heads = head_texts(list(data["item"].text))
+    assert all(len(h.split()) == HEAD_WORDS for h in heads)
+    assert heads[3].startswith("title 3 word")
+    want = encode_texts(heads[:5], show_progress=False)
+    torch.testing.assert_close(out["item"].x_head[:5], want, atol=1e-5, rtol=1e-4)
+    assert (tmp_path / ITEM_HEAD_FILE).exists()
+    assert not torch.allclose(out["item"].x_head, out["item"].x)

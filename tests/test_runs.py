@@ -214,3 +214,19 @@ def test_headline_and_table_metrics_follow_the_cutoffs():
     assert headline((5, 10)) == ("recall@10", "ndcg@10")
     assert table_metrics((5, 10, 20, 50)) == ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
     assert table_metrics((5, 10)) == ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+def test_the_head_view_changes_only_the_keys_of_models_that_read_it():
+    """data["item"].x_head is in the fingerprint of a model that declares "item_head" only:
+    adding it leaves every other model's stored runs valid."""
+    base = load_data(DataConfig("synthetic"))
+    base["item"].x = torch.randn(
+        base["item"].num_nodes, 8, generator=torch.Generator().manual_seed(0)
+    )
+    with_head = base.clone()
+    with_head["item"].x_head = torch.randn(base["item"].num_nodes, 8)
+    other = with_head.clone()
+    other["item"].x_head = other["item"].x_head + 1
+    fp = runs_module.fingerprint
+    assert fp(base, {"items"}) == fp(with_head, {"items"}) == fp(other, {"items"})
+    assert fp(with_head, {"items", "item_head"}) != fp(other, {"items", "item_head"})

@@ -128,8 +128,9 @@ class RankingModel(nn.Module):
     @classmethod
     def requires(cls, config: Any) -> frozenset[str]:
         """What :meth:`from_data` reads besides the training pairs, for ``config``:
-        ``"items"`` (``data["item"].x``), ``"users"`` (``data["user"].x``) and
-        ``"graph"`` (the refined item graph ``data["item", "related", "item"]``).
+        ``"items"`` (``data["item"].x``), ``"users"`` (``data["user"].x``),
+        ``"graph"`` (the refined item graph ``data["item", "related", "item"]``) and
+        ``"item_head"`` (the head view ``data["item"].x_head``).
         The pipeline prepares exactly these."""
         return frozenset()
 

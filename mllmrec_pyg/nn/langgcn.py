@@ -157,6 +157,11 @@ class LangGCNConfig:
         user_ids: with ``id_embeddings``, give users ID embeddings too; ``False`` keeps
             item IDs only, so that a user's ID part is what propagation brings from
             its items (nothing to fit per user: sparse users cannot overfit it).
+        item_head: also read the head view of the item texts, ``data["item"].x_head``
+            (the vectors of each text's first words: an Amazon item's title, brand and
+            category path), concatenated to ``data["item"].x`` as one language input
+            (a user's preference vector, if read, is repeated to match). Data without
+            item texts has no head view: the model then reads ``x`` alone and says so.
         seed: seeds the per-epoch pruning (epoch ``e`` always draws the same graph).
 
     The comparison fixes :data:`LANGGCN_FIXED` (the refined graph on inputs and
@@ -185,6 +190,7 @@ class LangGCNConfig:
     edge_dropout: float = 0.0
     item_bias: bool = False
     user_ids: bool = True
+    item_head: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -425,6 +431,8 @@ class LangGCN(RankingModel):
             needs.add("users")
         if reads_refined_graph(config.item_graph):
             needs.add("graph")
+        if config.item_head:
+            needs.add("item_head")
         return frozenset(needs)
 
     @classmethod
@@ -440,7 +448,29 @@ class LangGCN(RankingModel):
         if cfg.item_graph is not None:
             ei, ew = read_item_edges(data, cfg.item_graph, num_items)
         user_x = data[USER].get("x") if cfg.reads_user_text else None
-        model = cls(num_users, data[ITEM].x, train, user_x, ei, ew, cfg)
+        item_x = data[ITEM].x
+        head = data[ITEM].get("x_head") if cfg.item_head else None
+        if cfg.item_head and head is None:
+            log.warning(
+                'LangGCN: item_head=True, but the data has no head view (data["item"].x_head, '
+                "written from item texts); reading data['item'].x alone"
+            )
+        if head is not None:
+            head = check_features(head, "item head-view features").float()
+            if head.size(0) != item_x.size(0):
+                raise SchemaError(
+                    f'data["item"].x_head has {head.size(0)} rows for {item_x.size(0)} items'
+                )
+            if user_x is not None:
+                if head.size(1) != item_x.size(1):
+                    raise SchemaError(
+                        f"item_head with preference inputs repeats the user vector for the "
+                        f"head view, which needs x_head as wide as x ({item_x.size(1)}), "
+                        f"got {head.size(1)}"
+                    )
+                user_x = torch.cat([user_x, user_x], dim=1)
+            item_x = torch.cat([item_x.float(), head], dim=1)
+        model = cls(num_users, item_x, train, user_x, ei, ew, cfg)
         log.info("LangGCN: %d users, %d items; %s", num_users, num_items, model.extra_repr())
         return model.set_seen(train)
 
