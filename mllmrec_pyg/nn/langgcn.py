@@ -165,7 +165,8 @@ class LangGCNConfig:
         seed: seeds the per-epoch pruning (epoch ``e`` always draws the same graph).
 
     The comparison fixes :data:`LANGGCN_FIXED` (the refined graph on inputs and
-    item side, inputs propagated once before a linear map, a full softmax) and
+    item side, the item text's vector beside its head view's, inputs propagated once
+    before a linear map, a full softmax) and
     searches :data:`LANGGCN_SPACE` on validation: the learning rate (1e-3, 3e-3),
     ``temperature`` (0.15, 0.2) and ``edge_dropout`` (0, 0.8).
     """
@@ -243,14 +244,16 @@ LANG_SPACE = {
 }
 ITEM_GRAPH = {"model.item_graph": (RELATED, None)}
 #: LangGCN as compared: the refined graph both smooths the language inputs and joins the
-#: item side, the inputs are propagated once before a linear map, FREEDOM's degree-sensitive
-#: edge pruning at each epoch, a full softmax
+#: item side, the inputs (the whole item text's vector beside its head view's) are
+#: propagated once before a linear map, FREEDOM's degree-sensitive edge pruning at each
+#: epoch, a full softmax
 LANGGCN_FIXED = {
     "item_graph": RELATED,
     "item_graph_mode": "both",
     "input_propagation": True,
     "hidden_dim": 0,
     "num_negatives": 0,
+    "item_head": True,
 }
 LANGGCN_SPACE = {
     "train.lr": (1e-3, 3e-3),
@@ -278,6 +281,11 @@ ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "graph-on-embeddings": ({}, {"item_graph_mode": "embeddings"}),
     "step-propagation": ({}, {"input_propagation": False}),
     "mlp-256": ({}, {"hidden_dim": 256}),
+    "no-item-head": ({}, {"item_head": False}),
+    "item-head": ({}, {"item_head": True}),
+    "item-bias": ({}, {"item_bias": True}),
+    "no-user-ids": ({}, {"user_ids": False}),
+    "graph-on-layer0": ({}, {"item_graph_mode": "layer0"}),
 }
 
 
