@@ -635,7 +635,8 @@ class LangGCN(RankingModel):
         graph = "none" if c.item_graph is None else f"{c.item_graph[1]}({c.item_graph_mode})"
         return (
             f"{super().extra_repr()}, dim={c.embedding_dim}, layers={c.num_layers}, "
-            f"users={c.user_init}, item_text={c.use_item_text}, ids={c.id_embeddings}, "
+            f"users={c.user_init}, item_text={c.use_item_text}"
+            f"{'+head' if c.item_head else ''}, ids={c.id_embeddings}, "
             f"item_graph={graph}, loss={c.loss}(tau={c.temperature}, K={c.num_negatives})"
         )
 
