@@ -57,7 +57,7 @@ def main() -> None:
     for r in range(args.rounds):
         for m in args.models:
             s = tuned[m]
-            g = pipeline.cached_graph(graphs, data, GraphConfig(**s["graph"]))
+            g = pipeline.cached_graph(graphs, data, GraphConfig(**(s["graph"] or {})))
             model_values = dict(s["model"])
             if "seed" in model_values:
                 model_values["seed"] = r
