@@ -23,6 +23,7 @@ from mllmrec_pyg.transforms._ann import (
     faiss_available,
     faiss_candidates,
     join_candidates,
+    topk_by_value_then_id,
     unit_rows,
 )
 from mllmrec_pyg.transforms._checks import (
@@ -138,6 +139,29 @@ def threshold_knn_graph(
         return _index_graph(
             rows, k_eff, threshold, loop, backend, index_params or IndexParams(), block_size
         )
+    xn, zero = unit_matrix(x)
+    block = block_size or _default_block(n)
+    any_zero = bool(zero.any())
+    srcs, dsts = [], []
+    for start in range(0, n, block):
+        src, dst = exact_block(
+            xn, zero, any_zero, start, min(start + block, n), k_eff, loop, threshold
+        )
+        srcs.append(src)
+        dsts.append(dst)
+    edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
+    edge_index = coalesce(edge_index, num_nodes=n, sort_by_row=False)
+    return edge_index, torch.ones(edge_index.size(1), device=device)
+
+
+#: Similarity rows come from products of at least this many rows: BLAS computes a
+#: one- or two-row product by another kernel, whose rounding differs, and every
+#: path (in-process, distributed, incremental) must see the same similarities.
+MIN_PRODUCT_ROWS = 8
+
+
+def unit_matrix(x: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+    """Unit float32 rows of ``x`` (zero-norm rows zero) and the zero-norm mask."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.array(x, dtype=np.float32))
     x = x.float()
@@ -145,29 +169,45 @@ def threshold_knn_graph(
     zero = norms < ZERO_NORM_EPS
     xn = x / norms.clamp_min(ZERO_NORM_EPS).unsqueeze(1)
     xn[zero] = 0.0
-    block = block_size or _default_block(n)
-    any_zero = bool(zero.any())
-    srcs, dsts = [], []
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        rows_ = torch.arange(start, stop, device=device)
-        sim = xn[start:stop] @ xn.t()
-        if any_zero:
-            sim[:, zero] = float("-inf")
-        sim[rows_ - start, rows_] = float("inf") if loop else float("-inf")
-        vals, cols = sim.topk(k_eff, dim=1)
-        if loop:
-            vals = torch.where(torch.isposinf(vals), torch.ones_like(vals), vals)
-        keep = torch.isfinite(vals)
-        if threshold is not None:
-            keep &= vals >= threshold
-        if any_zero:
-            keep &= ~zero[start:stop].unsqueeze(1)
-        srcs.append(cols[keep])
-        dsts.append(rows_.unsqueeze(1).expand_as(cols)[keep])
-    edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
-    edge_index = coalesce(edge_index, num_nodes=n, sort_by_row=False)
-    return edge_index, torch.ones(edge_index.size(1), device=device)
+    return xn, zero
+
+
+def similarity_rows(
+    xn: Tensor, start: int, stop: int, cols: Tensor | slice = slice(None)
+) -> Tensor:
+    """Cosines of rows ``start:stop`` with rows ``cols`` of ``xn`` (unit rows), from a
+    product of at least :data:`MIN_PRODUCT_ROWS` rows."""
+    lo = max(0, min(start, stop - MIN_PRODUCT_ROWS))
+    return (xn[lo:stop] @ xn[cols].t())[start - lo :]
+
+
+def exact_block(
+    xn: Tensor,
+    zero: Tensor,
+    any_zero: bool,
+    start: int,
+    stop: int,
+    k_eff: int,
+    loop: bool,
+    threshold: float | None,
+) -> tuple[Tensor, Tensor]:
+    """Edges ``(neighbours, owners)`` of owners ``start:stop``, exact: each owner's
+    ``k_eff`` most similar rows, ties at the ``k_eff``-th value to the lower id."""
+    device = xn.device
+    rows_ = torch.arange(start, stop, device=device)
+    sim = similarity_rows(xn, start, stop)
+    if any_zero:
+        sim[:, zero] = float("-inf")
+    sim[rows_ - start, rows_] = float("inf") if loop else float("-inf")
+    vals, cols = topk_by_value_then_id(sim, k_eff)
+    if loop:
+        vals = torch.where(torch.isposinf(vals), torch.ones_like(vals), vals)
+    keep = torch.isfinite(vals)
+    if threshold is not None:
+        keep &= vals >= threshold
+    if any_zero:
+        keep &= ~zero[start:stop].unsqueeze(1)
+    return cols[keep], rows_.unsqueeze(1).expand_as(cols)[keep]
 
 
 def _rescore(rows: FeatureRows, norms: Tensor, owners: Tensor, nbrs: Tensor) -> Tensor:
@@ -270,8 +310,9 @@ class ThresholdKNN(BaseTransform):
     Whatever the backend, the rules stay those of the exact search: the
     threshold is applied to exact similarities, ``loop`` adds the self-loop,
     zero-norm rows get no edges, and ties at the :math:`K`-th value go to the
-    lower item id among the candidates (the ``"torch"`` backend breaks such
-    ties as ``torch.topk`` does). With a CUDA ``x`` and a faiss built with GPU
+    lower item id among the candidates (the ``"torch"`` backend among all
+    items, so that a distributed or incremental build gives the same graph).
+    With a CUDA ``x`` and a faiss built with GPU
     support the IVF and flat indexes run on the GPU (the GPU caps ``nprobe``
     and :math:`K` at 2048); otherwise on the CPU.
 
