@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
@@ -321,6 +323,8 @@ class JaccardCoOccurrence(BaseTransform):
         block_size (int): most owner items per block.
         max_pairs (int, optional): most co-occurrence triples expanded at once
             (up to about 100 bytes each); ``None`` for no bound.
+        executor (distributed.Client, optional): count the blocks as tasks on
+            this Dask cluster; same edges and weights as in-process.
     """
 
     def __init__(
@@ -330,7 +334,11 @@ class JaccardCoOccurrence(BaseTransform):
         relation: str = "cooccurs",
         block_size: int = 4096,
         max_pairs: int | None = DEFAULT_MAX_PAIRS,
+        executor: Any = None,
     ) -> None:
+        from mllmrec_pyg.transforms.distributed import check_executor
+
+        self.executor = check_executor(executor, "JaccardCoOccurrence")
         self.k = _check_k(k)
         self.edge_type = check_edge_type(edge_type, "edge_type")
         self.relation = check_name(relation, "relation")
@@ -346,9 +354,21 @@ class JaccardCoOccurrence(BaseTransform):
         if edge_index is None:
             raise ValueError(f"data[{self.edge_type}].edge_index (training pairs) is missing")
         check_edge_index(edge_index, num_users, num_items, f"data[{self.edge_type}].edge_index")
-        out_index, out_weight = jaccard_topk_graph(
-            edge_index, num_users, num_items, self.k, self.block_size, self.max_pairs
-        )
+        if self.executor is not None:
+            from mllmrec_pyg.transforms.distributed import distributed_jaccard
+
+            out_index, out_weight = distributed_jaccard(
+                self.executor, edge_index, num_users, num_items, self.k, self.block_size,
+                self.max_pairs,
+            )  # fmt: skip
+            out_index, out_weight = (
+                out_index.to(edge_index.device),
+                out_weight.to(edge_index.device),
+            )
+        else:
+            out_index, out_weight = jaccard_topk_graph(
+                edge_index, num_users, num_items, self.k, self.block_size, self.max_pairs
+            )
         store = data[item_edge_type(item_type, self.relation)]
         store.edge_index, store.edge_weight = out_index, out_weight
         return data

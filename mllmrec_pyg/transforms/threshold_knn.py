@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -247,18 +248,41 @@ def _index_graph(
         for owners, nbrs, sims in blocks:
             if backend == "ivfpq":
                 sims = _rescore(rows, norms, owners, nbrs)
-            valid = (nbrs >= 0) & (nbrs != owners.unsqueeze(1))
-            sims = torch.where(valid, sims, float("-inf"))
-            # order by similarity descending, ties to the lower id
-            order = torch.argsort(torch.where(valid, nbrs, n), dim=1, stable=True)
-            nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
-            order = torch.argsort(-sims, dim=1, stable=True)[:, :k_others]
-            nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
-            keep = torch.isfinite(sims)
-            if threshold is not None:
-                keep &= sims >= threshold
-            srcs.append(nbrs[keep])
-            dsts.append(owners.unsqueeze(1).expand_as(nbrs)[keep])
+            src, dst = finish_candidates(owners, nbrs, sims, n, k_others, threshold)
+            srcs.append(src)
+            dsts.append(dst)
+    return assemble_index_graph(srcs, dsts, zero, n, loop, threshold, device)
+
+
+def finish_candidates(
+    owners: Tensor, nbrs: Tensor, sims: Tensor, n: int, k_others: int, threshold: float | None
+) -> tuple[Tensor, Tensor]:
+    """Edges ``(neighbours, owners)`` from index candidates (``-1`` where missing): the
+    ``k_others`` best other rows by (similarity descending, id ascending), thresholded."""
+    valid = (nbrs >= 0) & (nbrs != owners.unsqueeze(1))
+    sims = torch.where(valid, sims, float("-inf"))
+    # order by similarity descending, ties to the lower id
+    order = torch.argsort(torch.where(valid, nbrs, n), dim=1, stable=True)
+    nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
+    order = torch.argsort(-sims, dim=1, stable=True)[:, :k_others]
+    nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
+    keep = torch.isfinite(sims)
+    if threshold is not None:
+        keep &= sims >= threshold
+    return nbrs[keep], owners.unsqueeze(1).expand_as(nbrs)[keep]
+
+
+def assemble_index_graph(
+    srcs: list[Tensor],
+    dsts: list[Tensor],
+    zero: Tensor,
+    n: int,
+    loop: bool,
+    threshold: float | None,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """The index backends' graph: candidate edges plus self-loops, coalesced."""
+    srcs, dsts = list(srcs), list(dsts)
     if loop and (threshold is None or threshold <= 1.0):
         selfs = (~zero).nonzero().flatten()
         srcs.append(selfs)
@@ -349,6 +373,10 @@ class ThresholdKNN(BaseTransform):
         candidates (int, optional): neighbours fetched per owner before the
             threshold (default :math:`K_s + 4`, IVF-PQ :math:`4K_s`).
         seed (int): seeds the k-means sample.
+        executor (distributed.Client, optional): run the search as tasks on
+            this Dask cluster (``"torch"`` and ``"ivfjoin"``; same edges as
+            in-process). Features held as a memory-mapped ``.npy`` are read by
+            the workers from the file; others are scattered to them.
     """
 
     def __init__(
@@ -372,7 +400,16 @@ class ThresholdKNN(BaseTransform):
         train_size: int | None = None,
         candidates: int | None = None,
         seed: int = 0,
+        executor: Any = None,
     ) -> None:
+        from mllmrec_pyg.transforms.distributed import check_executor
+
+        self.executor = check_executor(executor, "ThresholdKNN")
+        if executor is not None and backend not in ("torch", "ivfjoin", "auto"):
+            raise ValueError(
+                f"ThresholdKNN(executor=...) runs backend 'torch', 'ivfjoin' or 'auto', "
+                f"got backend={backend!r}"
+            )
         self.k = _check_k(k)
         self.threshold = check_cosine(threshold, "threshold")
         self.loop = check_bool(loop, "loop")
@@ -394,6 +431,19 @@ class ThresholdKNN(BaseTransform):
         rows.check_finite(self.block_size or INDEX_BLOCK)
         if rows.n != n:
             raise ValueError(f"{what} has {rows.n} rows for {n} nodes")
+        if self.executor is not None:
+            from mllmrec_pyg.transforms.distributed import distributed_threshold_knn
+
+            edge_index, edge_weight = distributed_threshold_knn(
+                self.executor, rows.x, self.k, self.threshold, self.loop, self.block_size,
+                self.backend, self.index_params,
+            )  # fmt: skip
+            store = data[item_edge_type(self.node_type, self.relation)]
+            store.edge_index, store.edge_weight = (
+                edge_index.to(rows.device),
+                edge_weight.to(rows.device),
+            )
+            return data
         edge_index, edge_weight = threshold_knn_graph(
             rows.x,
             self.k,
