@@ -42,6 +42,7 @@ from mllmrec_pyg.transforms._ann import (
     IndexParams,
     cell_lists,
     cell_topk,
+    fold_topk,
     join_cells,
     probe_cells,
     unit_rows,
@@ -52,7 +53,6 @@ from mllmrec_pyg.transforms.jaccard import (
     assemble,
     block_topk,
     plan_blocks,
-    rowwise_topk,
 )
 
 __all__ = [
@@ -155,53 +155,45 @@ def _probe_task(source, norms, nonzero, centroids, nprobe, block, start, stop):
     return torch.cat(out).numpy()
 
 
-def _flat_topk(owner: Tensor, ids: Tensor, vals: Tensor, k: int):
-    keep = rowwise_topk(owner, ids, vals, k).nonzero().flatten()
-    keep = keep[torch.argsort(owner[keep], stable=True)]
-    return owner[keep], ids[keep], vals[keep]
-
-
 def _cell_task(source, norms, nonzero, cells, k, block, bounds):
-    """Per-cell products of a group of cells; candidates of each owner (m-space ids),
-    top-``k`` by (similarity, id), split by owner range ``bounds``."""
+    """Per-cell products of a group of cells, folded into one candidate list per owner
+    (top-``k`` by similarity, then lower id), split by owner range ``bounds``."""
     rows, norms, nonzero = _open(source), torch.from_numpy(norms), torch.from_numpy(nonzero)
-    owners, ids, vals = [], [], []
+    cells = [(torch.from_numpy(mem), torch.from_numpy(qs)) for mem, qs in cells]
+    need = torch.unique(torch.cat([t for cell in cells for t in cell]))
+    unit = unit_rows(rows, norms, nonzero[need])  # every row this task reads, read once
+    owners = torch.unique(torch.cat([qs for _, qs in cells]))
+    best_v = torch.full((owners.numel(), k), float("-inf"))
+    best_i = torch.full((owners.numel(), k), -1, dtype=torch.long)
     for mem, qs in cells:
-        mem, qs = torch.from_numpy(mem), torch.from_numpy(qs)
-        unit_mem = unit_rows(rows, norms, nonzero[mem])
+        unit_mem = unit[torch.searchsorted(need, mem)]
         for s in range(0, qs.numel(), block):
             q = qs[s : s + block]
-            v, i = cell_topk(unit_rows(rows, norms, nonzero[q]), unit_mem, mem, k)
-            owners.append(q.unsqueeze(1).expand_as(i).flatten())
-            ids.append(i.flatten())
-            vals.append(v.flatten())
-    owner, idx, val = _flat_topk(torch.cat(owners), torch.cat(ids), torch.cat(vals), k)
-    cut = np.searchsorted(owner.numpy(), bounds)
+            v, i = cell_topk(unit[torch.searchsorted(need, q)], unit_mem, mem, k)
+            lq = torch.searchsorted(owners, q)
+            best_v[lq], best_i[lq] = fold_topk(best_v[lq], best_i[lq], v, i, k)
+    cut = np.searchsorted(owners.numpy(), bounds)
     return [
-        (owner[a:b].numpy(), idx[a:b].numpy(), val[a:b].numpy()) for a, b in zip(cut[:-1], cut[1:])
+        (owners[a:b].numpy(), best_v[a:b].numpy(), best_i[a:b].numpy())
+        for a, b in zip(cut[:-1], cut[1:])
     ]
 
 
 def _merge_task(lo, hi, parts, nonzero, k, n, k_others, threshold):
+    """Candidate lists of owners ``lo:hi`` from every cell group, then their edges."""
     from mllmrec_pyg.transforms.threshold_knn import finish_candidates
 
     nonzero = torch.from_numpy(nonzero)
-    parts = [p for p in parts if p[0].size]
-    if not parts:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    owner, idx, val = (torch.from_numpy(np.concatenate(c)) for c in zip(*parts))
-    owner, idx, val = _flat_topk(owner, idx, val, k)
-    # dense [owners, k] lists, missing slots -1 / -inf, as the in-process join yields
-    order = torch.argsort(owner, stable=True)
-    owner, idx, val = owner[order], idx[order], val[order]
-    row = owner - lo
-    start = torch.searchsorted(owner, owner)
-    col = torch.arange(owner.numel()) - start
-    nbrs = torch.full((hi - lo, k), -1, dtype=torch.long)
-    sims = torch.full((hi - lo, k), float("-inf"))
-    nbrs[row, col] = nonzero[idx]
-    sims[row, col] = val
-    src, dst = finish_candidates(nonzero[lo:hi], nbrs, sims, n, k_others, threshold)
+    best_v = torch.full((hi - lo, k), float("-inf"))
+    best_i = torch.full((hi - lo, k), -1, dtype=torch.long)
+    for owners, v, i in parts:
+        if owners.size:
+            r = torch.from_numpy(owners) - lo
+            best_v[r], best_i[r] = fold_topk(
+                best_v[r], best_i[r], torch.from_numpy(v), torch.from_numpy(i), k
+            )
+    nbrs = torch.where(best_i >= 0, nonzero[best_i.clamp_min(0)], torch.full_like(best_i, -1))
+    src, dst = finish_candidates(nonzero[lo:hi], nbrs, best_v, n, k_others, threshold)
     return src.numpy(), dst.numpy()
 
 
@@ -363,7 +355,9 @@ def distributed_threshold_knn(
 def _interactions_task(edge_index, num_users, num_items):
     if isinstance(edge_index, str):
         edge_index = np.load(edge_index, mmap_mode="r")
-    return _Interactions(torch.as_tensor(np.asarray(edge_index)), num_users, num_items)
+    return _Interactions(
+        torch.from_numpy(np.array(edge_index, dtype=np.int64)), num_users, num_items
+    )
 
 
 def _owner_cum(data):
