@@ -30,10 +30,10 @@ from torch import Tensor
 from mllmrec_pyg.transforms._ann import topk_by_value_then_id
 from mllmrec_pyg.transforms.jaccard import (
     DEFAULT_MAX_PAIRS,
+    _block_topk,
     _Interactions,
     _run_lengths,
     _sort_int64,
-    rowwise_topk,
 )
 from mllmrec_pyg.transforms.threshold_knn import (
     _check_k,
@@ -198,19 +198,44 @@ def _rows(data: _Interactions, owners: Tensor, max_pairs: int):
         i = j
 
 
-def _full_rows(data: _Interactions, owners: Tensor, max_pairs: int):
-    """Every positive Jaccard value of rows ``owners``: (owner, neighbour, float64 value)."""
-    out_o, out_n, out_v = [], [], []
+def _full_rows(data: _Interactions, owners: Tensor, max_pairs: int, k: int, keep_all: bool):
+    """Rows ``owners`` counted in full: their top-``k`` ``(owner, neighbour, value)`` and,
+    with ``keep_all``, every positive value (float64)."""
+    top, every = [], []
     for o, nb, c in _rows(data, owners, max_pairs):
         ok = o != nb
         o, nb, c = o[ok], nb[ok], c[ok].to(torch.float64)
-        out_o.append(o)
-        out_n.append(nb)
-        out_v.append(c / (data.deg_item[o] + data.deg_item[nb] - c))
-    if not out_o:
+        if o.numel() == 0:
+            continue
+        v = c / (data.deg_item[o] + data.deg_item[nb] - c)
+        if keep_all:
+            every.append((o, nb, v))
+        top.append(_block_topk(o, nb, v, k, data.num_items))  # entries sorted by (o, nb)
+    return _cat3(top), _cat3(every)
+
+
+def _cat3(parts):
+    if not parts:
         e = torch.empty(0, dtype=torch.long)
         return e, e, torch.empty(0, dtype=torch.float64)
-    return torch.cat(out_o), torch.cat(out_n), torch.cat(out_v)
+    return tuple(torch.cat(t) for t in zip(*parts))
+
+
+def _topk_rows(o: Tensor, nb: Tensor, v: Tensor, k: int, num_items: int):
+    """Per owner the top-``k`` by (value desc, neighbour asc) of distinct (o, nb) entries."""
+    if o.numel() == 0:
+        return o, nb, v
+    order = torch.from_numpy(np.argsort((o * num_items + nb).numpy()))
+    o, nb, v = o[order], nb[order], v[order]
+    # owner ranges narrow enough for the one-sort selection of _block_topk
+    span = 1 << max(1, 63 - 30 - max(1, (num_items - 1).bit_length()) - 1)
+    cuts = torch.searchsorted(o, torch.arange(0, num_items + span, span)).tolist()
+    parts = [
+        _block_topk(o[a:b], nb[a:b], v[a:b], k, num_items)
+        for a, b in zip(cuts[:-1], cuts[1:])
+        if b > a
+    ]
+    return _cat3(parts)
 
 
 @torch.no_grad()
@@ -242,11 +267,15 @@ def update_jaccard(
     touched = torch.zeros(num_items, dtype=torch.bool)
     touched[new_edge_index[1].cpu()] = True
     t_ids = touched.nonzero().flatten()
-    t_o, t_n, t_v = _full_rows(data, t_ids, limit)
+    (tk_o, tk_n, tk_v), (t_o, t_n, t_v) = _full_rows(data, t_ids, limit, k, True)
     # untouched rows with a value towards a touched item: merge candidates
     nbr_old, owner_old = old[0], old[1]
     w_old = graph_weight.cpu().to(torch.float64)
-    order = torch.argsort(owner_old * num_items + nbr_old)
+    key = owner_old * num_items + nbr_old
+    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+        order = torch.argsort(key)
+    else:
+        order = torch.arange(key.numel())
     nbr_old, owner_old, w_old = nbr_old[order], owner_old[order], w_old[order]
     aff = torch.zeros(num_items, dtype=torch.bool)
     aff[t_n[~touched[t_n]]] = True
@@ -296,15 +325,10 @@ def update_jaccard(
     # merged rows
     sel = ~fallback[c_o]
     c_o, c_n, c_v = c_o[sel], c_n[sel], c_v[sel]
-    keep = rowwise_topk(c_o, c_n, c_v, k)
-    srcs, dsts, ws = [c_n[keep]], [c_o[keep]], [c_v[keep]]
+    c_o, c_n, c_v = _topk_rows(c_o, c_n, c_v, k, num_items)
     # touched and fallback rows, recounted in full
-    f_o, f_n, f_v = _full_rows(data, fallback.nonzero().flatten(), limit)
-    r_o, r_n, r_v = torch.cat([t_o, f_o]), torch.cat([t_n, f_n]), torch.cat([t_v, f_v])
-    keep = rowwise_topk(r_o, r_n, r_v, k)
-    srcs.append(r_n[keep])
-    dsts.append(r_o[keep])
-    ws.append(r_v[keep])
+    (f_o, f_n, f_v), _ = _full_rows(data, fallback.nonzero().flatten(), limit, k, False)
+    srcs, dsts, ws = [c_n, tk_n, f_n], [c_o, tk_o, f_o], [c_v, tk_v, f_v]
     # rows nothing reached: as they were
     same = ~(touched | aff)[owner_old]
     src = torch.cat(srcs + [nbr_old[same]])
