@@ -124,32 +124,41 @@ def incremental(folder: Path, args) -> dict:
     n = x.shape[0]
     rng = np.random.default_rng(2)
     rows = []
-    for frac in args.fractions:
+    rebuild = None
+    settings = [(f, s) for f in args.fractions for s in args.old_pairs_share]
+    for frac, share in settings:
         n_old = n - int(round(frac * n))
         # new items' pairs are those of items >= n_old; plus new pairs of old items:
-        # 0.1 * frac of the old pairs moved to "new" (old users' fresh interactions)
+        # share * frac of the old pairs count as new (old users' fresh interactions)
         is_new = pairs[1] >= n_old
         old_idx = (~is_new).nonzero().flatten().numpy()
-        moved = rng.choice(old_idx, int(0.1 * frac * old_idx.size), replace=False)
+        moved = rng.choice(old_idx, int(share * frac * old_idx.size), replace=False)
         is_new[torch.from_numpy(moved)] = True
         old_p, new_p = pairs[:, ~is_new], pairs[:, is_new]
         row = {
             "fraction": frac,
+            "old_pairs_share": share,
             "items": n,
             "new_items": n - n_old,
             "new_pairs": int(new_p.size(1)),
         }
         old_j = jaccard_topk_graph(old_p, 2 * n, n_old, args.k_c)
-        t0 = time.perf_counter()
-        ref = jaccard_topk_graph(pairs, 2 * n, n, args.k_c)
+        if rebuild is None:  # the union is the same for every setting: rebuild it once
+            t0 = time.perf_counter()
+            rebuild = jaccard_topk_graph(pairs, 2 * n, n, args.k_c), time.perf_counter() - t0
+        ref = rebuild[0]
         t1 = time.perf_counter()
         got = update_jaccard(pairs, new_p, 2 * n, n, old_j[0], old_j[1], n_old, args.k_c)
         t2 = time.perf_counter()
         row["jaccard"] = {
-            "rebuild_s": t1 - t0,
+            "rebuild_s": rebuild[1],
             "update_s": t2 - t1,
             "identical": bool(torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])),
         }
+        if share != args.old_pairs_share[0]:  # the semantic graph ignores interactions
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            continue
         m = min(n, args.inc_knn_size)  # exact search: O(m^2 d) rebuild
         m_old = m - int(round(frac * m))
         xs = np.asarray(x[:m], dtype=np.float32)
@@ -177,6 +186,13 @@ def main() -> None:
     parser.add_argument("--k-s", type=int, default=10)
     parser.add_argument("--k-c", type=int, default=10)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1])
+    parser.add_argument(
+        "--old-pairs-share",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.1],
+        help="new pairs of old items, as a share of fraction * old pairs",
+    )
     parser.add_argument("--inc-knn-size", type=int, default=20_000, help="items, exact search")
     parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--skip-incremental", action="store_true")

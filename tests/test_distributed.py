@@ -174,3 +174,77 @@ def test_incremental_bad_input():
             2,
             2,
         )
+
+
+def _write_inputs(folder, n=200, nu=120):
+    x = _features(n)
+    np.save(folder / "x.npy", x.numpy().astype(np.float16))
+    pairs = _pairs(nu, n)
+    np.save(folder / "pairs.npy", pairs.numpy())
+    return np.load(folder / "x.npy", mmap_mode="r"), pairs
+
+
+def _read(folder, rel):
+    return (
+        torch.from_numpy(np.load(folder / f"{rel}_edge_index.npy")),
+        torch.from_numpy(np.load(folder / f"{rel}_edge_weight.npy")),
+    )
+
+
+def test_cli_refine_on_scheduler_equals_in_process(client, tmp_path):
+    from mllmrec_pyg.cli import main
+
+    x, pairs = _write_inputs(tmp_path)
+    common = [
+        "refine",
+        "--features",
+        str(tmp_path / "x.npy"),
+        "--pairs",
+        str(tmp_path / "pairs.npy"),
+    ]
+    common += ["--num-users", "120", "--alpha", "0.3", "--knn-backend", "torch", "--threads", "1"]
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    address = client.scheduler.address
+    assert main([*common, "--out", str(tmp_path / "cluster"), "--scheduler", address]) == 0
+    ref_s = threshold_knn_graph(x, 10, 0.3)
+    ref_c = jaccard_topk_graph(pairs, 120, 200, 10)
+    for out in ("local", "cluster"):
+        s, c = _read(tmp_path / out, "semantic"), _read(tmp_path / out, "cooccurs")
+        assert torch.equal(s[0], ref_s[0]) and torch.equal(c[0], ref_c[0])
+        assert torch.equal(c[1], ref_c[1])
+    for rel in ("semantic", "cooccurs", "related"):
+        a, b = _read(tmp_path / "local", rel), _read(tmp_path / "cluster", rel)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_cli_refine_update_equals_rebuild(tmp_path):
+    from mllmrec_pyg.cli import main
+
+    x, pairs = _write_inputs(tmp_path)
+    n_old = 170
+    old = pairs[:, pairs[1] < n_old]
+    np.save(tmp_path / "old_pairs.npy", old.numpy())
+    np.save(tmp_path / "x_old.npy", np.asarray(x[:n_old]))
+    np.save(tmp_path / "new_pairs.npy", pairs[:, pairs[1] >= n_old].numpy())
+    args = ["refine", "--num-users", "120", "--alpha", "0.3", "--knn-backend", "torch"]
+    assert main([*args, "--features", str(tmp_path / "x_old.npy"), "--pairs",
+                 str(tmp_path / "old_pairs.npy"), "--out", str(tmp_path / "old")]) == 0  # fmt: skip
+    full = [*args, "--features", str(tmp_path / "x.npy"), "--pairs", str(tmp_path / "pairs.npy")]
+    assert main([*full, "--out", str(tmp_path / "full")]) == 0
+    assert main([*full, "--out", str(tmp_path / "upd"), "--update-from", str(tmp_path / "old"),
+                 "--num-old-items", str(n_old), "--new-pairs", str(tmp_path / "new_pairs.npy")]) == 0  # fmt: skip
+    for rel in ("semantic", "cooccurs", "related"):
+        a, b = _read(tmp_path / "full", rel), _read(tmp_path / "upd", rel)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), rel
+
+
+def test_cli_refine_bad_input(tmp_path, capsys):
+    from mllmrec_pyg.cli import main
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), dtype=np.float32))
+    np.save(tmp_path / "pairs.npy", np.array([[0, 1], [2, 9]]))
+    with pytest.raises(SystemExit) as err:
+        main(["refine", "--features", str(tmp_path / "x.npy"), "--pairs",
+              str(tmp_path / "pairs.npy"), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert err.value.code == 2
+    assert "item ids outside [0, 4)" in capsys.readouterr().err
