@@ -91,12 +91,25 @@ def cluster_vs_local(folder: Path, args) -> dict:
     def cpu() -> float:  # CPU seconds of the workers and of this driver
         return sum(client.run(time.process_time).values()) + time.process_time()
 
-    with WorkerPeaks(pids) as peaks:
+    from distributed import get_task_stream
+
+    with WorkerPeaks(pids) as peaks, get_task_stream(client) as stream:
         t0, c0 = time.perf_counter(), cpu()
         dknn = distributed_threshold_knn(client, x, args.k_s, args.alpha, True, None, "auto")
         t1, c1 = time.perf_counter(), cpu()
         djac = distributed_jaccard(client, folder / "pairs.npy", 2 * n, n, args.k_c)
         t2, c2 = time.perf_counter(), cpu()
+    # cost per task kind: count, total and largest compute seconds
+    tasks: dict[str, list[float]] = {}
+    for rec in stream.data:
+        kind = rec["key"][0] if isinstance(rec["key"], tuple) else str(rec["key"])
+        kind = kind.rsplit("-", 1)[0]
+        for part in rec["startstops"]:
+            if part["action"] == "compute":
+                tasks.setdefault(kind, []).append(part["stop"] - part["start"])
+    out["tasks"] = {
+        k: {"count": len(v), "total_s": sum(v), "max_s": max(v)} for k, v in sorted(tasks.items())
+    }
     client.close()
     cluster.close()
     out["cluster"] = {
