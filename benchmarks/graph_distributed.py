@@ -92,6 +92,7 @@ def cluster_vs_local(folder: Path, args) -> dict:
         return sum(client.run(time.process_time).values()) + time.process_time()
 
     from distributed import get_task_stream
+    from distributed.utils import key_split
 
     with WorkerPeaks(pids) as peaks, get_task_stream(client) as stream:
         t0, c0 = time.perf_counter(), cpu()
@@ -102,8 +103,7 @@ def cluster_vs_local(folder: Path, args) -> dict:
     # cost per task kind: count, total and largest compute seconds
     tasks: dict[str, list[float]] = {}
     for rec in stream.data:
-        kind = rec["key"][0] if isinstance(rec["key"], tuple) else str(rec["key"])
-        kind = kind.rsplit("-", 1)[0]
+        kind = key_split(rec["key"])
         for part in rec["startstops"]:
             if part["action"] == "compute":
                 tasks.setdefault(kind, []).append(part["stop"] - part["start"])
