@@ -210,7 +210,7 @@ def _full_rows(data: _Interactions, owners: Tensor, max_pairs: int, k: int, keep
         v = c / (data.deg_item[o] + data.deg_item[nb] - c)
         if keep_all:
             every.append((o, nb, v))
-        top.append(_block_topk(o, nb, v, k, data.num_items))  # entries sorted by (o, nb)
+        top.append(_topk_rows(o, nb, v, k, data.num_items, presorted=True))
     return _cat3(top), _cat3(every)
 
 
@@ -221,12 +221,14 @@ def _cat3(parts):
     return tuple(torch.cat(t) for t in zip(*parts))
 
 
-def _topk_rows(o: Tensor, nb: Tensor, v: Tensor, k: int, num_items: int):
-    """Per owner the top-``k`` by (value desc, neighbour asc) of distinct (o, nb) entries."""
+def _topk_rows(o: Tensor, nb: Tensor, v: Tensor, k: int, num_items: int, presorted=False):
+    """Per owner the top-``k`` by (value desc, neighbour asc) of distinct (o, nb) entries
+    (``presorted``: already sorted by (o, nb))."""
     if o.numel() == 0:
         return o, nb, v
-    order = torch.from_numpy(np.argsort((o * num_items + nb).numpy()))
-    o, nb, v = o[order], nb[order], v[order]
+    if not presorted:
+        order = torch.from_numpy(np.argsort((o * num_items + nb).numpy()))
+        o, nb, v = o[order], nb[order], v[order]
     # owner ranges narrow enough for the one-sort selection of _block_topk
     span = 1 << max(1, 63 - 30 - max(1, (num_items - 1).bit_length()) - 1)
     cuts = torch.searchsorted(o, torch.arange(0, num_items + span, span)).tolist()
@@ -322,8 +324,8 @@ def update_jaccard(
     n_above = torch.bincount(c_o[above], minlength=num_items)
     fallback |= aff & full & (n_above < k)
     fallback &= ~touched
-    # merged rows
-    sel = ~fallback[c_o]
+    # merged rows; in a full row only candidates at or above its old K-th entry can stay
+    sel = ~fallback[c_o] & (above | ~full[c_o])
     c_o, c_n, c_v = c_o[sel], c_n[sel], c_v[sel]
     c_o, c_n, c_v = _topk_rows(c_o, c_n, c_v, k, num_items)
     # touched and fallback rows, recounted in full
