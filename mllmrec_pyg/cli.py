@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "mllmrec_pyg.commands.reasoning",
     "mllmrec_pyg.commands.experiment",
     "mllmrec_pyg.commands.tune",
+    "mllmrec_pyg.commands.refine",
 )
 #: exceptions that describe the user's input, not a bug: reported in one line
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -135,6 +135,35 @@ def unit_rows(rows: FeatureRows, norms: Tensor, ids: Tensor) -> Tensor:
     return normalise(rows.take(ids), norms[ids.to(norms.device)])
 
 
+def topk_by_value_then_id(vals: Tensor, k: int, ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per row, the positions of the ``k`` largest ``vals`` under a total order:
+    value descending, then ``ids`` ascending (column position when ``ids`` is
+    ``None``). Returns ``(values, positions)``, values descending.
+
+    ``torch.topk`` alone picks among values tied at the ``k``-th place as its
+    implementation happens to; here the lower id always wins, so the selection
+    depends only on the set of (value, id) pairs, not on how rows were split or
+    merged. Rows whose ``k``-th value is ``-inf`` (empty slots) are left as
+    ``torch.topk`` returns them: such entries are dropped downstream.
+    """
+    v, pos = vals.topk(k, dim=1)
+    if k >= vals.size(1) or vals.numel() == 0:
+        return v, pos
+    kth = v[:, -1:]
+    tied = (((vals >= kth).sum(1) > k) & torch.isfinite(kth[:, 0])).nonzero().flatten()
+    if tied.numel():
+        sub = vals[tied]
+        if ids is None:
+            order = torch.argsort(-sub, dim=1, stable=True)[:, :k]
+        else:
+            by_id = torch.argsort(ids[tied], dim=1, stable=True)
+            order = by_id.gather(1, torch.argsort(-sub.gather(1, by_id), dim=1, stable=True))
+            order = order[:, :k]
+        pos[tied] = order
+        v[tied] = sub.gather(1, order)
+    return v, pos
+
+
 @dataclass(frozen=True)
 class IndexParams:
     r"""Build and search parameters of the faiss indexes.
@@ -285,6 +314,50 @@ def kmeans_centroids(
     return torch.from_numpy(km.centroids).to(rows.device)
 
 
+def join_cells(rows: FeatureRows, norms: Tensor, params: IndexParams) -> tuple[Tensor, int, Tensor]:
+    """The self-join's cells: ``(nonzero rows, nprobe, unit centroids)``."""
+    nonzero = (norms >= ZERO_NORM_EPS).nonzero().flatten()
+    m = nonzero.numel()
+    nlist = params.nlist_for_join(m)
+    centroids = kmeans_centroids(rows, norms, nonzero.cpu(), nlist, params)
+    return nonzero, min(params.nprobe, nlist), centroids
+
+
+def probe_cells(unit: Tensor, centroids: Tensor, nprobe: int) -> Tensor:
+    """The ``nprobe`` cells nearest each unit row; the first is the row's own cell."""
+    return (unit @ centroids.t()).topk(nprobe, dim=1).indices
+
+
+def cell_lists(probes: Tensor, nlist: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(member, member_ptr, query, query_ptr)``: the rows whose own cell is ``c`` are
+    ``member[member_ptr[c]:member_ptr[c + 1]]``, those probing ``c`` likewise in
+    ``query``; both ascending within a cell."""
+    device = probes.device
+    nprobe = probes.size(1)
+    member = torch.argsort(probes[:, 0], stable=True)
+    member_ptr = torch.searchsorted(probes[:, 0][member], torch.arange(nlist + 1, device=device))
+    flat = probes.flatten()
+    query = torch.argsort(flat, stable=True)
+    query_ptr = torch.searchsorted(flat[query], torch.arange(nlist + 1, device=device))
+    return member, member_ptr, query // nprobe, query_ptr
+
+
+def cell_topk(unit_q: Tensor, unit_mem: Tensor, mem: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` members of one cell for a block of queries: (similarities, member ids)."""
+    sims = unit_q @ unit_mem.t()
+    v, j = topk_by_value_then_id(sims, min(k, mem.numel()))
+    return v, mem[j]
+
+
+def fold_topk(
+    best_v: Tensor, best_i: Tensor, v: Tensor, i: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """Merge candidate lists row by row, keeping the top-``k`` by (value, lower id)."""
+    v, i = torch.cat([best_v, v], dim=1), torch.cat([best_i, i], dim=1)
+    v, pos = topk_by_value_then_id(v, k, torch.where(i >= 0, i, torch.iinfo(i.dtype).max))
+    return v, i.gather(1, pos)
+
+
 def join_candidates(
     rows: FeatureRows, norms: Tensor, num_candidates: int, params: IndexParams, block: int
 ):
@@ -295,30 +368,22 @@ def join_candidates(
     queries are the indexed rows themselves, all owners probing a cell are
     scored against the cell's members by a single dense product, instead of
     one scan per owner; candidates are merged into a running top list per
-    owner. Works on the device of the features (CPU or CUDA). Yields
-    ``(owners, neighbours, sims)`` like :func:`faiss_candidates`.
+    owner, ordered by (similarity descending, id ascending), so the result
+    does not depend on the order in which cells are visited. Works on the
+    device of the features (CPU or CUDA). Yields ``(owners, neighbours, sims)``
+    like :func:`faiss_candidates`.
     """
     device = rows.device
-    nonzero = (norms >= ZERO_NORM_EPS).nonzero().flatten()
-    m = nonzero.numel()
-    nlist = params.nlist_for_join(m)
-    nprobe = min(params.nprobe, nlist)
-    centroids = kmeans_centroids(rows, norms, nonzero.cpu(), nlist, params)
+    nonzero, nprobe, centroids = join_cells(rows, norms, params)
+    m, nlist = nonzero.numel(), centroids.size(0)
     unit = torch.empty(m, rows.dim, dtype=torch.float32, device=device)
     probes = torch.empty(m, nprobe, dtype=torch.long, device=device)
     for s in range(0, m, block):
         u = unit_rows(rows, norms, nonzero[s : s + block])
         unit[s : s + u.size(0)] = u
-        probes[s : s + u.size(0)] = (u @ centroids.t()).topk(nprobe, dim=1).indices
-    # members of each cell, in cell order; queries probing each cell, in cell order
-    member = torch.argsort(probes[:, 0], stable=True)
-    member_ptr = torch.searchsorted(probes[:, 0][member], torch.arange(nlist + 1, device=device))
-    flat = probes.flatten()
+        probes[s : s + u.size(0)] = probe_cells(u, centroids, nprobe)
+    member, member_ptr, query, query_ptr = cell_lists(probes, nlist)
     del probes
-    query = torch.argsort(flat, stable=True)
-    query_ptr = torch.searchsorted(flat[query], torch.arange(nlist + 1, device=device))
-    query //= nprobe
-    del flat
     k = min(num_candidates, m)
     best_v = torch.full((m, k), float("-inf"), device=device)
     best_i = torch.full((m, k), -1, dtype=torch.long, device=device)
@@ -330,12 +395,8 @@ def join_candidates(
         qs = query[query_ptr_l[c] : query_ptr_l[c + 1]]
         for s in range(0, qs.numel(), block):
             q = qs[s : s + block]
-            sims = unit[q] @ unit[mem].t()
-            v, j = sims.topk(min(k, mem.numel()), dim=1)
-            v = torch.cat([best_v[q], v], dim=1)
-            i = torch.cat([best_i[q], mem[j]], dim=1)
-            v, pos = v.topk(k, dim=1)
-            best_v[q], best_i[q] = v, i.gather(1, pos)
+            v, i = cell_topk(unit[q], unit[mem], mem, k)
+            best_v[q], best_i[q] = fold_topk(best_v[q], best_i[q], v, i, k)
     del unit
     for s in range(0, m, block):
         ids = best_i[s : s + block]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
@@ -235,35 +237,60 @@ def jaccard_topk_graph(
         return torch.empty(2, 0, dtype=torch.long, device=device), torch.empty(0, device=device)
     data = _Interactions(edge_index, num_users, num_items)
     limit = max_pairs if max_pairs is not None else int(data.owner_cum[-1]) + 1
-    owner_cum = data.owner_cum.cpu()
-    acc: Tensor | None = None
+    acc: list[Tensor] = []  # the dense counter of heavy owners, allocated once
     srcs, dsts, weights = [], [], []
+    for a, b in plan_blocks(data.owner_cum.cpu(), limit, block_size, num_items):
+        out = block_topk(data, a, b, limit, k, acc)
+        if out is not None:
+            srcs.append(out[0])
+            dsts.append(out[1])
+            weights.append(out[2])
+    return assemble(srcs, dsts, weights, num_items, device)
+
+
+def plan_blocks(owner_cum: Tensor, limit: int, block_size: int, num_items: int) -> list:
+    """Owner ranges ``(a, b)`` whose expansion stays under ``limit`` triples; ``b == a + 1``
+    may exceed it (one heavy owner, counted in pieces). Owners without users are skipped."""
+    blocks = []
     a = 0
     while a < num_items:
         b = int(torch.searchsorted(owner_cum, owner_cum[a] + limit, right=True)) - 1
         b = min(b, a + block_size, num_items)
         if b <= a:  # one owner past the bound
-            if acc is None:
-                acc = torch.zeros(num_items, dtype=torch.int32, device=device)
-            nbr, count = data.heavy_owner(a, limit, acc)
-            owner = torch.full_like(nbr, a)
             b = a + 1
-        else:
-            if owner_cum[b] == owner_cum[a]:  # owners without users
-                a = b
-                continue
-            owner, nbr, count = data.block(a, b)
-        ok = owner != nbr
-        owner, nbr, count = owner[ok], nbr[ok], count[ok].to(torch.float64)
-        if owner.numel() == 0:
+        elif owner_cum[b] == owner_cum[a]:  # owners without users
             a = b
             continue
-        jac = count / (data.deg_item[owner] + data.deg_item[nbr] - count)
-        owner, nbr, jac = _block_topk(owner, nbr, jac, k, num_items)
-        srcs.append(nbr)
-        dsts.append(owner)
-        weights.append(jac)
+        blocks.append((a, b))
         a = b
+    return blocks
+
+
+def block_topk(
+    data: _Interactions, a: int, b: int, limit: int, k: int, acc: list[Tensor] | None = None
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(neighbours, owners, jaccard)`` of the top-``k`` lists of owners ``a:b``."""
+    num_items = data.num_items
+    device = data.owner.device
+    if int(data.owner_cum[b] - data.owner_cum[a]) > limit:  # one heavy owner
+        acc = [] if acc is None else acc
+        if not acc:
+            acc.append(torch.zeros(num_items, dtype=torch.int32, device=device))
+        nbr, count = data.heavy_owner(a, limit, acc[0])
+        owner = torch.full_like(nbr, a)
+    else:
+        owner, nbr, count = data.block(a, b)
+    ok = owner != nbr
+    owner, nbr, count = owner[ok], nbr[ok], count[ok].to(torch.float64)
+    if owner.numel() == 0:
+        return None
+    jac = count / (data.deg_item[owner] + data.deg_item[nbr] - count)
+    owner, nbr, jac = _block_topk(owner, nbr, jac, k, num_items)
+    return nbr, owner, jac
+
+
+def assemble(srcs, dsts, weights, num_items: int, device) -> tuple[Tensor, Tensor]:
+    """One graph from per-block edges, sorted by owner then neighbour, float32 weights."""
     if not srcs:
         return torch.empty(2, 0, dtype=torch.long, device=device), torch.empty(0, device=device)
     src, dst, w = torch.cat(srcs), torch.cat(dsts), torch.cat(weights)
@@ -296,6 +323,8 @@ class JaccardCoOccurrence(BaseTransform):
         block_size (int): most owner items per block.
         max_pairs (int, optional): most co-occurrence triples expanded at once
             (up to about 100 bytes each); ``None`` for no bound.
+        executor (distributed.Client, optional): count the blocks as tasks on
+            this Dask cluster; same edges and weights as in-process.
     """
 
     def __init__(
@@ -305,7 +334,11 @@ class JaccardCoOccurrence(BaseTransform):
         relation: str = "cooccurs",
         block_size: int = 4096,
         max_pairs: int | None = DEFAULT_MAX_PAIRS,
+        executor: Any = None,
     ) -> None:
+        from mllmrec_pyg.transforms.distributed import check_executor
+
+        self.executor = check_executor(executor, "JaccardCoOccurrence")
         self.k = _check_k(k)
         self.edge_type = check_edge_type(edge_type, "edge_type")
         self.relation = check_name(relation, "relation")
@@ -321,9 +354,21 @@ class JaccardCoOccurrence(BaseTransform):
         if edge_index is None:
             raise ValueError(f"data[{self.edge_type}].edge_index (training pairs) is missing")
         check_edge_index(edge_index, num_users, num_items, f"data[{self.edge_type}].edge_index")
-        out_index, out_weight = jaccard_topk_graph(
-            edge_index, num_users, num_items, self.k, self.block_size, self.max_pairs
-        )
+        if self.executor is not None:
+            from mllmrec_pyg.transforms.distributed import distributed_jaccard
+
+            out_index, out_weight = distributed_jaccard(
+                self.executor, edge_index, num_users, num_items, self.k, self.block_size,
+                self.max_pairs,
+            )  # fmt: skip
+            out_index, out_weight = (
+                out_index.to(edge_index.device),
+                out_weight.to(edge_index.device),
+            )
+        else:
+            out_index, out_weight = jaccard_topk_graph(
+                edge_index, num_users, num_items, self.k, self.block_size, self.max_pairs
+            )
         store = data[item_edge_type(item_type, self.relation)]
         store.edge_index, store.edge_weight = out_index, out_weight
         return data

@@ -39,6 +39,8 @@ class RefineItemGraph(BaseTransform):
             :class:`ThresholdKNN` (e.g. its search backend).
         jaccard_options (dict, optional): further keyword arguments of
             :class:`JaccardCoOccurrence`.
+        executor (distributed.Client, optional): run both on this Dask cluster
+            (:mod:`mllmrec_pyg.transforms.distributed`); same graphs as in-process.
     """
 
     def __init__(
@@ -51,11 +53,12 @@ class RefineItemGraph(BaseTransform):
         out: str = "related",
         knn_options: Mapping[str, Any] | None = None,
         jaccard_options: Mapping[str, Any] | None = None,
+        executor: Any = None,
     ) -> None:
-        self.knn = ThresholdKNN(k=k_s, threshold=alpha, loop=loop, **dict(knn_options or {}))
-        self.jaccard = (
-            JaccardCoOccurrence(k=k_c, **dict(jaccard_options or {})) if cooccurrence else None
-        )
+        knn_options = {"executor": executor, **dict(knn_options or {})}
+        jaccard_options = {"executor": executor, **dict(jaccard_options or {})}
+        self.knn = ThresholdKNN(k=k_s, threshold=alpha, loop=loop, **knn_options)
+        self.jaccard = JaccardCoOccurrence(k=k_c, **jaccard_options) if cooccurrence else None
         relations = (self.knn.relation,) + ((self.jaccard.relation,) if self.jaccard else ())
         self.merge = MergeGraphs(relations=relations, out=out)
 

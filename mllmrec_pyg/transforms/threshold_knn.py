@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from mllmrec_pyg.transforms._ann import (
     faiss_available,
     faiss_candidates,
     join_candidates,
+    topk_by_value_then_id,
     unit_rows,
 )
 from mllmrec_pyg.transforms._checks import (
@@ -138,6 +140,29 @@ def threshold_knn_graph(
         return _index_graph(
             rows, k_eff, threshold, loop, backend, index_params or IndexParams(), block_size
         )
+    xn, zero = unit_matrix(x)
+    block = block_size or _default_block(n)
+    any_zero = bool(zero.any())
+    srcs, dsts = [], []
+    for start in range(0, n, block):
+        src, dst = exact_block(
+            xn, zero, any_zero, start, min(start + block, n), k_eff, loop, threshold
+        )
+        srcs.append(src)
+        dsts.append(dst)
+    edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
+    edge_index = coalesce(edge_index, num_nodes=n, sort_by_row=False)
+    return edge_index, torch.ones(edge_index.size(1), device=device)
+
+
+#: Similarity rows come from products of at least this many rows: BLAS computes a
+#: one- or two-row product by another kernel, whose rounding differs, and every
+#: path (in-process, distributed, incremental) must see the same similarities.
+MIN_PRODUCT_ROWS = 8
+
+
+def unit_matrix(x: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+    """Unit float32 rows of ``x`` (zero-norm rows zero) and the zero-norm mask."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.array(x, dtype=np.float32))
     x = x.float()
@@ -145,29 +170,45 @@ def threshold_knn_graph(
     zero = norms < ZERO_NORM_EPS
     xn = x / norms.clamp_min(ZERO_NORM_EPS).unsqueeze(1)
     xn[zero] = 0.0
-    block = block_size or _default_block(n)
-    any_zero = bool(zero.any())
-    srcs, dsts = [], []
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        rows_ = torch.arange(start, stop, device=device)
-        sim = xn[start:stop] @ xn.t()
-        if any_zero:
-            sim[:, zero] = float("-inf")
-        sim[rows_ - start, rows_] = float("inf") if loop else float("-inf")
-        vals, cols = sim.topk(k_eff, dim=1)
-        if loop:
-            vals = torch.where(torch.isposinf(vals), torch.ones_like(vals), vals)
-        keep = torch.isfinite(vals)
-        if threshold is not None:
-            keep &= vals >= threshold
-        if any_zero:
-            keep &= ~zero[start:stop].unsqueeze(1)
-        srcs.append(cols[keep])
-        dsts.append(rows_.unsqueeze(1).expand_as(cols)[keep])
-    edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
-    edge_index = coalesce(edge_index, num_nodes=n, sort_by_row=False)
-    return edge_index, torch.ones(edge_index.size(1), device=device)
+    return xn, zero
+
+
+def similarity_rows(
+    xn: Tensor, start: int, stop: int, cols: Tensor | slice = slice(None)
+) -> Tensor:
+    """Cosines of rows ``start:stop`` with rows ``cols`` of ``xn`` (unit rows), from a
+    product of at least :data:`MIN_PRODUCT_ROWS` rows."""
+    lo = max(0, min(start, stop - MIN_PRODUCT_ROWS))
+    return (xn[lo:stop] @ xn[cols].t())[start - lo :]
+
+
+def exact_block(
+    xn: Tensor,
+    zero: Tensor,
+    any_zero: bool,
+    start: int,
+    stop: int,
+    k_eff: int,
+    loop: bool,
+    threshold: float | None,
+) -> tuple[Tensor, Tensor]:
+    """Edges ``(neighbours, owners)`` of owners ``start:stop``, exact: each owner's
+    ``k_eff`` most similar rows, ties at the ``k_eff``-th value to the lower id."""
+    device = xn.device
+    rows_ = torch.arange(start, stop, device=device)
+    sim = similarity_rows(xn, start, stop)
+    if any_zero:
+        sim[:, zero] = float("-inf")
+    sim[rows_ - start, rows_] = float("inf") if loop else float("-inf")
+    vals, cols = topk_by_value_then_id(sim, k_eff)
+    if loop:
+        vals = torch.where(torch.isposinf(vals), torch.ones_like(vals), vals)
+    keep = torch.isfinite(vals)
+    if threshold is not None:
+        keep &= vals >= threshold
+    if any_zero:
+        keep &= ~zero[start:stop].unsqueeze(1)
+    return cols[keep], rows_.unsqueeze(1).expand_as(cols)[keep]
 
 
 def _rescore(rows: FeatureRows, norms: Tensor, owners: Tensor, nbrs: Tensor) -> Tensor:
@@ -207,18 +248,41 @@ def _index_graph(
         for owners, nbrs, sims in blocks:
             if backend == "ivfpq":
                 sims = _rescore(rows, norms, owners, nbrs)
-            valid = (nbrs >= 0) & (nbrs != owners.unsqueeze(1))
-            sims = torch.where(valid, sims, float("-inf"))
-            # order by similarity descending, ties to the lower id
-            order = torch.argsort(torch.where(valid, nbrs, n), dim=1, stable=True)
-            nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
-            order = torch.argsort(-sims, dim=1, stable=True)[:, :k_others]
-            nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
-            keep = torch.isfinite(sims)
-            if threshold is not None:
-                keep &= sims >= threshold
-            srcs.append(nbrs[keep])
-            dsts.append(owners.unsqueeze(1).expand_as(nbrs)[keep])
+            src, dst = finish_candidates(owners, nbrs, sims, n, k_others, threshold)
+            srcs.append(src)
+            dsts.append(dst)
+    return assemble_index_graph(srcs, dsts, zero, n, loop, threshold, device)
+
+
+def finish_candidates(
+    owners: Tensor, nbrs: Tensor, sims: Tensor, n: int, k_others: int, threshold: float | None
+) -> tuple[Tensor, Tensor]:
+    """Edges ``(neighbours, owners)`` from index candidates (``-1`` where missing): the
+    ``k_others`` best other rows by (similarity descending, id ascending), thresholded."""
+    valid = (nbrs >= 0) & (nbrs != owners.unsqueeze(1))
+    sims = torch.where(valid, sims, float("-inf"))
+    # order by similarity descending, ties to the lower id
+    order = torch.argsort(torch.where(valid, nbrs, n), dim=1, stable=True)
+    nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
+    order = torch.argsort(-sims, dim=1, stable=True)[:, :k_others]
+    nbrs, sims = nbrs.gather(1, order), sims.gather(1, order)
+    keep = torch.isfinite(sims)
+    if threshold is not None:
+        keep &= sims >= threshold
+    return nbrs[keep], owners.unsqueeze(1).expand_as(nbrs)[keep]
+
+
+def assemble_index_graph(
+    srcs: list[Tensor],
+    dsts: list[Tensor],
+    zero: Tensor,
+    n: int,
+    loop: bool,
+    threshold: float | None,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """The index backends' graph: candidate edges plus self-loops, coalesced."""
+    srcs, dsts = list(srcs), list(dsts)
     if loop and (threshold is None or threshold <= 1.0):
         selfs = (~zero).nonzero().flatten()
         srcs.append(selfs)
@@ -270,8 +334,9 @@ class ThresholdKNN(BaseTransform):
     Whatever the backend, the rules stay those of the exact search: the
     threshold is applied to exact similarities, ``loop`` adds the self-loop,
     zero-norm rows get no edges, and ties at the :math:`K`-th value go to the
-    lower item id among the candidates (the ``"torch"`` backend breaks such
-    ties as ``torch.topk`` does). With a CUDA ``x`` and a faiss built with GPU
+    lower item id among the candidates (the ``"torch"`` backend among all
+    items, so that a distributed or incremental build gives the same graph).
+    With a CUDA ``x`` and a faiss built with GPU
     support the IVF and flat indexes run on the GPU (the GPU caps ``nprobe``
     and :math:`K` at 2048); otherwise on the CPU.
 
@@ -308,6 +373,10 @@ class ThresholdKNN(BaseTransform):
         candidates (int, optional): neighbours fetched per owner before the
             threshold (default :math:`K_s + 4`, IVF-PQ :math:`4K_s`).
         seed (int): seeds the k-means sample.
+        executor (distributed.Client, optional): run the search as tasks on
+            this Dask cluster (``"torch"`` and ``"ivfjoin"``; same edges as
+            in-process). Features held as a memory-mapped ``.npy`` are read by
+            the workers from the file; others are scattered to them.
     """
 
     def __init__(
@@ -331,7 +400,16 @@ class ThresholdKNN(BaseTransform):
         train_size: int | None = None,
         candidates: int | None = None,
         seed: int = 0,
+        executor: Any = None,
     ) -> None:
+        from mllmrec_pyg.transforms.distributed import check_executor
+
+        self.executor = check_executor(executor, "ThresholdKNN")
+        if executor is not None and backend not in ("torch", "ivfjoin", "auto"):
+            raise ValueError(
+                f"ThresholdKNN(executor=...) runs backend 'torch', 'ivfjoin' or 'auto', "
+                f"got backend={backend!r}"
+            )
         self.k = _check_k(k)
         self.threshold = check_cosine(threshold, "threshold")
         self.loop = check_bool(loop, "loop")
@@ -353,6 +431,19 @@ class ThresholdKNN(BaseTransform):
         rows.check_finite(self.block_size or INDEX_BLOCK)
         if rows.n != n:
             raise ValueError(f"{what} has {rows.n} rows for {n} nodes")
+        if self.executor is not None:
+            from mllmrec_pyg.transforms.distributed import distributed_threshold_knn
+
+            edge_index, edge_weight = distributed_threshold_knn(
+                self.executor, rows.x, self.k, self.threshold, self.loop, self.block_size,
+                self.backend, self.index_params,
+            )  # fmt: skip
+            store = data[item_edge_type(self.node_type, self.relation)]
+            store.edge_index, store.edge_weight = (
+                edge_index.to(rows.device),
+                edge_weight.to(rows.device),
+            )
+            return data
         edge_index, edge_weight = threshold_knn_graph(
             rows.x,
             self.k,

@@ -1,0 +1,340 @@
+r"""Incremental refinement: update a refined graph when items and interactions arrive,
+touching only the top-:math:`K` lists that change; the result equals a full
+rebuild on the union (same edges, same weights, the same tie rule).
+
+New items take the ids after the old ones (``num_old`` … ``N - 1``).
+
+* Semantic graph (exact search): the new items' rows are computed in full
+  (in the rebuild's own row blocks); an old item's list can only change by a
+  new item entering it, so its new list is the top-:math:`K` of its old list
+  and the new items, by (similarity, lower id), thresholded. Only the old
+  items with a new item above the threshold are touched; the products cost
+  :math:`O(N_\text{new} N d)` instead of :math:`O(N^2 d)`. The IVF backends
+  have no incremental form that equals their rebuild (the rebuild re-trains
+  the k-means cells), so only the exact graph is updated.
+* Co-occurrence graph: an item with new interactions (a *touched* item) gets
+  its row recounted in full; an untouched item's Jaccard values change only
+  towards touched items, so its list is merged from its old list (exact
+  values recovered from the stored float32 weights and the unchanged
+  degrees) and its new values towards touched items. When a touched item
+  left the list's last place, or fewer than :math:`K` candidates reach it,
+  the row is recounted in full.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mllmrec_pyg.transforms._ann import topk_by_value_then_id
+from mllmrec_pyg.transforms.jaccard import (
+    DEFAULT_MAX_PAIRS,
+    _block_topk,
+    _Interactions,
+    _run_lengths,
+    _sort_int64,
+)
+from mllmrec_pyg.transforms.threshold_knn import (
+    _check_k,
+    _default_block,
+    exact_block,
+    similarity_rows,
+    threshold_knn_graph,
+    unit_matrix,
+)
+
+__all__ = ["update_threshold_knn", "update_jaccard"]
+
+
+def _check_graph(edge_index: Tensor, num_old: int, what: str) -> Tensor:
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"{what} must be a [2, E] LongTensor")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_old):
+        raise ValueError(f"{what} has item ids outside the {num_old} old items")
+    return edge_index.cpu()
+
+
+def _lists(owner: Tensor, nbr: Tensor, rows: Tensor, width: int) -> Tensor:
+    """Dense ``[len(rows), width]`` neighbour lists (``-1`` padded) of owners ``rows``
+    from edges sorted by owner."""
+    lo = torch.searchsorted(owner, rows)
+    hi = torch.searchsorted(owner, rows, right=True)
+    cols = torch.arange(width)
+    pos = lo.unsqueeze(1) + cols
+    ok = pos < hi.unsqueeze(1)
+    return torch.where(ok, nbr[pos.clamp(max=max(nbr.numel() - 1, 0))], -1)
+
+
+@torch.no_grad()
+def update_threshold_knn(
+    x: Tensor | np.ndarray,
+    edge_index: Tensor,
+    num_old: int,
+    k: int = 10,
+    threshold: float | None = 0.7,
+    loop: bool = True,
+    block_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The exact semantic graph of all rows of ``x`` from ``edge_index``, the graph
+    :func:`~mllmrec_pyg.transforms.threshold_knn.threshold_knn_graph` built on its
+    first ``num_old`` rows (same ``k``, ``threshold``, ``loop``, ``block_size``).
+    Equals ``threshold_knn_graph(x, ...)``."""
+    _check_k(k)
+    n = int(x.shape[0])
+    if not 0 <= num_old <= n:
+        raise ValueError(f"num_old must be in [0, {n}] (rows of x), got {num_old}")
+    old = _check_graph(edge_index, num_old, "edge_index (the old semantic graph)")
+    k_eff = min(k, n if loop else n - 1)
+    k_old = min(k, num_old if loop else num_old - 1)
+    if num_old == 0 or k_eff != k_old or k_eff <= 0:  # lists of another length: rebuild
+        return threshold_knn_graph(x, k, threshold, loop, block_size)
+    xn, zero = unit_matrix(x)
+    any_zero = bool(zero.any())
+    block = block_size or _default_block(n)
+    first = (num_old // block) * block
+    srcs, dsts = [], []
+    # rows in the rebuild's blocks that hold new items: computed as the rebuild does
+    for s in range(first, n, block):
+        src, dst = exact_block(xn, zero, any_zero, s, min(s + block, n), k_eff, loop, threshold)
+        srcs.append(src)
+        dsts.append(dst)
+    nbr_old, owner_old = old[0], old[1]
+    order = torch.argsort(owner_old * num_old + nbr_old)
+    nbr_old, owner_old = nbr_old[order], owner_old[order]
+    keep_old = owner_old < first
+    untouched = torch.ones(first, dtype=torch.bool)
+    n_new = n - num_old
+    zero_new = zero[num_old:]
+    step = max(8, min(first, 2**24 // max(1, n_new))) if first else 1
+    for s in range(0, first, step):
+        e = min(s + step, first)
+        a = torch.arange(s, e)
+        # similarities with the new items, as the rebuild's rows hold them
+        sim = similarity_rows(xn, s, e, slice(num_old, n))
+        if any_zero:
+            sim[:, zero_new] = float("-inf")
+        cv, cj = topk_by_value_then_id(sim, min(k_eff, n_new))
+        ok = torch.isfinite(cv)
+        if threshold is not None:
+            ok &= cv >= threshold
+        hit = ok.any(1) & ~zero[s:e]
+        rows = hit.nonzero().flatten()
+        if rows.numel() == 0:
+            continue
+        for c in range(0, rows.numel(), 256):
+            r = rows[c : c + 256]
+            owners = a[r]
+            lists = _lists(owner_old, nbr_old, owners, k_eff)
+            valid = lists >= 0
+            cols = torch.unique(lists[valid])
+            pad = max(0, 8 - owners.numel())
+            rows_x = torch.cat([xn[owners], xn[owners[:1]].expand(pad, -1)]) if pad else xn[owners]
+            sl = (rows_x @ xn[cols].t())[: owners.numel()] if cols.numel() else None
+            lv = torch.full(lists.shape, float("-inf"))
+            if sl is not None:
+                pos = torch.searchsorted(cols, lists.clamp_min(0))
+                lv = torch.where(valid, sl.gather(1, pos.clamp(max=cols.numel() - 1)), lv)
+            if loop:
+                lv = torch.where(lists == owners.unsqueeze(1), float("inf"), lv)
+            nv = torch.where(ok[r], cv[r], float("-inf"))
+            ni = cj[r] + num_old
+            vals = torch.cat([lv, nv], 1)
+            ids = torch.cat([torch.where(valid, lists, n), ni], 1)
+            v, p = topk_by_value_then_id(vals, k_eff, ids)
+            i = ids.gather(1, p)
+            if loop:
+                v = torch.where(torch.isposinf(v), torch.ones_like(v), v)
+            keep = torch.isfinite(v) & (i < n)
+            if threshold is not None:
+                keep &= v >= threshold
+            srcs.append(i[keep])
+            dsts.append(owners.unsqueeze(1).expand_as(i)[keep])
+            untouched[owners] = False
+    keep_old &= untouched[owner_old.clamp(max=max(first - 1, 0))] if first else keep_old
+    srcs.append(nbr_old[keep_old])
+    dsts.append(owner_old[keep_old])
+    src, dst = torch.cat(srcs), torch.cat(dsts)
+    order = torch.argsort(dst * n + src)
+    edge_index = torch.stack([src[order], dst[order]])
+    return edge_index, torch.ones(edge_index.size(1))
+
+
+def _rows(data: _Interactions, owners: Tensor, max_pairs: int):
+    """All ``(owner, neighbour, count)`` co-occurrences of the sorted ``owners``."""
+    cum = data.owner_cum
+    cost = cum[owners + 1] - cum[owners]
+    acc = None
+    i = 0
+    while i < owners.numel():
+        if int(cost[i]) > max_pairs:  # one heavy owner, counted in pieces
+            if acc is None:
+                acc = torch.zeros(data.num_items, dtype=torch.int32)
+            nbr, count = data.heavy_owner(int(owners[i]), max_pairs, acc)
+            yield torch.full_like(nbr, int(owners[i])), nbr, count
+            i += 1
+            continue
+        run = torch.cumsum(cost[i:], 0)
+        j = i + max(1, int(torch.searchsorted(run, max_pairs, right=True)))
+        j = min(j, owners.numel())
+        while j > i + 1 and int(cost[j - 1]) > max_pairs:
+            j -= 1
+        o = owners[i:j]
+        starts, lens = data.owner_ptr[o], data.owner_ptr[o + 1] - data.owner_ptr[o]
+        tot = int(lens.sum())
+        if tot:
+            offs = torch.repeat_interleave(starts - (lens.cumsum(0) - lens), lens, output_size=tot)
+            pidx = offs + torch.arange(tot)
+            users, costs = data.user[pidx], data.cost[pidx]
+            total = int(costs.sum())
+            key = torch.repeat_interleave(
+                data.owner[pidx] * data.num_items, costs, output_size=total
+            )
+            shift = data.user_ptr[users] - (costs.cumsum(0) - costs)
+            pos = torch.repeat_interleave(shift, costs, output_size=total) + torch.arange(total)
+            key += data.items_by_user[pos]
+            key, count = _run_lengths(_sort_int64(key))
+            yield key // data.num_items, key % data.num_items, count
+        i = j
+
+
+def _full_rows(data: _Interactions, owners: Tensor, max_pairs: int, k: int, keep_all: bool):
+    """Rows ``owners`` counted in full: their top-``k`` ``(owner, neighbour, value)`` and,
+    with ``keep_all``, every positive value (float64)."""
+    top, every = [], []
+    for o, nb, c in _rows(data, owners, max_pairs):
+        ok = o != nb
+        o, nb, c = o[ok], nb[ok], c[ok].to(torch.float64)
+        if o.numel() == 0:
+            continue
+        v = c / (data.deg_item[o] + data.deg_item[nb] - c)
+        if keep_all:
+            every.append((o, nb, v))
+        top.append(_topk_rows(o, nb, v, k, data.num_items, presorted=True))
+    return _cat3(top), _cat3(every)
+
+
+def _cat3(parts):
+    if not parts:
+        e = torch.empty(0, dtype=torch.long)
+        return e, e, torch.empty(0, dtype=torch.float64)
+    return tuple(torch.cat(t) for t in zip(*parts))
+
+
+def _topk_rows(o: Tensor, nb: Tensor, v: Tensor, k: int, num_items: int, presorted=False):
+    """Per owner the top-``k`` by (value desc, neighbour asc) of distinct (o, nb) entries
+    (``presorted``: already sorted by (o, nb))."""
+    if o.numel() == 0:
+        return o, nb, v
+    if not presorted:
+        order = torch.from_numpy(np.argsort((o * num_items + nb).numpy()))
+        o, nb, v = o[order], nb[order], v[order]
+    # owner ranges narrow enough for the one-sort selection of _block_topk
+    span = 1 << max(1, 63 - 30 - max(1, (num_items - 1).bit_length()) - 1)
+    cuts = torch.searchsorted(o, torch.arange(0, num_items + span, span)).tolist()
+    parts = [
+        _block_topk(o[a:b], nb[a:b], v[a:b], k, num_items)
+        for a, b in zip(cuts[:-1], cuts[1:])
+        if b > a
+    ]
+    return _cat3(parts)
+
+
+@torch.no_grad()
+def update_jaccard(
+    edge_index: Tensor,
+    new_edge_index: Tensor,
+    num_users: int,
+    num_items: int,
+    graph_index: Tensor,
+    graph_weight: Tensor,
+    num_old_items: int,
+    k: int = 10,
+    max_pairs: int | None = DEFAULT_MAX_PAIRS,
+) -> tuple[Tensor, Tensor]:
+    """The co-occurrence graph of ``edge_index`` (ALL training pairs, old and new) from
+    ``graph_index``/``graph_weight``, the graph :func:`jaccard_topk_graph` built (same
+    ``k``) on the old pairs over the first ``num_old_items`` items. ``new_edge_index``
+    holds the pairs added since (new items' pairs and new pairs of old items; pairs
+    already present are harmless). Equals ``jaccard_topk_graph(edge_index, ...)``."""
+    _check_k(k)
+    if not 0 <= num_old_items <= num_items:
+        raise ValueError(f"num_old_items must be in [0, {num_items}], got {num_old_items}")
+    old = _check_graph(graph_index, num_old_items, "graph_index (the old co-occurrence graph)")
+    if graph_weight.numel() != old.size(1):
+        raise ValueError(f"graph_weight has {graph_weight.numel()} entries for {old.size(1)} edges")
+    data = _Interactions(edge_index.cpu(), num_users, num_items)
+    limit = max_pairs if max_pairs is not None else int(data.owner_cum[-1]) + 1
+    deg = data.deg_item
+    touched = torch.zeros(num_items, dtype=torch.bool)
+    touched[new_edge_index[1].cpu()] = True
+    t_ids = touched.nonzero().flatten()
+    (tk_o, tk_n, tk_v), (t_o, t_n, t_v) = _full_rows(data, t_ids, limit, k, True)
+    # untouched rows with a value towards a touched item: merge candidates
+    nbr_old, owner_old = old[0], old[1]
+    w_old = graph_weight.cpu().to(torch.float64)
+    key = owner_old * num_items + nbr_old
+    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+        order = torch.argsort(key)
+    else:
+        order = torch.arange(key.numel())
+    nbr_old, owner_old, w_old = nbr_old[order], owner_old[order], w_old[order]
+    aff = torch.zeros(num_items, dtype=torch.bool)
+    aff[t_n[~touched[t_n]]] = True
+    # old list entries of affected rows towards untouched neighbours: exact values
+    # recovered from the float32 weight and the unchanged degrees
+    e_aff = aff[owner_old]
+    a_o, a_n, a_w = owner_old[e_aff], nbr_old[e_aff], w_old[e_aff]
+    da, db = deg[a_o], deg[a_n]
+    cnt = torch.round(a_w * (da + db) / (1 + a_w))
+    a_v = cnt / (da + db - cnt)
+    exact = a_v.to(torch.float32).to(torch.float64) == a_w
+    fallback = torch.zeros(num_items, dtype=torch.bool)
+    fallback[a_o[~exact & ~touched[a_n]]] = True
+    # the old list's last entry bounds what the list knew of the rest of its row; a
+    # touched neighbour at the bottom (float32 weight at the row's minimum) leaves that
+    # bound unknown: recount
+    full = torch.bincount(owner_old, minlength=num_items) >= k
+    row_min = torch.full((num_items,), float("inf"), dtype=torch.float64)
+    row_min.scatter_reduce_(0, a_o, a_w, "amin")
+    last_touched = touched[a_n] & (a_w <= row_min[a_o]) & full[a_o]
+    fallback[a_o[last_touched]] = True
+    # otherwise the last entry is the lowest untouched one by (value desc, id asc)
+    u = (~touched[a_n] & exact).nonzero().flatten()
+    u = u[torch.argsort(a_n[u], stable=True)]
+    u = u[torch.argsort(-a_v[u], stable=True)]
+    u = u[torch.argsort(a_o[u], stable=True)]
+    so = a_o[u]
+    last = torch.ones(so.numel(), dtype=torch.bool)
+    last[:-1] = so[1:] != so[:-1]
+    kth_pos = u[last]
+    kth_owner = a_o[kth_pos]
+    # candidates: untouched old entries and the touched items' values (symmetric)
+    keep_u = ~touched[a_n] & exact
+    m_from_t = ~touched[t_n]
+    c_o = torch.cat([a_o[keep_u], t_n[m_from_t]])
+    c_n = torch.cat([a_n[keep_u], t_o[m_from_t]])
+    c_v = torch.cat([a_v[keep_u], t_v[m_from_t]])
+    # enough candidates at or above the old K-th entry (rows whose list was full)?
+    kth_v = torch.full((num_items,), float("-inf"), dtype=torch.float64)
+    kth_i = torch.full((num_items,), -1, dtype=torch.long)
+    kth_v[kth_owner] = a_v[kth_pos]
+    kth_i[kth_owner] = a_n[kth_pos]
+    above = (c_v > kth_v[c_o]) | ((c_v == kth_v[c_o]) & (c_n <= kth_i[c_o]))
+    n_above = torch.bincount(c_o[above], minlength=num_items)
+    fallback |= aff & full & (n_above < k)
+    fallback &= ~touched
+    # merged rows; in a full row only candidates at or above its old K-th entry can stay
+    sel = ~fallback[c_o] & (above | ~full[c_o])
+    c_o, c_n, c_v = c_o[sel], c_n[sel], c_v[sel]
+    c_o, c_n, c_v = _topk_rows(c_o, c_n, c_v, k, num_items)
+    # touched and fallback rows, recounted in full
+    (f_o, f_n, f_v), _ = _full_rows(data, fallback.nonzero().flatten(), limit, k, False)
+    srcs, dsts, ws = [c_n, tk_n, f_n], [c_o, tk_o, f_o], [c_v, tk_v, f_v]
+    # rows nothing reached: as they were
+    same = ~(touched | aff)[owner_old]
+    src = torch.cat(srcs + [nbr_old[same]])
+    dst = torch.cat(dsts + [owner_old[same]])
+    w = torch.cat([v.to(torch.float32) for v in ws] + [graph_weight.cpu()[order][same].float()])
+    order = torch.argsort(dst * num_items + src)
+    return torch.stack([src[order], dst[order]]), w[order]
