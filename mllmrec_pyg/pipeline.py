@@ -219,7 +219,7 @@ def add_features(
             raise SchemaError('no item features and no data["item"].text to encode')
         data[ITEM].x = encode(list(item_text), ITEM_FEATURES_FILE)
     if item_text is not None and data[ITEM].get("x_head") is None:
-        # the head view: what models that declare it read (LangGCN's ``item_head``)
+        # the head view: read only by models that declare the need "item_head"
         data[ITEM].x_head = encode(head_texts(list(item_text)), ITEM_HEAD_FILE)
     info: dict[str, Any] = {}
     if not users:
