@@ -39,6 +39,7 @@ def test_train_command_and_experiment_runner_agree(tmp_path):
     folder = cache / settings.dataset_tag()
     assert sorted(p.name for p in folder.glob("*.npy")) == [
         "item_feat.npy",
+        "item_head_feat.npy",
         "user_feat_none_train_history.npy",
     ]
     again, _ = pipeline.prepare(DataConfig("synthetic", **SIZES), TextConfig(), cache)

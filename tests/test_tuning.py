@@ -222,8 +222,14 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
     specs = ablation_jobs("langgcn", chosen, GraphConfig(), [0, 1])
     names = [s.variant.removeprefix("langgcn-ablate-") for s in specs[::2]]
     # the chosen point has no item graph and a full softmax: those switches are skipped;
-    # no IDs with pruned edges and propagated inputs is refused by the model: skipped too
-    assert set(names) == set(ABLATIONS) - {"no-item-graph", "full-softmax", "no-ids"}
+    # no IDs with pruned edges and propagated inputs is refused by the model: skipped too;
+    # the point reads no head view, so dropping it is no switch either
+    assert set(names) == set(ABLATIONS) - {
+        "no-item-graph",
+        "full-softmax",
+        "no-ids",
+        "no-item-head",
+    }
     by = {s.variant: s for s in specs}
     for name in names:
         spec = by[f"langgcn-ablate-{name}"]
