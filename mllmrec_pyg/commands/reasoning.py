@@ -91,7 +91,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     lc = parser.add_argument_group("llamacpp backend")
     lc.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
     lc.add_argument("--n-ctx", type=int, help="context tokens per sequence (default 4608)")
-    lc.add_argument("--threads", type=int, help="CPU threads (default: the cores free now)")
+
     o = parser.add_argument_group("openai backend")
     o.add_argument("--base-url", help="API root ending in /v1 (default http://127.0.0.1:8000/v1)")
     o.add_argument("--api-key-env", help="environment variable holding the key (never logged)")
@@ -111,7 +111,7 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     common = ("model", "max_new_tokens", "temperature", "seed", "system_prompt")
     local = ("repetition_penalty", "no_repeat_ngram_size", "prompt_format")
     transformers = ("batch_size", "quantization", "device", "local_files_only", "gguf_file")
-    llamacpp = ("parallel", "n_ctx", "threads")
+    llamacpp = ("parallel", "n_ctx")
     openai = ("base_url", "api_key_env", "timeout", "max_retries")
     per_backend = {  # flag -> setting
         "transformers": {f: f for f in (*common, *local, *transformers)},
@@ -142,6 +142,9 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             del kwargs["temperature"]
     if args.backend == "none" and "max_phrases" in kwargs:
         kwargs["min_phrases"] = min(6, kwargs["max_phrases"])
+    threads = str(getattr(args, "threads", None) or "")
+    if args.backend == "llamacpp" and threads.isdigit():
+        kwargs["threads"] = int(threads)  # the command's --threads N; else the free cores
     if args.backend in ("transformers", "llamacpp", "openai"):
         kwargs["progress"] = False  # the command's own bar covers the run
     return kwargs
