@@ -12,6 +12,7 @@ the repetition penalty and the n-gram ban.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import math
@@ -303,3 +304,36 @@ def test_the_command_runs_the_llamacpp_backend(tmp_path):
         assert store.count("user_preference") == N_USERS
         g = next(store.iter("user_preference"))
         assert g.fingerprint["backend"] == "llamacpp" and g.fingerprint["max_new_tokens"] == 3
+
+
+def test_llama_cpp_server_with_the_openai_backend(smol, tmp_path):
+    """The served route: ``python -m llama_cpp.server`` + ``--backend openai``."""
+    for module in ("llama_cpp.server.app", "openai"):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            pytest.skip(
+                f"{module} cannot be imported ({err}): pip install 'llama-cpp-python[server]'"
+            )
+    from mllmrec_pyg.reasoning.backends.openai_backend import OpenAIBackend
+    from mllmrec_pyg.testing import serve_llamacpp
+
+    requests = [GenerationRequest(str(i), p) for i, p in enumerate(PROMPTS[:3])]
+    with serve_llamacpp(models.smollm2_path(), n_ctx=1024, log_dir=tmp_path) as server:
+        backend = OpenAIBackend(
+            model=server.model,
+            base_url=server.base_url,
+            max_concurrency=2,
+            max_new_tokens=MAX_NEW,
+            timeout=120,
+            progress=False,
+        )
+        with backend, GenerationStore(tmp_path / "gen.sqlite") as store:
+            texts = run_requests("t", requests, backend, store, show_progress=False)
+            assert store.count("t") == 3
+        log = server.log_path.read_text(errors="replace")
+    assert all(texts) and len(set(texts)) == 3, texts
+    assert log.count("POST /v1/chat/completions") >= 3
+    # the server renders the same chat template: its first words are the in-process ones
+    local = smol.generate(requests)
+    assert [t.split()[:1] for t in texts] == [t.split()[:1] for t in local]
