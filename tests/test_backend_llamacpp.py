@@ -137,7 +137,7 @@ def test_penalty_and_ngram_ban_follow_the_transformers_rules(smol):
     b._n_vocab = 10
     prompt = [1, 2, 3, 1, 2]
     slot = b._start(0, prompt, GenerationRequest("k", "x"))
-    logits = np.array([0.5, 4.0, -1.0, 3.9, 0.0, 1.0, 2.0, 0.1, 0.2, 0.3], dtype=np.float32)
+    logits = np.array([0.5, 4.0, -1.0, 3.9, 0.0, 1.0, 2.5, 0.1, 0.2, 0.3], dtype=np.float32)
     expected = logits.copy()
     for t in {1, 2, 3}:  # every token of prompt + answer: > 0 divided, < 0 multiplied
         expected[t] = expected[t] / 2.0 if expected[t] > 0 else expected[t] * 2.0
