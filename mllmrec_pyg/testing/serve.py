@@ -1,8 +1,8 @@
-"""Run ``transformers serve`` on a loopback port for tests and benchmarks.
+"""Run ``transformers serve`` or ``llama_cpp.server`` on a loopback port for tests and benchmarks.
 
-:func:`serve_transformers` starts the OpenAI-compatible server as a child
-process on ``127.0.0.1``, waits (bounded) until ``/health`` answers, and
-stops it on exit, so the ``openai`` backend can be exercised end to end.
+:func:`serve_transformers` and :func:`serve_llamacpp` start an OpenAI-compatible
+server as a child process on ``127.0.0.1``, wait (bounded) until it answers,
+and stop it on exit, so the ``openai`` backend can be exercised end to end.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def _log_tail(path: Path, chars: int = 3000) -> str:
         return "<no log>"
 
 
-def _healthy(port: int) -> bool:
+def _healthy(port: int, path: str = "/health") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -130,6 +130,69 @@ def serve_transformers(
                 )
             time.sleep(0.5)
         logger.info("transformers serve (pid %d) is up on 127.0.0.1:%d", proc.pid, port)
+        yield ServedModel(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            model=model,
+            port=port,
+            pid=proc.pid,
+            log_path=log_path,
+        )
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def serve_llamacpp(
+    gguf: str | os.PathLike[str],
+    *,
+    port: int | None = None,
+    n_ctx: int = 2048,
+    threads: int = 1,
+    startup_timeout: float = 120.0,
+    log_dir: str | os.PathLike[str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[ServedModel]:
+    """Serve a GGUF file with ``python -m llama_cpp.server`` on 127.0.0.1.
+
+    The server (``pip install 'llama-cpp-python[server]'``) renders the GGUF's
+    chat template and answers ``/v1/chat/completions``; the model name to send
+    is the file's path as given here.
+
+    Raises:
+        RuntimeError: the server exited or did not answer ``/v1/models`` in time
+            (the message carries the end of its log).
+    """
+    port = port or free_port()
+    model = str(gguf)
+    log_root = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="serve-"))
+    log_root.mkdir(parents=True, exist_ok=True)
+    log_path = log_root / f"llama-cpp-server-{port}.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
+    cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads), *extra_args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not _healthy(port, "/v1/models"):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"llama_cpp.server exited with code {proc.returncode} before answering; "
+                    f"log {log_path}:\n{_log_tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"llama_cpp.server did not answer /v1/models on port {port} within "
+                    f"{startup_timeout:g} s; log {log_path}:\n{_log_tail(log_path)}"
+                )
+            time.sleep(0.5)
+        logger.info("llama_cpp.server (pid %d) is up on 127.0.0.1:%d", proc.pid, port)
         yield ServedModel(
             base_url=f"http://127.0.0.1:{port}/v1",
             model=model,

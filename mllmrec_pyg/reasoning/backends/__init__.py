@@ -1,6 +1,7 @@
-"""MLLM backends: ``transformers`` (4-bit Gemma 3), ``openai`` (served models), ``none``.
+"""MLLM backends: ``transformers`` (4-bit Gemma 3), ``llamacpp`` (GGUF models on CPU),
+``openai`` (served models), ``none``.
 
-All three implement :class:`~mllmrec_pyg.reasoning.backends.base.Backend`;
+All four implement :class:`~mllmrec_pyg.reasoning.backends.base.Backend`;
 pick one by name with :func:`get_backend`. Their heavy dependencies are
 imported only when a backend is built.
 """
@@ -15,6 +16,7 @@ from mllmrec_pyg.reasoning.backends.base import Backend, GenerationRequest
 #: backend name -> (module, class)
 BACKENDS: dict[str, tuple[str, str]] = {
     "transformers": ("mllmrec_pyg.reasoning.backends.hf", "TransformersBackend"),
+    "llamacpp": ("mllmrec_pyg.reasoning.backends.llamacpp", "LlamaCppBackend"),
     "openai": ("mllmrec_pyg.reasoning.backends.openai_backend", "OpenAIBackend"),
     "none": ("mllmrec_pyg.reasoning.backends.offline", "OfflineBackend"),
 }
@@ -24,9 +26,9 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
     """Build the backend called ``name``.
 
     Args:
-        name: ``"transformers"``, ``"openai"`` or ``"none"``.
+        name: ``"transformers"``, ``"llamacpp"``, ``"openai"`` or ``"none"``.
         **kwargs: the backend's settings, e.g. ``model=...``, ``batch_size=8``
-            (transformers), ``base_url=...``, ``max_concurrency=8`` (openai);
+            (transformers), ``parallel=8`` (llamacpp), ``base_url=...``, ``max_concurrency=8`` (openai);
             or ``config=`` a ready config object.
 
     Raises:
@@ -50,6 +52,8 @@ def __getattr__(attr: str) -> Any:
     lazy = {
         "TransformersBackend": "mllmrec_pyg.reasoning.backends.hf",
         "TransformersBackendConfig": "mllmrec_pyg.reasoning.backends.hf",
+        "LlamaCppBackend": "mllmrec_pyg.reasoning.backends.llamacpp",
+        "LlamaCppBackendConfig": "mllmrec_pyg.reasoning.backends.llamacpp",
         "OpenAIBackend": "mllmrec_pyg.reasoning.backends.openai_backend",
         "OpenAIBackendConfig": "mllmrec_pyg.reasoning.backends.openai_backend",
         "OfflineBackend": "mllmrec_pyg.reasoning.backends.offline",
@@ -67,6 +71,8 @@ __all__ = [
     "BackendError",
     "BackendInputError",
     "GenerationRequest",
+    "LlamaCppBackend",
+    "LlamaCppBackendConfig",
     "OfflineBackend",
     "OpenAIBackend",
     "OpenAIBackendConfig",

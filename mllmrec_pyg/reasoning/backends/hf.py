@@ -46,6 +46,7 @@ from mllmrec_pyg.reasoning.backends.base import GenerationRequest
 logger = logging.getLogger(__name__)
 
 _QUANTIZATIONS = ("nf4", "fp4", "none")
+_PROMPT_FORMATS = ("auto", "chat", "completion")
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _DEFAULT_QUANTIZATION = "nf4"
 _DEFAULT_MAX_NEW_TOKENS = 160
@@ -91,6 +92,11 @@ class TransformersBackendConfig:
         no_repeat_ngram_size: forbid repeating any n-gram of this size;
             ``None`` = the preset's, else off.
         system_prompt: an optional system turn before each prompt.
+        prompt_format: ``"chat"`` (the model's chat template), ``"completion"``
+            (the few-shot templates of
+            :func:`~mllmrec_pyg.reasoning.prompts.completion_prompt`, for base
+            models) or ``"auto"``: completion when the GGUF file or model folder
+            has no chat template, chat otherwise (hub ids: chat).
         progress: show a progress bar when a call spans several batches.
     """
 
@@ -115,9 +121,14 @@ class TransformersBackendConfig:
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     system_prompt: str | None = None
+    prompt_format: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.prompt_format not in _PROMPT_FORMATS:
+            raise ValueError(
+                f"prompt_format={self.prompt_format!r}: choose one of {_PROMPT_FORMATS}"
+            )
         if self.quantization is not None and self.quantization not in _QUANTIZATIONS:
             raise ValueError(f"quantization={self.quantization!r}: choose one of {_QUANTIZATIONS}")
         if self.compute_dtype not in _DTYPES:
@@ -203,6 +214,7 @@ class TransformersBackend:
         self._multimodal: bool | None = None
         self._device = None
         self._batch_limit: int | None = None  # lowered after an out-of-memory error
+        self._prompt_format: str | None = None
         #: running totals of this backend's generate calls
         self.stats = {"requests": 0, "prompt_tokens": 0, "new_tokens": 0, "seconds": 0.0}
 
@@ -308,6 +320,10 @@ class TransformersBackend:
             fp["repetition_penalty"] = c.repetition_penalty
         if c.no_repeat_ngram_size:
             fp["no_repeat_ngram_size"] = c.no_repeat_ngram_size
+        if self.prompt_format == "completion":
+            from mllmrec_pyg.reasoning.prompts import COMPLETION_TEMPLATE_VERSION
+
+            fp["prompt_format"] = COMPLETION_TEMPLATE_VERSION
         if self._gguf_path is not None:
             from mllmrec_pyg.reasoning.models import file_sha256
 
@@ -320,6 +336,32 @@ class TransformersBackend:
         if folder.is_dir():
             fp["weights"] = folder_digest(folder)
         return fp
+
+    @property
+    def prompt_format(self) -> str:
+        """``"chat"`` or ``"completion"``: how prompts reach the model (see the config)."""
+        if self._prompt_format is None:
+            self._prompt_format = self._detect_prompt_format()
+        return self._prompt_format
+
+    def _detect_prompt_format(self) -> str:
+        c = self.config
+        if c.prompt_format != "auto":
+            return c.prompt_format
+        if self._gguf_path is not None:
+            from mllmrec_pyg.reasoning.models import gguf_chat_template
+
+            return "chat" if gguf_chat_template(self._gguf_path) else "completion"
+        folder = Path(c.model).expanduser()
+        if not (folder / "config.json").is_file():
+            return "chat"  # a hub id: instruction-tuned unless told otherwise
+        if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+            return "chat"
+        for name in ("tokenizer_config.json", "processor_config.json"):
+            path = folder / name
+            if path.is_file() and json.loads(path.read_text()).get("chat_template"):
+                return "chat"
+        return "completion"
 
     def _gguf_cache_folder(self) -> Path:
         from mllmrec_pyg.reasoning.models import file_sha256, model_cache_root
@@ -462,6 +504,11 @@ class TransformersBackend:
             self._check_local_folder()
             source = c.model
             self._multimodal = self._is_multimodal_source(source, common)
+        if self._multimodal and self.prompt_format == "completion":
+            raise BackendInputError(
+                f"{self.model_name}: a vision-language model takes chat prompts; "
+                "prompt_format='completion' is for text-only base models"
+            )
         if self._multimodal:
             model = self._load_multimodal(transformers, source, common, kwargs)
         else:
@@ -470,10 +517,11 @@ class TransformersBackend:
             except (OSError, ValueError) as err:
                 raise OSError(f"cannot load the tokenizer of {self.model_name!r}: {err}") from err
             _pad_left(tokenizer)
-            if not getattr(tokenizer, "chat_template", None):
+            if self.prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
                 raise BackendInputError(
                     f"{self.model_name}: the tokenizer has no chat template; use an "
-                    "instruction-tuned model"
+                    "instruction-tuned model, or prompt_format='completion' "
+                    "(--prompt-format completion) for a base model"
                 )
             model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
             self._tokenizer = tokenizer
@@ -541,6 +589,10 @@ class TransformersBackend:
             gen.no_repeat_ngram_size = c.no_repeat_ngram_size
         if gen.pad_token_id is None:
             gen.pad_token_id = self._tokenizer.pad_token_id
+        if self.prompt_format == "completion":
+            from mllmrec_pyg.reasoning.prompts import COMPLETION_STOP
+
+            gen.stop_strings = list(COMPLETION_STOP)  # the answer ends with its record
         return gen
 
     # ------------------------------------------------------------ generation
@@ -590,6 +642,10 @@ class TransformersBackend:
                         f"{self.model_name} is a text-only model"
                     )
         processor = self._processor if self._multimodal else self._tokenizer
+        if self.prompt_format == "completion":
+            # base models: few-shot text, the tokenizer adds BOS as the model expects
+            texts = [self._completion_text(r) for r in batch]
+            return processor(texts, return_tensors="pt", padding=True)
         texts = [
             processor.apply_chat_template(
                 self._messages(r), add_generation_prompt=True, tokenize=False
@@ -607,6 +663,13 @@ class TransformersBackend:
             inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
         return inputs
 
+    def _completion_text(self, request: GenerationRequest) -> str:
+        from mllmrec_pyg.reasoning.prompts import completion_prompt
+
+        text = completion_prompt(request.prompt)
+        system = self.config.system_prompt
+        return f"{system}\n\n{text}" if system else text
+
     def _generate_batch(self, batch: list[GenerationRequest], gen_config) -> list[str]:
         torch = self._torch()
         inputs = self._inputs(batch).to(self._device)
@@ -615,14 +678,20 @@ class TransformersBackend:
         prompt_len = inputs["input_ids"].shape[1]
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self._model.generate(**inputs, generation_config=gen_config)
+            extra = {"tokenizer": self._tokenizer} if gen_config.stop_strings else {}
+            out = self._model.generate(**inputs, generation_config=gen_config, **extra)
         new = out[:, prompt_len:]
         pad = gen_config.pad_token_id
         self.stats["requests"] += len(batch)
         self.stats["prompt_tokens"] += int(inputs["attention_mask"].sum())
         self.stats["new_tokens"] += int((new != pad).sum()) if pad is not None else new.numel()
         self.stats["seconds"] += time.perf_counter() - start
-        return [t.strip() for t in self._tokenizer.batch_decode(new, skip_special_tokens=True)]
+        texts = self._tokenizer.batch_decode(new, skip_special_tokens=True)
+        if self.prompt_format == "completion":
+            from mllmrec_pyg.reasoning.prompts import cut_completion
+
+            return [cut_completion(t) for t in texts]
+        return [t.strip() for t in texts]
 
     def generate(self, requests: list[GenerationRequest]) -> list[str]:
         """Generate one text per request, in request order.
