@@ -137,7 +137,10 @@ class ScriptedServer:
 
 
 def _prompt_of(body: dict) -> str:
-    return [p for p in body["messages"][-1]["content"] if p["type"] == "text"][0]["text"]
+    content = body["messages"][-1]["content"]
+    if isinstance(content, str):  # text alone is sent as a plain string
+        return content
+    return [p for p in content if p["type"] == "text"][0]["text"]
 
 
 def _echo(n: int, body: dict) -> Reply:

@@ -189,7 +189,9 @@ class OpenAIBackend:
         messages: list[dict[str, Any]] = []
         if self.config.system_prompt:
             messages.append({"role": "system", "content": self.config.system_prompt})
-        messages.append({"role": "user", "content": content})
+        # text alone goes as a plain string: every server takes that, while some
+        # (llama_cpp.server's chat formats) fail on a list of parts
+        messages.append({"role": "user", "content": content if request.images else request.prompt})
         return messages
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
