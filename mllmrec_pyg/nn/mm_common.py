@@ -355,6 +355,22 @@ def layer_mean(
     return layer_sum(adj, x, num_layers, adj_transposed) / (num_layers + 1)
 
 
+def project_rows(proj: nn.Linear, x: Tensor, items: Tensor) -> Tensor:
+    """``proj(x[items])``, computed the cheaper of two ways.
+
+    When the rows asked for are about as many as ``x`` has (a MovieLens-size
+    catalogue and a batch's positives and negatives together), projecting every
+    row and then selecting is faster: a single dense product forward and
+    backward (also for a trainable ``x``, whose gradient is then one matrix
+    product instead of a scatter into a zeroed ``[I, d]`` tensor), and no copy
+    of the selected feature rows. Otherwise only the selected rows are
+    projected. Both give the same values up to float rounding.
+    """
+    if 4 * x.size(0) <= 5 * items.numel():
+        return proj(x).index_select(0, items)
+    return proj(x.index_select(0, items))
+
+
 def l2_penalty(u: Tensor, p: Tensor, n: Tensor, weight: float) -> Tensor:
     """:math:`\\beta \\frac{1}{2B}(\\lVert P_u\\rVert^2 + \\lVert Q_i\\rVert^2 + \\lVert Q_j\\rVert^2)`
     on a batch's user, positive and negative vectors (``weight`` :math:`\\beta`)."""
@@ -454,6 +470,7 @@ __all__ = [
     "info_nce",
     "layer_mean",
     "modality_features",
+    "project_rows",
     "propagate",
     "read_inputs",
     "read_item_edges",
