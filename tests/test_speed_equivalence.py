@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 import mllmrec_pyg.metrics as metrics
 import mllmrec_pyg.nn.bipartite as bipartite_module
+import mllmrec_pyg.nn.mm_common as mm_common
+import mllmrec_pyg.nn.slmrec as slmrec_module
+import mllmrec_pyg.nn.soil as soil_module
 import mllmrec_pyg.train as train_module
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.data.synthetic import make_scale_data
@@ -115,6 +118,26 @@ def reference_vbpr_loss(model, users, pos, neg):
     loss = -F.logsigmoid(s_pos - s_neg).mean()
     norms = u.norm() + qp.norm() + qn.norm()
     return loss + model.config.reg_weight * norms / users.numel()
+
+
+def reference_info_nce_rows(anchor, positive, temperature, candidates):
+    """InfoNCE rows as written before 1/τ moved onto the queries: the product divided."""
+    z = F.normalize(anchor, dim=1)
+    p = F.normalize(positive, dim=1)
+    c = p if candidates is None else F.normalize(candidates, dim=1)
+    return torch.logsumexp(z @ c.t() / temperature, dim=1) - (z * p).sum(-1) / temperature
+
+
+def reference_in_batch_softmax(queries, keys, rows, cols, temperature, normalize=False):
+    """In-batch softmax as written before 1/τ moved onto the queries."""
+    uniq_r, inv_r, cnt_r = torch.unique(rows, return_inverse=True, return_counts=True)
+    uniq_c, inv_c, cnt_c = torch.unique(cols, return_inverse=True, return_counts=True)
+    q, k = queries[uniq_r], keys[uniq_c]
+    if normalize:
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    lse = torch.logsumexp(q @ k.t() / temperature + cnt_c.to(q.dtype).log(), dim=1)
+    pos = (q[inv_r] * k[inv_c]).sum() / temperature
+    return ((lse * cnt_r).sum() - pos) / rows.numel()
 
 
 def reference_freedom_propagate(model: FREEDOM, adj):
@@ -377,6 +400,10 @@ def _history(name, data, monkeypatch=None):
             )
         if name == "vbpr":
             monkeypatch.setattr(model, "batch_loss", lambda *b: reference_vbpr_loss(model, *b))
+        monkeypatch.setattr(mm_common, "_info_nce_rows", reference_info_nce_rows)
+        monkeypatch.setattr(mm_common, "in_batch_softmax", reference_in_batch_softmax)
+        for module in (slmrec_module, soil_module):  # imported by name there
+            monkeypatch.setattr(module, "in_batch_softmax", reference_in_batch_softmax)
         monkeypatch.setattr(  # the sorted unique the user-item adjacency used before
             bipartite_module, "unique_pairs", lambda pairs: torch.unique(pairs, dim=1)
         )
