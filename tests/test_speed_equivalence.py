@@ -14,12 +14,18 @@ import torch
 import torch.nn.functional as F
 
 import mllmrec_pyg.metrics as metrics
+import mllmrec_pyg.nn.bipartite as bipartite_module
+import mllmrec_pyg.nn.mm_common as mm_common
+import mllmrec_pyg.nn.slmrec as slmrec_module
+import mllmrec_pyg.nn.soil as soil_module
 import mllmrec_pyg.train as train_module
 from mllmrec_pyg._sparse import quiet_sparse, to_csr
 from mllmrec_pyg.data.synthetic import make_scale_data
 from mllmrec_pyg.metrics import FullRankEvaluator, topk_items
 from mllmrec_pyg.nn import FREEDOM, MLLMRec, MLLMRecConfig
+from mllmrec_pyg.nn.base import gather_triples
 from mllmrec_pyg.nn.baselines import LightGCNRecommender
+from mllmrec_pyg.nn.mm_common import bpr_loss, project_rows
 from mllmrec_pyg.nn.registry import MODELS, build_model
 from mllmrec_pyg.nn.spmm import csr_transpose, fixed_matmul, spmm
 from mllmrec_pyg.train import TrainConfig, Trainer, seed_everything
@@ -81,6 +87,57 @@ def reference_id_bpr_loss(model, users, pos, neg):
         rows = model.user_emb(users), model.item_emb(pos), model.item_emb(neg)
     reg = model.config.reg_weight * sum(r.pow(2).sum() for r in rows) / (2 * users.numel())
     return -F.logsigmoid(s_pos - s_neg).mean() + reg
+
+
+def reference_freedom_pair_scores(model: FREEDOM, users, pos, neg):
+    """FREEDOM's scores as written before the single gather: plain indexing of each."""
+    user_out, item_out = model.propagate(model._current_adj())
+    u = user_out[users]
+    model._last_batch = (users, u)
+    return (u * item_out[pos]).sum(-1), (u * item_out[neg]).sum(-1)
+
+
+def reference_freedom_modality_loss(model: FREEDOM, u, pos, neg):
+    """The modality BPR term as written before :func:`project_rows`: each side's rows
+    gathered, then projected."""
+    total = u.new_zeros(())
+    for x, proj in zip(model.features, model.projections):
+        total = total + bpr_loss(u, proj(x[pos]), proj(x[neg]))
+    return total
+
+
+def reference_vbpr_loss(model, users, pos, neg):
+    """VBPR's loss as written before the single pass over both sides' items."""
+    u = model.user_emb[users]
+
+    def side(items):
+        q = torch.cat([model.item_emb[items], model.projection(model.features[items])], dim=-1)
+        return (u * q).sum(-1), q
+
+    (s_pos, qp), (s_neg, qn) = side(pos), side(neg)
+    loss = -F.logsigmoid(s_pos - s_neg).mean()
+    norms = u.norm() + qp.norm() + qn.norm()
+    return loss + model.config.reg_weight * norms / users.numel()
+
+
+def reference_info_nce_rows(anchor, positive, temperature, candidates):
+    """InfoNCE rows as written before 1/τ moved onto the queries: the product divided."""
+    z = F.normalize(anchor, dim=1)
+    p = F.normalize(positive, dim=1)
+    c = p if candidates is None else F.normalize(candidates, dim=1)
+    return torch.logsumexp(z @ c.t() / temperature, dim=1) - (z * p).sum(-1) / temperature
+
+
+def reference_in_batch_softmax(queries, keys, rows, cols, temperature, normalize=False):
+    """In-batch softmax as written before 1/τ moved onto the queries."""
+    uniq_r, inv_r, cnt_r = torch.unique(rows, return_inverse=True, return_counts=True)
+    uniq_c, inv_c, cnt_c = torch.unique(cols, return_inverse=True, return_counts=True)
+    q, k = queries[uniq_r], keys[uniq_c]
+    if normalize:
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    lse = torch.logsumexp(q @ k.t() / temperature + cnt_c.to(q.dtype).log(), dim=1)
+    pos = (q[inv_r] * k[inv_c]).sum() / temperature
+    return ((lse * cnt_r).sum() - pos) / rows.numel()
 
 
 def reference_freedom_propagate(model: FREEDOM, adj):
@@ -227,6 +284,39 @@ def test_spmm_equals_the_dense_product(dtype, compact):
     assert torch.allclose(spmm(adj, x.t().contiguous().t()), out, atol=1e-6)  # strided x
 
 
+def test_gather_triples_and_project_rows_match_plain_indexing():
+    gen = torch.Generator().manual_seed(6)
+    users = torch.randint(0, 7, (40,), generator=gen)
+    pos, neg = torch.randint(0, 30, (2, 40), generator=gen)
+    user_out = torch.randn(7, 5, generator=gen, requires_grad=True)
+    item_out = torch.randn(30, 5, generator=gen, requires_grad=True)
+    weights = torch.randn(3, 40, 5, generator=gen)
+
+    def loss(u, p, n):
+        return (u * weights[0]).sum() + (p * weights[1]).sum() + (n * weights[2]).sum()
+
+    fast = gather_triples(user_out, item_out, users, pos, neg)
+    for a, b in zip(fast, (user_out[users], item_out[pos], item_out[neg])):
+        assert torch.equal(a, b)
+    grads_fast = torch.autograd.grad(loss(*fast), (user_out, item_out))
+    plain = (user_out[users], item_out[pos], item_out[neg])
+    grads_plain = torch.autograd.grad(loss(*plain), (user_out, item_out))
+    for a, b in zip(grads_fast, grads_plain):
+        assert torch.allclose(a, b, atol=1e-6)
+    # both ways of project_rows: few rows (project the selected ones), many (project all)
+    proj = torch.nn.Linear(5, 4)
+    x = torch.randn(30, 5, generator=gen, requires_grad=True)
+    for items in (pos[:6], torch.cat([pos, neg])):
+        out = project_rows(proj, x, items)
+        ref = proj(x[items])
+        assert torch.allclose(out, ref, atol=1e-6)
+        w = torch.randn(out.shape, generator=gen)
+        g_fast = torch.autograd.grad((out * w).sum(), (x, proj.weight, proj.bias))
+        g_ref = torch.autograd.grad((ref * w).sum(), (x, proj.weight, proj.bias))
+        for a, b in zip(g_fast, g_ref):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
 def _grads(module, fn):
     module.zero_grad(set_to_none=True)
     outs = fn()
@@ -302,6 +392,21 @@ def _history(name, data, monkeypatch=None):
             monkeypatch.setattr(
                 model, "propagate", lambda adj: reference_freedom_propagate(model, adj)
             )
+            monkeypatch.setattr(
+                model, "pair_scores", lambda *b: reference_freedom_pair_scores(model, *b)
+            )
+            monkeypatch.setattr(
+                model, "modality_loss", lambda *b: reference_freedom_modality_loss(model, *b)
+            )
+        if name == "vbpr":
+            monkeypatch.setattr(model, "batch_loss", lambda *b: reference_vbpr_loss(model, *b))
+        monkeypatch.setattr(mm_common, "_info_nce_rows", reference_info_nce_rows)
+        monkeypatch.setattr(mm_common, "in_batch_softmax", reference_in_batch_softmax)
+        for module in (slmrec_module, soil_module):  # imported by name there
+            monkeypatch.setattr(module, "in_batch_softmax", reference_in_batch_softmax)
+        monkeypatch.setattr(  # the sorted unique the user-item adjacency used before
+            bipartite_module, "unique_pairs", lambda pairs: torch.unique(pairs, dim=1)
+        )
         monkeypatch.setattr(metrics, "topk_items", reference_topk_items)
         monkeypatch.setattr(  # the multi-tensor Adam the trainer used before the fused one
             train_module, "adam", lambda params, lr: torch.optim.Adam(params, lr=lr, foreach=True)

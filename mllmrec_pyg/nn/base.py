@@ -39,12 +39,29 @@ from mllmrec_pyg.metrics import CSRIndex, mask_scores_, topk_items
 ScoreFn = Callable[[Tensor], Tensor]
 
 
+def gather_triples(
+    user_out: Tensor, item_out: Tensor, users: Tensor, pos_items: Tensor, neg_items: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The rows ``user_out[users]``, ``item_out[pos_items]``, ``item_out[neg_items]``.
+
+    The values are those of plain indexing; the items come from one
+    ``index_select`` over ``pos_items`` and ``neg_items`` together, so the
+    backward pass is one ``index_add`` into one ``[I, d]`` gradient instead of
+    two sorted ``index_put`` accumulations (indexing's backward) summed afterwards.
+    ``neg_items`` may be ``[B, n]``; its rows come back as ``[B, n, d]``.
+    """
+    u = user_out.index_select(0, users)
+    items = item_out.index_select(0, torch.cat([pos_items, neg_items.reshape(-1)]))
+    p, n = items.split([pos_items.numel(), neg_items.numel()])
+    return u, p, n.view(*neg_items.shape, -1)
+
+
 def dot_pair_scores(
     user_out: Tensor, item_out: Tensor, users: Tensor, pos_items: Tensor, neg_items: Tensor
 ) -> tuple[Tensor, Tensor]:
     """:meth:`RankingModel.pair_scores` as inner products of final representations."""
-    u = user_out[users]
-    return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
+    u, p, n = gather_triples(user_out, item_out, users, pos_items, neg_items)
+    return (u * p).sum(-1), (u * n).sum(-1)
 
 
 def dot_scorer(user_out: Tensor, item_out: Tensor) -> ScoreFn:

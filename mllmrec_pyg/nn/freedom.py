@@ -55,6 +55,7 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg._sparse import quiet_sparse
 from mllmrec_pyg.data.schema import RELATED
+from mllmrec_pyg.nn.base import gather_triples
 from mllmrec_pyg.nn.bipartite import bipartite_adjacency
 from mllmrec_pyg.nn.item_lightgcn import item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.mm_common import (
@@ -66,6 +67,7 @@ from mllmrec_pyg.nn.mm_common import (
     l2_penalty,
     layer_mean,
     power_matmul,
+    project_rows,
     read_inputs,
     read_item_edges,
     require_non_negative,
@@ -390,16 +392,16 @@ class FREEDOM(MultimodalModel):
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:
-        user_out, item_out = self.propagate(self._current_adj())
-        u = user_out[users]
+        u, p, n = gather_triples(*self.propagate(self._current_adj()), users, pos_items, neg_items)
         self._last_batch = (users, u)
-        return (u * item_out[pos_items]).sum(-1), (u * item_out[neg_items]).sum(-1)
+        return (u * p).sum(-1), (u * n).sum(-1)
 
     def modality_loss(self, u: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """:math:`\\sum_m` BPR of the user representations against projected modality features."""
         total = u.new_zeros(())
+        items = torch.cat([pos_items, neg_items])
         for x, proj in zip(self.features, self.projections):
-            total = total + bpr_loss(u, proj(x[pos_items]), proj(x[neg_items]))
+            total = total + bpr_loss(u, *project_rows(proj, x, items).split(pos_items.numel()))
         return total
 
     def reg_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor | None:

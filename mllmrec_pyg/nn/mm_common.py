@@ -355,6 +355,22 @@ def layer_mean(
     return layer_sum(adj, x, num_layers, adj_transposed) / (num_layers + 1)
 
 
+def project_rows(proj: nn.Linear, x: Tensor, items: Tensor) -> Tensor:
+    """``proj(x[items])``, computed the cheaper of two ways.
+
+    When the rows asked for are about as many as ``x`` has (a MovieLens-size
+    catalogue and a batch's positives and negatives together), projecting every
+    row and then selecting is faster: a single dense product forward and
+    backward (also for a trainable ``x``, whose gradient is then one matrix
+    product instead of a scatter into a zeroed ``[I, d]`` tensor), and no copy
+    of the selected feature rows. Otherwise only the selected rows are
+    projected. Both give the same values up to float rounding.
+    """
+    if 4 * x.size(0) <= 5 * items.numel():
+        return proj(x).index_select(0, items)
+    return proj(x.index_select(0, items))
+
+
 def l2_penalty(u: Tensor, p: Tensor, n: Tensor, weight: float) -> Tensor:
     """:math:`\\beta \\frac{1}{2B}(\\lVert P_u\\rVert^2 + \\lVert Q_i\\rVert^2 + \\lVert Q_j\\rVert^2)`
     on a batch's user, positive and negative vectors (``weight`` :math:`\\beta`)."""
@@ -395,7 +411,9 @@ def in_batch_softmax(
     q, k = queries[uniq_r], keys[uniq_c]
     if normalize:
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-    lse = torch.logsumexp(q @ k.t() / temperature + cnt_c.to(q.dtype).log(), dim=1)
+    # 1/τ scales the [R, d] queries rather than the [R, C] product (one pass less, forward
+    # and backward; equal up to rounding)
+    lse = torch.logsumexp((q / temperature) @ k.t() + cnt_c.to(q.dtype).log(), dim=1)
     pos = (q[inv_r] * k[inv_c]).sum() / temperature
     return ((lse * cnt_r).sum() - pos) / rows.numel()
 
@@ -439,7 +457,8 @@ def _info_nce_rows(
     z = F.normalize(anchor, dim=1)
     p = F.normalize(positive, dim=1)
     c = p if candidates is None else F.normalize(candidates, dim=1)
-    return torch.logsumexp(z @ c.t() / temperature, dim=1) - (z * p).sum(-1) / temperature
+    zt = z / temperature  # scaled before the [R, C] product, as in in_batch_softmax
+    return torch.logsumexp(zt @ c.t(), dim=1) - (zt * p).sum(-1)
 
 
 __all__ = [
@@ -454,6 +473,7 @@ __all__ = [
     "info_nce",
     "layer_mean",
     "modality_features",
+    "project_rows",
     "propagate",
     "read_inputs",
     "read_item_edges",

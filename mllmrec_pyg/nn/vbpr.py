@@ -38,6 +38,7 @@ from mllmrec_pyg.nn.base import ScoreFn
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     check_modalities,
+    project_rows,
     require_non_negative,
     require_positive,
 )
@@ -122,9 +123,10 @@ class VBPR(MultimodalModel):
     # -- representations ------------------------------------------------------------------
     def item_vectors(self, items: Tensor | None = None) -> Tensor:
         """:math:`[\\gamma_i \\| E f_i + c]` of ``items`` (all items when ``None``)."""
-        f = self.features if items is None else self.features[items]
-        ids = self.item_emb if items is None else self.item_emb[items]
-        return torch.cat([ids, self.projection(f)], dim=-1)
+        if items is None:
+            return torch.cat([self.item_emb, self.projection(self.features)], dim=-1)
+        ids = self.item_emb.index_select(0, items)
+        return torch.cat([ids, project_rows(self.projection, self.features, items)], dim=-1)
 
     def item_offsets(self, items: Tensor | None = None) -> Tensor | None:
         """:math:`\\beta_i + \\beta'^\\top f_i` (``None`` without ``bias``)."""
@@ -134,23 +136,29 @@ class VBPR(MultimodalModel):
         b = self.item_bias if items is None else self.item_bias[items]
         return b + self.feature_bias(f).squeeze(-1)
 
-    def _score(self, u: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        q = self.item_vectors(items)
-        s = (u * q).sum(-1)
+    def _pair_scores(
+        self, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Both scores, and the user and item vectors behind them; the positive and
+        negative items' vectors are built in one pass (:meth:`item_vectors`)."""
+        u = self.user_emb.index_select(0, users)
+        items = torch.cat([pos_items, neg_items])
+        qp, qn = self.item_vectors(items).split(users.numel())
+        pos, neg = (u * qp).sum(-1), (u * qn).sum(-1)
         off = self.item_offsets(items)
-        return (s if off is None else s + off), q
+        if off is not None:
+            off_p, off_n = off.split(users.numel())
+            pos, neg = pos + off_p, neg + off_n
+        return pos, neg, u, qp, qn
 
     def pair_scores(
         self, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:
-        u = self.user_emb[users]
-        return self._score(u, pos_items)[0], self._score(u, neg_items)[0]
+        return self._pair_scores(users, pos_items, neg_items)[:2]
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """BPR plus :math:`\\lambda (\\lVert P_u\\rVert_F + \\lVert Q_i\\rVert_F + \\lVert Q_j\\rVert_F)/B`."""
-        u = self.user_emb[users]
-        pos, qp = self._score(u, pos_items)
-        neg, qn = self._score(u, neg_items)
+        pos, neg, u, qp, qn = self._pair_scores(users, pos_items, neg_items)
         loss = -F.logsigmoid(pos - neg).mean()
         if self.config.reg_weight > 0:
             norms = u.norm() + qp.norm() + qn.norm()
