@@ -278,15 +278,20 @@ def test_gemma_writes_a_preference_and_a_description(gemma):
     assert gemma.generate(reqs[:1]) == out[:1]
 
 
-def test_the_command_runs_the_llamacpp_backend(tmp_path):
+def test_the_command_runs_the_llamacpp_backend(tmp_path, monkeypatch):
     """describe-items --from-text and infer-preferences through ``--backend llamacpp``."""
-    from test_cli_reasoning import N_ITEMS, N_USERS, write_raw
+    import test_cli_reasoning
 
     from mllmrec_pyg.cli import main
     from mllmrec_pyg.data.folder import ITEM_TEXTS_FILE, STORE_FILE
 
+    # a smaller category than the reasoning tests' (8 users with all 8 items): every
+    # prompt is a real generation, a few seconds each on one core
+    N_USERS = N_ITEMS = 8
+    monkeypatch.setattr(test_cli_reasoning, "N_USERS", N_USERS)
+    monkeypatch.setattr(test_cli_reasoning, "N_ITEMS", N_ITEMS)
     raw, folder = tmp_path / "raw", tmp_path / "baby"
-    write_raw(raw)
+    test_cli_reasoning.write_raw(raw)
     assert (
         main(["prepare-amazon", "--root", str(raw), "--category", "Baby", "--out", str(folder)])
         == 0
