@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import struct
 import sys
 
 import pytest
@@ -494,7 +495,8 @@ def test_anti_looping_settings_in_fingerprint_and_validated(tiny_llama_dir):
 
 def test_gguf_sources_are_checked(tmp_path):
     (tmp_path / "only").mkdir()
-    (tmp_path / "only" / "m.gguf").write_bytes(b"GGUF")
+    # a GGUF header with no tensors and no key/values (so no chat template)
+    (tmp_path / "only" / "m.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
     with pytest.raises(FileNotFoundError, match=r"only has no config.json.*m\.gguf.*--gguf-file"):
         TransformersBackend(model=str(tmp_path / "only")).load()
     with pytest.raises(FileNotFoundError, match=r"x\.gguf does not exist \(option model\)"):
