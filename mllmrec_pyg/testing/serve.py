@@ -94,9 +94,7 @@ def serve_transformers(
     """
     port = port or free_port()
     model = str(model_dir)
-    log_root = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="serve-"))
-    log_root.mkdir(parents=True, exist_ok=True)
-    log_path = log_root / f"transformers-serve-{port}.log"
+    log_path = _log_path(log_dir, f"transformers-serve-{port}.log")
     cmd = [
         sys.executable,
         "-m",
@@ -113,38 +111,9 @@ def serve_transformers(
         *extra_args,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not _healthy(port):
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"transformers serve exited with code {proc.returncode} before answering "
-                    f"/health; log {log_path}:\n{_log_tail(log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"transformers serve did not answer /health on port {port} within "
-                    f"{startup_timeout:g} s; log {log_path}:\n{_log_tail(log_path)}"
-                )
-            time.sleep(0.5)
-        logger.info("transformers serve (pid %d) is up on 127.0.0.1:%d", proc.pid, port)
-        yield ServedModel(
-            base_url=f"http://127.0.0.1:{port}/v1",
-            model=model,
-            port=port,
-            pid=proc.pid,
-            log_path=log_path,
-        )
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+    yield from _served(
+        cmd, "transformers serve", "/health", model, port, log_path, startup_timeout, env
+    )
 
 
 @contextlib.contextmanager
@@ -170,29 +139,51 @@ def serve_llamacpp(
     """
     port = port or free_port()
     model = str(gguf)
-    log_root = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="serve-"))
-    log_root.mkdir(parents=True, exist_ok=True)
-    log_path = log_root / f"llama-cpp-server-{port}.log"
+    log_path = _log_path(log_dir, f"llama-cpp-server-{port}.log")
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
     cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads), *extra_args]
+    yield from _served(
+        cmd, "llama_cpp.server", "/v1/models", model, port, log_path, startup_timeout
+    )
+
+
+def _log_path(log_dir: str | os.PathLike[str] | None, name: str) -> Path:
+    """``<log_dir>/<name>``, the folder made if needed (a temporary one when ``None``)."""
+    root = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="serve-"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root / name
+
+
+def _served(
+    cmd: list[str],
+    name: str,
+    health: str,
+    model: str,
+    port: int,
+    log_path: Path,
+    startup_timeout: float,
+    env: dict[str, str] | None = None,
+) -> Iterator[ServedModel]:
+    """Start ``cmd`` logging to ``log_path``, wait until ``health`` answers on ``port``,
+    yield the :class:`ServedModel`, and stop the server (terminate, then kill) after."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + startup_timeout
-        while not _healthy(port, "/v1/models"):
+        while not _healthy(port, health):
             if proc.poll() is not None:
                 raise RuntimeError(
-                    f"llama_cpp.server exited with code {proc.returncode} before answering; "
+                    f"{name} exited with code {proc.returncode} before answering {health}; "
                     f"log {log_path}:\n{_log_tail(log_path)}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"llama_cpp.server did not answer /v1/models on port {port} within "
+                    f"{name} did not answer {health} on port {port} within "
                     f"{startup_timeout:g} s; log {log_path}:\n{_log_tail(log_path)}"
                 )
             time.sleep(0.5)
-        logger.info("llama_cpp.server (pid %d) is up on 127.0.0.1:%d", proc.pid, port)
+        logger.info("%s (pid %d) is up on 127.0.0.1:%d", name, proc.pid, port)
         yield ServedModel(
             base_url=f"http://127.0.0.1:{port}/v1",
             model=model,
