@@ -506,22 +506,18 @@ class LangGCN(RankingModel):
     # -- representations -------------------------------------------------------------
     def _propagate(self, adj: Tensor, e0: Tensor) -> Tensor:
         """:math:`P e_0`: the layer mean over the user-item graph ``adj``, plus on the item
-        side the item-item term (``item_graph_mode`` ``"embeddings"`` or ``"both"``)."""
+        side the item-item term (``item_graph_mode`` ``"embeddings"`` or ``"both"``), or
+        with that term added to layer 0 first (``"layer0"``)."""
         cfg = self.config
-        if self.item_emb_adj is not None and cfg.item_graph_mode == "layer0":
-            # S* joins layer 0, before the user-item propagation: users see it too
-            items = e0[self.num_users :]
-            items = items + power_matmul(
-                self.item_emb_adj, items, cfg.num_item_layers, self.item_emb_adj_t
-            )
-            return layer_mean(adj, torch.cat([e0[: self.num_users], items]), cfg.num_layers)
-        out = layer_mean(adj, e0, cfg.num_layers)  # symmetric
         if self.item_emb_adj is None:
-            return out
-        items = out[self.num_users :] + power_matmul(
-            self.item_emb_adj, e0[self.num_users :], cfg.num_item_layers, self.item_emb_adj_t
-        )
-        return torch.cat([out[: self.num_users], items])
+            return layer_mean(adj, e0, cfg.num_layers)  # symmetric
+        users, items = e0[: self.num_users], e0[self.num_users :]
+        term = power_matmul(self.item_emb_adj, items, cfg.num_item_layers, self.item_emb_adj_t)
+        if cfg.item_graph_mode == "layer0":
+            # S* joins layer 0, before the user-item propagation: users see it too
+            return layer_mean(adj, torch.cat([users, items + term]), cfg.num_layers)
+        out = layer_mean(adj, e0, cfg.num_layers)
+        return torch.cat([out[: self.num_users], out[self.num_users :] + term])
 
     def layer0(self) -> Tensor:
         """:math:`E^{(0)}`, users then items, ``[U + I, d]`` (with ``input_propagation``
@@ -558,12 +554,14 @@ class LangGCN(RankingModel):
         needed, the ID embeddings propagated at this step."""
         ids = None
         if self.item_id is not None:
+            item_ids = self.item_id.weight
+            # without user IDs (user_ids=False) a user's ID part starts at zero
             user_ids = (
                 self.user_id.weight
                 if self.user_id is not None
-                else self.item_id.weight.new_zeros(self.num_users, self.item_id.weight.size(1))
+                else item_ids.new_zeros(self.num_users, item_ids.size(1))
             )
-            ids = self._propagate(self._adj(), torch.cat([user_ids, self.item_id.weight]))
+            ids = self._propagate(self._adj(), torch.cat([user_ids, item_ids]))
         user_out = item_out = None
         if self.user_lang is not None:
             user_out = self.mlp(self.user_lang if users is None else self.user_lang[users])
