@@ -363,7 +363,8 @@ class GUME(MultimodalModel):
         out = self.encode(extended=True)
         ext = out.extended
         assert ext is not None
-        u, p, n = out.users[users], out.items[pos_items], out.items[neg_items]
+        u = out.users.index_select(0, users)
+        p, n = out.items.index_select(0, pos_items), out.items.index_select(0, neg_items)
         terms = {"bpr": bpr_loss(u, p, n, cfg.reg_weight)}
         pairs = list(itertools.combinations(out.explicit, 2))
         vt = sum((moment_gap(a, b) for a, b in pairs), out.users.new_zeros(()))

@@ -249,7 +249,12 @@ class LATTICE(MultimodalModel):
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """BPR + :math:`\\beta (\\lVert P_u\\rVert^2+\\lVert Q_i\\rVert^2+\\lVert Q_j\\rVert^2)/(2B)`."""
         u_all, i_all = self.representations()
-        return bpr_loss(u_all[users], i_all[pos_items], i_all[neg_items], self.config.reg_weight)
+        return bpr_loss(
+            u_all.index_select(0, users),
+            i_all.index_select(0, pos_items),
+            i_all.index_select(0, neg_items),
+            self.config.reg_weight,
+        )
 
     def extra_repr(self) -> str:
         graph = self._graph_repr("initial_graph")

@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mllmrec_pyg.nn.losses import bpr_norm_penalty
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
-    bpr_loss,
     check_modalities,
     info_nce,
     layer_mean,
@@ -237,12 +237,12 @@ class LGMRec(MultimodalModel):
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         cfg = self.config
         u_all, i_all, hyper = self.forward_all()
-        u, p, n = u_all[users], i_all[pos_items], i_all[neg_items]
-        loss = bpr_loss(u, p, n)
+        u = u_all.index_select(0, users)
+        p, n = i_all.index_select(0, pos_items), i_all.index_select(0, neg_items)
+        # BPR and the norm penalty in one fused function (nn/losses.py)
+        loss = bpr_norm_penalty(u, p, n, cfg.reg_weight)
         if cfg.cl_weight > 0 and len(hyper) > 1:
             loss = loss + cfg.cl_weight * self.contrastive_loss(hyper, users, pos_items)
-        if cfg.reg_weight > 0:
-            loss = loss + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / users.numel()
         return loss
 
     def extra_repr(self) -> str:

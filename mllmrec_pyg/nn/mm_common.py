@@ -408,13 +408,15 @@ def in_batch_softmax(
     distinct ids only: the same value and gradients in a fraction of the work."""
     uniq_r, inv_r, cnt_r = torch.unique(rows, return_inverse=True, return_counts=True)
     uniq_c, inv_c, cnt_c = torch.unique(cols, return_inverse=True, return_counts=True)
-    q, k = queries[uniq_r], keys[uniq_c]
+    # index_select rather than indexing: its backward adds rows (index_add) instead of
+    # an accumulating index_put
+    q, k = queries.index_select(0, uniq_r), keys.index_select(0, uniq_c)
     if normalize:
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     # 1/τ scales the [R, d] queries rather than the [R, C] product (one pass less, forward
     # and backward; equal up to rounding)
     lse = torch.logsumexp((q / temperature) @ k.t() + cnt_c.to(q.dtype).log(), dim=1)
-    pos = (q[inv_r] * k[inv_c]).sum() / temperature
+    pos = (q.index_select(0, inv_r) * k.index_select(0, inv_c)).sum() / temperature
     return ((lse * cnt_r).sum() - pos) / rows.numel()
 
 
@@ -444,7 +446,15 @@ def info_nce(
             return loss if reduce == "mean" else loss * index.numel()
         # every candidate is a key once: only the anchor rows repeat
         uniq, cnt = torch.unique(index, return_counts=True)
-        total = (_info_nce_rows(anchor[uniq], positive[uniq], temperature, candidates) * cnt).sum()
+        total = (
+            _info_nce_rows(
+                anchor.index_select(0, uniq),
+                positive.index_select(0, uniq),
+                temperature,
+                candidates,
+            )
+            * cnt
+        ).sum()
         return total / index.numel() if reduce == "mean" else total
     loss = _info_nce_rows(anchor, positive, temperature, candidates)
     return loss.mean() if reduce == "mean" else loss.sum()

@@ -481,7 +481,14 @@ class SOIL(MultimodalModel):
         nu = self.num_users
         out = self.encode()
         u = out.users[users]
-        terms = {"bpr": bpr_loss(u, out.items[pos_items], out.items[neg_items], cfg.reg_weight)}
+        terms = {
+            "bpr": bpr_loss(
+                u,
+                out.items.index_select(0, pos_items),
+                out.items.index_select(0, neg_items),
+                cfg.reg_weight,
+            )
+        }
         zero = u.new_zeros(())
         t = cfg.temperature
         side, content = out.side, out.content

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mllmrec_pyg.nn.base import ScoreFn
+from mllmrec_pyg.nn.losses import content_bpr
 from mllmrec_pyg.nn.mm_common import (
     MultimodalModel,
     check_modalities,
@@ -158,6 +159,17 @@ class VBPR(MultimodalModel):
 
     def batch_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """BPR plus :math:`\\lambda (\\lVert P_u\\rVert_F + \\lVert Q_i\\rVert_F + \\lVert Q_j\\rVert_F)/B`."""
+        if not self.config.bias:  # the whole objective in one fused function
+            return content_bpr(
+                self.user_emb,
+                self.item_emb,
+                self.projection.weight,
+                self.projection.bias,
+                self.features,
+                users,
+                torch.cat([pos_items, neg_items]),
+                self.config.reg_weight,
+            )
         pos, neg, u, qp, qn = self._pair_scores(users, pos_items, neg_items)
         loss = -F.logsigmoid(pos - neg).mean()
         if self.config.reg_weight > 0:
