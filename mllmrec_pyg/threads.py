@@ -22,16 +22,6 @@ slower than with a single thread. The policy here:
    thread and a few with all usable cores, and the faster count is kept
    (:class:`ThreadTuner`).
 
-4. **Memory kept for reuse.** A training step allocates and frees the same
-   few megabyte-sized tensors hundreds of times per epoch. glibc's defaults
-   hand such blocks back to the kernel as soon as they are freed (``mmap``
-   above a threshold, heap trimming above another), so every step pays page
-   faults to map them again. :func:`tune_allocator` raises both thresholds
-   (``mallopt``), which the trainer applies once: a VBPR epoch on MovieLens
-   becomes about 15% faster (``benchmarks/train_speed.py``). It does nothing
-   off glibc, and nothing if the user set any ``MALLOC_*`` variable or
-   ``MLLMREC_ALLOCATOR=system``.
-
 ``apply_thread_policy(None)`` (the default of ``mllmrec train --threads``)
 turns on all three; ``apply_thread_policy(n)`` fixes ``n`` threads (with
 passive waiting if it could still be set). Results are bitwise reproducible
@@ -69,61 +59,6 @@ def configure_openmp(wait_policy: str = "PASSIVE") -> bool:
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = wait_policy
     return "torch" not in sys.modules
-
-
-#: ``MLLMREC_ALLOCATOR=system`` keeps glibc's allocator settings (:func:`tune_allocator`).
-ALLOCATOR_ENV = "MLLMREC_ALLOCATOR"
-# mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_allocator_tuned: bool | None = None
-
-
-def tune_allocator(
-    mmap_threshold: int = 64 << 20, trim_threshold: int = 512 << 20, top_pad: int = 64 << 20
-) -> bool:
-    """Let glibc keep freed blocks for reuse instead of returning them to the kernel.
-
-    Blocks up to ``mmap_threshold`` bytes come from the heap, and the heap is
-    trimmed only when ``trim_threshold`` bytes are free at its top (growing by
-    ``top_pad`` at a time). Applied once per process; skipped off Linux/glibc, if
-    any ``MALLOC_*`` variable is set, or with ``MLLMREC_ALLOCATOR=system``.
-
-    Returns:
-        whether the settings are in effect.
-    """
-    global _allocator_tuned
-    if _allocator_tuned is not None:
-        return _allocator_tuned
-    _allocator_tuned = False
-    if (
-        not sys.platform.startswith("linux")
-        or os.environ.get(ALLOCATOR_ENV, "").lower() == "system"
-        or any(k.startswith("MALLOC_") for k in os.environ)
-    ):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        ok = all(
-            libc.mallopt(param, value) == 1
-            for param, value in (
-                (_M_MMAP_THRESHOLD, mmap_threshold),
-                (_M_TRIM_THRESHOLD, trim_threshold),
-                (_M_TOP_PAD, top_pad),
-            )
-        )
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
-        return False
-    _allocator_tuned = ok
-    log.debug(
-        "allocator: mallopt mmap=%d trim=%d pad=%d -> %s",
-        mmap_threshold,
-        trim_threshold,
-        top_pad,
-        ok,
-    )
-    return ok
 
 
 def usable_cores() -> int:

@@ -60,7 +60,7 @@ from mllmrec_pyg.fields import FieldError, check_fields
 from mllmrec_pyg.metrics import DEFAULT_KS, FullRankEvaluator
 from mllmrec_pyg.nn.base import RankingModel, Recommender
 from mllmrec_pyg.sampling import UniformNegativeSampler, seed_everything
-from mllmrec_pyg.threads import tune_allocator, tuned
+from mllmrec_pyg.threads import tuned
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,6 @@ class Trainer:
         if not isinstance(model, Recommender):
             raise TypeError(f"{type(model).__name__} does not implement pair_scores() and scorer()")
         validate(data, require=["held_out"])
-        tune_allocator()  # freed step tensors stay mapped for the next step (threads.py)
         cfg = config or TrainConfig()
         self.num_users = require_node_type(data, USER)
         self.num_items = require_node_type(data, ITEM)

@@ -163,25 +163,3 @@ def test_evaluation_blocks_have_a_tuner_of_their_own():
     assert torch.equal(got, want) and torch.equal(got_again, want)
     if len(tuner.evaluation.candidates) > 1:
         assert tuner.evaluation.history and not tuner.history  # training was not probed
-
-
-@pytest.mark.parametrize(
-    ("env", "want"),
-    [({}, True), ({"MLLMREC_ALLOCATOR": "system"}, False), ({"MALLOC_ARENA_MAX": "2"}, False)],
-)
-def test_tune_allocator_applies_once_unless_the_user_chose(env, want):
-    """In a fresh process: glibc's thresholds are raised (mallopt accepted) unless the user
-    set a MALLOC_* variable or MLLMREC_ALLOCATOR=system; a second call changes nothing."""
-    if not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None:
-        pytest.skip("glibc only")
-    code = "from mllmrec_pyg.threads import tune_allocator as t\nprint(t(), t(mmap_threshold=1))\n"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    clean.pop("MLLMREC_ALLOCATOR", None)
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert out == [str(want), str(want)]
