@@ -12,7 +12,7 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.data import INTERACTS, RELATED
 from mllmrec_pyg.nn import LangGCN, LangGCNConfig
-from mllmrec_pyg.nn.langgcn import mean_item_vectors
+from mllmrec_pyg.nn.langgcn import cooccurrence_prior, mean_item_vectors
 from mllmrec_pyg.nn.registry import build_model
 from mllmrec_pyg.train import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
@@ -351,6 +351,7 @@ def test_user_side_inputs_ignore_held_out_pairs():
         "hidden_dim": 0,
         "edge_dropout": 0.8,
         "num_negatives": 0,
+        "cooccurrence_weight": 0.2,  # the co-purchase prior: training pairs only
     }
     for values in ({}, {"user_init": "mean+preference", "item_graph_mode": "embeddings"}, compared):
         torch.manual_seed(0)
@@ -452,3 +453,47 @@ def test_item_head_reads_the_head_view_beside_the_text_vectors(caplog):
         plain = build_model("langgcn", data, item_head=True, hidden_dim=0, **values)
     assert plain.mlp.in_features == data["item"].x.size(1)
     assert "no head view" in caplog.text
+
+
+def _dense_prior(pairs, nu, ni):
+    r = torch.zeros(nu, ni, dtype=torch.float64)
+    r[pairs[0], pairs[1]] = 1.0
+    c = r.t() @ r
+    c.fill_diagonal_(0.0)
+    m = r @ c
+    top = m.max(1, keepdim=True).values
+    return torch.where(top > 0, m / top.clamp_min(1e-300), torch.zeros_like(m))
+
+
+def test_cooccurrence_prior_equals_the_dense_counts():
+    """m = R (R^T R - diag), each user's row over its largest entry, from the training
+    pairs with repeats counted once; rows gathered for any block of users, in any order."""
+    data = _data(num_users=15, num_items=11, seed=4)
+    pairs = data[INTERACTS].edge_index
+    nu, ni = 15, 11
+    want = _dense_prior(pairs, nu, ni)
+    prior = cooccurrence_prior(torch.cat([pairs, pairs[:, :5]], dim=1), nu, ni)  # repeats
+    users = torch.tensor([3, 0, 14, 3, 7])
+    got = prior.add_to(torch.zeros(5, ni, dtype=torch.float64), users, 1.0)
+    torch.testing.assert_close(got, want[users], rtol=1e-6, atol=1e-7)
+    assert want.max() == 1.0 and bool((want.max(1).values == 1).all())
+
+
+def test_cooccurrence_weight_adds_the_prior_to_scores_and_leaves_training_alone():
+    data = _data(seed=2)
+    nu, ni = data["user"].num_nodes, data["item"].num_nodes
+    beta = 0.3
+    torch.manual_seed(0)
+    plain = build_model("langgcn", data, num_negatives=0)
+    torch.manual_seed(0)
+    prior = build_model("langgcn", data, num_negatives=0, cooccurrence_weight=beta)
+    users = torch.arange(nu)
+    pos = data[INTERACTS].edge_index[1, :nu]
+    plain.train(), prior.train()
+    none = users.new_empty(nu, 0)
+    assert torch.equal(plain.batch_loss(users, pos, none), prior.batch_loss(users, pos, none))
+    plain.eval(), prior.eval()
+    want = plain.scorer()(users).double() + beta * _dense_prior(data[INTERACTS].edge_index, nu, ni)
+    torch.testing.assert_close(prior.scorer()(users).double(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="cooccurrence_weight"):
+        LangGCNConfig(cooccurrence_weight=-0.1)
