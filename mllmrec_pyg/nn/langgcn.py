@@ -271,8 +271,8 @@ class SparseRows:
             + torch.arange(row.numel())
             - torch.repeat_interleave(count.cumsum(0) - count, count)
         )
-        idx = (row.to(scores.device), self.col[pos].to(scores.device))
-        scores.index_put_(idx, weight * self.val[pos].to(scores), accumulate=True)
+        flat = (row * scores.size(1) + self.col[pos]).to(scores.device)
+        scores.view(-1).index_add_(0, flat, self.val[pos].to(scores), alpha=weight)
         return scores
 
 
@@ -282,13 +282,20 @@ def cooccurrence_prior(pairs: Tensor, num_users: int, num_items: int) -> SparseR
     bought with each of the user's items, scaled to at most 1 per user. Sparse: a user
     has entries for the items that co-occur with its own."""
     pairs = torch.unique(pairs.cpu(), dim=1)
-    r = torch.sparse_coo_tensor(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
-    r = r.coalesce()
-    c = torch.sparse.mm(r.t().coalesce(), r).coalesce()
-    i, j = c.indices()
-    off = i != j
-    c = torch.sparse_coo_tensor(c.indices()[:, off], c.values()[off], c.shape).coalesce()
-    m = torch.sparse.mm(r, c).coalesce()
+    if num_users * num_items * num_items <= 1 << 34:  # small: two dense products
+        r = torch.zeros(num_users, num_items)
+        r[pairs[0], pairs[1]] = 1.0
+        c = r.t() @ r
+        c.fill_diagonal_(0.0)
+        m = (r @ c).to_sparse()
+    else:
+        r = torch.sparse_coo_tensor(pairs, torch.ones(pairs.size(1)), (num_users, num_items))
+        r = r.coalesce()
+        c = torch.sparse.mm(r.t().coalesce(), r).coalesce()
+        i, j = c.indices()
+        off = i != j
+        c = torch.sparse_coo_tensor(c.indices()[:, off], c.values()[off], c.shape).coalesce()
+        m = torch.sparse.mm(r, c).coalesce()
     rows = m.indices()[0]
     top = scatter(m.values(), rows, 0, dim_size=num_users, reduce="max")
     vals = m.values() / top[rows].clamp_min(torch.finfo(m.values().dtype).tiny)
