@@ -476,6 +476,9 @@ def test_cooccurrence_prior_equals_the_dense_counts():
     users = torch.tensor([3, 0, 14, 3, 7])
     got = prior.add_to(torch.zeros(5, ni, dtype=torch.float64), users, 1.0)
     torch.testing.assert_close(got, want[users], rtol=1e-6, atol=1e-7)
+    prior.dense = None  # the sparse path (catalogues past the dense limit)
+    got = prior.add_to(torch.ones(5, ni, dtype=torch.float64), users, 0.5)
+    torch.testing.assert_close(got, 1 + 0.5 * want[users], rtol=1e-6, atol=1e-7)
     assert want.max() == 1.0 and bool((want.max(1).values == 1).all())
 
 
