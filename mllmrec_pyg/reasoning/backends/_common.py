@@ -72,6 +72,26 @@ def make_config(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
     return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
 
 
+def fill_from_preset(config: C, defaults: dict[str, Any]) -> C:
+    """``config`` with a preset model name (``config.model``) replaced by the preset's
+    file and every setting left at ``None`` filled from the preset (those of its settings
+    this config has), then from ``defaults``."""
+    from mllmrec_pyg.reasoning.models import PRESETS
+
+    names = {f.name for f in dataclasses.fields(config)}
+    fill: dict[str, Any] = {}
+    preset = PRESETS.get(config.model)
+    if preset is not None:
+        fill["model"] = str(preset.locate())
+        for name, value in preset.settings.items():
+            if name in names and getattr(config, name) is None:
+                fill[name] = value
+    for name, value in defaults.items():
+        if getattr(config, name) is None and name not in fill:
+            fill[name] = value
+    return dataclasses.replace(config, **fill) if fill else config
+
+
 def progress_bar(backend: str, total: int, show: bool) -> tqdm:
     """The bar of one ``generate`` call of ``total`` requests."""
     return tqdm(total=total, desc=f"{backend} generate", unit="req", disable=not show, leave=False)

@@ -21,7 +21,6 @@ template (an ``{"type": "image"}`` part per image before the text for Gemma 3).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ from typing import Any
 from mllmrec_pyg.reasoning.backends._common import (
     BackendInputError,
     check_requests,
+    fill_from_preset,
     folder_digest,
     load_image,
     make_config,
@@ -150,25 +150,6 @@ class TransformersBackendConfig:
             )
 
 
-def _resolve_preset(config: TransformersBackendConfig) -> TransformersBackendConfig:
-    """``config`` with a preset model name replaced by its path and every setting
-    left at ``None`` filled from the preset, then from the general defaults."""
-    from mllmrec_pyg.reasoning.models import PRESETS
-
-    fill: dict[str, Any] = {}
-    preset = PRESETS.get(config.model)
-    if preset is not None:
-        fill["model"] = str(preset.locate())
-        for name, value in preset.settings.items():
-            if getattr(config, name) is None:
-                fill[name] = value
-    if config.quantization is None and "quantization" not in fill:
-        fill["quantization"] = _DEFAULT_QUANTIZATION
-    if config.max_new_tokens is None and "max_new_tokens" not in fill:
-        fill["max_new_tokens"] = _DEFAULT_MAX_NEW_TOKENS
-    return dataclasses.replace(config, **fill) if fill else config
-
-
 def _is_out_of_memory(torch, err: BaseException) -> bool:
     if isinstance(err, torch.cuda.OutOfMemoryError):
         return True
@@ -206,7 +187,10 @@ class TransformersBackend:
     def __init__(self, config: TransformersBackendConfig | None = None, **overrides: Any):
         given = make_config(TransformersBackendConfig, config, overrides)
         self.model_name = given.model  # as given: a preset name stays a name
-        self.config = _resolve_preset(given)
+        self.config = fill_from_preset(
+            given,
+            {"quantization": _DEFAULT_QUANTIZATION, "max_new_tokens": _DEFAULT_MAX_NEW_TOKENS},
+        )
         self._gguf_path = self._find_gguf()
         self._model = None
         self._processor = None

@@ -27,7 +27,6 @@ requests or on where an interrupted run resumed.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -42,6 +41,7 @@ from mllmrec_pyg.reasoning.backends._common import (
     BackendError,
     BackendInputError,
     check_requests,
+    fill_from_preset,
     make_config,
     progress_bar,
     require,
@@ -133,23 +133,6 @@ class LlamaCppBackendConfig:
             )
 
 
-def _resolve_preset(config: LlamaCppBackendConfig) -> LlamaCppBackendConfig:
-    """A preset name replaced by its GGUF path; unset settings filled from the preset."""
-    from mllmrec_pyg.reasoning.models import PRESETS
-
-    names = {f.name for f in dataclasses.fields(LlamaCppBackendConfig)}
-    fill: dict[str, Any] = {}
-    preset = PRESETS.get(config.model)
-    if preset is not None:
-        fill["model"] = str(preset.locate())
-        for name, value in preset.settings.items():
-            if name in names and getattr(config, name) is None:
-                fill[name] = value
-    if config.max_new_tokens is None and "max_new_tokens" not in fill:
-        fill["max_new_tokens"] = _DEFAULT_MAX_NEW_TOKENS
-    return dataclasses.replace(config, **fill) if fill else config
-
-
 @dataclass
 class _Slot:
     """One sequence being generated: its request, tokens and decoding state."""
@@ -189,7 +172,7 @@ class LlamaCppBackend:
     def __init__(self, config: LlamaCppBackendConfig | None = None, **overrides: Any):
         given = make_config(LlamaCppBackendConfig, config, overrides)
         self.model_name = given.model
-        self.config = _resolve_preset(given)
+        self.config = fill_from_preset(given, {"max_new_tokens": _DEFAULT_MAX_NEW_TOKENS})
         path = Path(self.config.model).expanduser()
         if path.suffix != ".gguf":
             raise ValueError(
