@@ -143,16 +143,46 @@ def test_incremental_jaccard_equals_rebuild(seed):
     got = update_jaccard(union, new_p, nu + 20, n, old[0], old[1], n_old, k, max_pairs)
     assert ref[0].size(1) > 0
     assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+    # the same pairs sorted by (user, item) without duplicates: read as they are
+    key = torch.unique(union[0] * n + union[1])
+    got = update_jaccard(
+        torch.stack([key // n, key % n]), new_p, nu + 20, n, old[0], old[1], n_old, k, max_pairs
+    )
+    assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
 
 
-def test_incremental_jaccard_ties():
-    # items with identical audiences: equal values, ties go to the lower id
-    old_p = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]])
-    new_p = torch.tensor([[0, 1], [3, 3]])  # a new item with the same audience
-    union = torch.cat([old_p, new_p], 1)
-    old = jaccard_topk_graph(old_p, 2, 3, 2)
-    ref = jaccard_topk_graph(union, 2, 4, 2)
-    got = update_jaccard(union, new_p, 2, 4, old[0], old[1], 3, 2)
+@pytest.mark.parametrize("seed", range(8))
+def test_incremental_jaccard_popular_old_items_gain_pairs(seed):
+    # new pairs on the most popular old items: touched items on many old lists, whose
+    # values drop below the rest of those rows (rows recounted) or stay above
+    g = torch.Generator().manual_seed(100 + seed)
+    n_old, nu = 120, 90
+    deg = torch.randint(1, 7, (nu,), generator=g)
+    users = torch.repeat_interleave(torch.arange(nu), deg)
+    items = (torch.rand(users.numel(), generator=g) ** 3 * n_old).long()  # skewed popularity
+    old_p = torch.stack([users, items])
+    m = 40
+    new_items = (torch.rand(m, generator=g) ** 4 * (n_old + 5)).long()  # a few new items too
+    new_p = torch.stack([torch.randint(0, nu, (m,), generator=g), new_items])
+    k = [1, 3, 5, 10][seed % 4]
+    old = jaccard_topk_graph(old_p, nu, n_old, k)
+    union = torch.cat([new_p, old_p], 1)  # unsorted, with duplicates
+    ref = jaccard_topk_graph(union, nu, n_old + 5, k)
+    got = update_jaccard(
+        union, new_p, nu, n_old + 5, old[0], old[1], n_old, k, [None, 30][seed % 2]
+    )
+    assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+
+
+def test_incremental_jaccard_new_item_pairs_always_count():
+    # a new item's pairs are new even when new_edge_index leaves them out
+    old_p = torch.tensor([[0, 0, 1, 1, 2], [0, 1, 1, 2, 2]])
+    new_p = torch.tensor([[2], [0]])  # only a new pair of an old item
+    union = torch.cat([old_p, new_p, torch.tensor([[1, 2], [3, 3]])], 1)
+    old = jaccard_topk_graph(old_p, 3, 3, 2)
+    ref = jaccard_topk_graph(union, 3, 4, 2)
+    got = update_jaccard(union, new_p, 3, 4, old[0], old[1], 3, 2)
+    assert int((ref[0][1] == 3).sum()) == 2  # item 3 has a row (its users hold 0, 1, 2)
     assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
 
 

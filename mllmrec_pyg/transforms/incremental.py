@@ -12,16 +12,21 @@ New items take the ids after the old ones (``num_old`` … ``N - 1``).
   :math:`O(N_\text{new} N d)` instead of :math:`O(N^2 d)`. The IVF backends
   have no incremental form that equals their rebuild (the rebuild re-trains
   the k-means cells), so only the exact graph is updated.
-* Co-occurrence graph: an item with new interactions (a *touched* item) gets
-  its row recounted in full; an untouched item's Jaccard values change only
-  towards touched items, so its list is merged from its old list (exact
-  values recovered from the stored float32 weights and the unchanged
-  degrees) and its new values towards touched items. When a touched item
-  left the list's last place, or fewer than :math:`K` candidates reach it,
-  the row is recounted in full.
+* Co-occurrence graph: an item with new interactions (a *touched* item; every
+  item with pairs past ``num_old``) gets its row recounted in full, from an
+  index of just the touched items' pairs; an untouched item's Jaccard values
+  change only towards touched items, so its list is merged from its old list
+  (exact values recovered from the stored float32 weights and the unchanged
+  degrees) and its new values towards touched items. The rest of a full row
+  lies below the next float32 above the list's lowest weight; when fewer than
+  :math:`K` candidates are known to be above it, the row is recounted in full.
+  Rows nothing reached keep their edges, spliced into the result by per-row
+  counts (no sort of the whole graph).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -160,6 +165,48 @@ def update_threshold_knn(
     return edge_index, torch.ones(edge_index.size(1))
 
 
+def _user_index(edge_index: Tensor, num_users: int, num_items: int) -> _Interactions:
+    """The user side of :class:`_Interactions` over the deduplicated ``edge_index`` (each
+    user's items, the item and user degrees), without its owner side (see
+    :func:`_owner_side`). Pairs already sorted by (user, item) without duplicates, as
+    :func:`numpy.unique` or this index leave them, are taken as they are: one pass
+    instead of a sort."""
+    users, items = edge_index[0], edge_index[1]
+    key = users * num_items + items
+    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+        key = torch.unique(key)
+        users, items = key // num_items, key % num_items
+    del key
+    data = _Interactions.__new__(_Interactions)
+    data.num_items = num_items
+    data.deg_item = torch.bincount(items, minlength=num_items).to(torch.float64)
+    data.deg_user = torch.bincount(users, minlength=num_users)
+    data.user_ptr = torch.zeros(num_users + 1, dtype=torch.long)
+    data.user_ptr[1:] = data.deg_user.cumsum(0)
+    data.items_by_user = items
+    data.user_of_pair = users
+    return data
+
+
+def _owner_side(data: _Interactions, owners: Tensor) -> _Interactions:
+    """``data`` with the owner side of only the items flagged in the mask ``owners``: their
+    (owner, user) pairs sorted by owner, each pair's cost (its user's degree) and the
+    per-item pointers, enough to count the rows of those owners."""
+    pos = owners[data.items_by_user].nonzero().flatten()
+    items = data.items_by_user[pos]
+    by_item = torch.from_numpy(np.argsort(items.numpy(), kind="stable"))
+    sub = copy.copy(data)
+    sub.owner = items[by_item]
+    sub.user = data.user_of_pair[pos[by_item]]
+    del pos, items, by_item
+    sub.cost = data.deg_user[sub.user]
+    sub.owner_ptr = torch.searchsorted(sub.owner, torch.arange(data.num_items + 1))
+    cum = torch.zeros(sub.cost.numel() + 1, dtype=torch.long)
+    cum[1:] = sub.cost.cumsum(0)
+    sub.owner_cum = cum[sub.owner_ptr]
+    return sub
+
+
 def _rows(data: _Interactions, owners: Tensor, max_pairs: int):
     """All ``(owner, neighbour, count)`` co-occurrences of the sorted ``owners``."""
     cum = data.owner_cum
@@ -198,20 +245,15 @@ def _rows(data: _Interactions, owners: Tensor, max_pairs: int):
         i = j
 
 
-def _full_rows(data: _Interactions, owners: Tensor, max_pairs: int, k: int, keep_all: bool):
-    """Rows ``owners`` counted in full: their top-``k`` ``(owner, neighbour, value)`` and,
-    with ``keep_all``, every positive value (float64)."""
-    top, every = [], []
+def _values(data: _Interactions, owners: Tensor, max_pairs: int):
+    """Every positive Jaccard value ``(owner, neighbour, value)`` (float64) of the sorted
+    ``owners`` counted in full, in pieces of at most ``max_pairs`` triples, each sorted
+    by (owner, neighbour)."""
     for o, nb, c in _rows(data, owners, max_pairs):
         ok = o != nb
         o, nb, c = o[ok], nb[ok], c[ok].to(torch.float64)
-        if o.numel() == 0:
-            continue
-        v = c / (data.deg_item[o] + data.deg_item[nb] - c)
-        if keep_all:
-            every.append((o, nb, v))
-        top.append(_topk_rows(o, nb, v, k, data.num_items, presorted=True))
-    return _cat3(top), _cat3(every)
+        if o.numel():
+            yield o, nb, c / (data.deg_item[o] + data.deg_item[nb] - c)
 
 
 def _cat3(parts):
@@ -240,6 +282,34 @@ def _topk_rows(o: Tensor, nb: Tensor, v: Tensor, k: int, num_items: int, presort
     return _cat3(parts)
 
 
+def _splice(
+    owner: Tensor, nbr: Tensor, weight: Tensor, redo: Tensor, rows, num_items: int
+) -> tuple[Tensor, Tensor]:
+    """The old edges (sorted by owner then neighbour) of the owners not flagged in
+    ``redo`` and the new ``rows`` ``(owner, neighbour, value)`` of the flagged ones, in
+    one graph sorted by owner then neighbour: each owner's edges come from one side, so
+    they are placed by per-owner counts instead of a sort of the whole graph."""
+    o, nb, v = _cat3(rows)
+    order = torch.from_numpy(np.argsort((o * num_items + nb).numpy()))
+    o, nb, w = o[order], nb[order], v[order].to(torch.float32)
+    keep = ~redo[owner]
+    ko, kn, kw = owner[keep], nbr[keep], weight[keep]
+    c_old = torch.bincount(ko, minlength=num_items)
+    c_new = torch.bincount(o, minlength=num_items)
+    ptr = torch.zeros(num_items + 1, dtype=torch.long)
+    ptr[1:] = (c_old + c_new).cumsum(0)
+    total = int(ptr[-1])
+    src = torch.empty(total, dtype=torch.long)
+    dst = torch.empty(total, dtype=torch.long)
+    out_w = torch.empty(total, dtype=torch.float32)
+    for r, n, x, count in ((ko, kn, kw, c_old), (o, nb, w, c_new)):
+        start = torch.zeros(num_items + 1, dtype=torch.long)
+        start[1:] = count.cumsum(0)
+        pos = ptr[r] + torch.arange(r.numel()) - start[r]
+        src[pos], dst[pos], out_w[pos] = n, r, x
+    return torch.stack([src, dst]), out_w
+
+
 @torch.no_grad()
 def update_jaccard(
     edge_index: Tensor,
@@ -256,85 +326,88 @@ def update_jaccard(
     ``graph_index``/``graph_weight``, the graph :func:`jaccard_topk_graph` built (same
     ``k``) on the old pairs over the first ``num_old_items`` items. ``new_edge_index``
     holds the pairs added since (new items' pairs and new pairs of old items; pairs
-    already present are harmless). Equals ``jaccard_topk_graph(edge_index, ...)``."""
+    already present are harmless). Equals ``jaccard_topk_graph(edge_index, ...)``.
+
+    Only the users' side of the interactions is indexed (one pass when ``edge_index`` is
+    sorted by user then item without duplicates, as :func:`numpy.unique` leaves it; a
+    sort otherwise); the items of the rows to count are indexed alone. An untouched
+    row's old list bounds the rest of its row: every value outside a full list is below
+    the next float32 above the list's lowest weight, so its touched candidates are
+    filtered against that bound as their rows are counted."""
     _check_k(k)
     if not 0 <= num_old_items <= num_items:
         raise ValueError(f"num_old_items must be in [0, {num_items}], got {num_old_items}")
     old = _check_graph(graph_index, num_old_items, "graph_index (the old co-occurrence graph)")
     if graph_weight.numel() != old.size(1):
         raise ValueError(f"graph_weight has {graph_weight.numel()} entries for {old.size(1)} edges")
-    data = _Interactions(edge_index.cpu(), num_users, num_items)
-    limit = max_pairs if max_pairs is not None else int(data.owner_cum[-1]) + 1
+    n = num_items
+    data = _user_index(edge_index.cpu(), num_users, n)
+    if max_pairs is not None:
+        limit = max_pairs
+    else:  # no bound: every owner's triples at once
+        limit = int((data.deg_user * data.deg_user).sum()) + 1
     deg = data.deg_item
-    touched = torch.zeros(num_items, dtype=torch.bool)
+    touched = torch.zeros(n, dtype=torch.bool)
     touched[new_edge_index[1].cpu()] = True
-    t_ids = touched.nonzero().flatten()
-    (tk_o, tk_n, tk_v), (t_o, t_n, t_v) = _full_rows(data, t_ids, limit, k, True)
-    # untouched rows with a value towards a touched item: merge candidates
+    touched[num_old_items:] |= deg[num_old_items:] > 0  # a new item's pairs are all new
     nbr_old, owner_old = old[0], old[1]
-    w_old = graph_weight.cpu().to(torch.float64)
-    key = owner_old * num_items + nbr_old
+    w_old = graph_weight.cpu().to(torch.float32)
+    key = owner_old * n + nbr_old
     if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
         order = torch.argsort(key)
-    else:
-        order = torch.arange(key.numel())
-    nbr_old, owner_old, w_old = nbr_old[order], owner_old[order], w_old[order]
-    aff = torch.zeros(num_items, dtype=torch.bool)
-    aff[t_n[~touched[t_n]]] = True
-    # old list entries of affected rows towards untouched neighbours: exact values
-    # recovered from the float32 weight and the unchanged degrees
-    e_aff = aff[owner_old]
-    a_o, a_n, a_w = owner_old[e_aff], nbr_old[e_aff], w_old[e_aff]
+        nbr_old, owner_old, w_old = nbr_old[order], owner_old[order], w_old[order]
+    del key
+    # a full old list (K entries) holds its row's top-K; every other value of the row
+    # rounds to at most the list's lowest float32 weight, so it lies below `hi`; an
+    # untouched neighbour keeps its value, a touched one gets a candidate below
+    full = torch.bincount(owner_old, minlength=n) >= k
+    w_min = torch.full((n,), float("inf"))
+    w_min.scatter_reduce_(0, owner_old, w_old, "amin")
+    hi = torch.nextafter(w_min, torch.tensor(float("inf"))).to(torch.float64)
+    # a candidate below `lo` is below every value of the list that stays: with K values
+    # above the rest it cannot enter; without them the row is recounted anyway
+    lo = torch.nextafter(w_min, torch.tensor(0.0)).to(torch.float64)
+    lo = torch.where(full, lo, float("-inf"))
+    # touched rows, counted in full; their values towards untouched items are the
+    # untouched rows' new candidates (the same float64 value from both sides)
+    tops, cands = [], []
+    t_data = _owner_side(data, touched)
+    for o, nb, v in _values(t_data, touched.nonzero().flatten(), limit):
+        tops.append(_topk_rows(o, nb, v, k, n, presorted=True))
+        m = ~touched[nb]
+        m &= v >= lo[nb]
+        cands.append((nb[m], o[m], v[m]))
+    del t_data
+    k_o, k_n, k_v = _cat3(cands)
+    # affected untouched rows: a candidate, or a touched item on the old list
+    on_list = touched[nbr_old]
+    aff = torch.zeros(n, dtype=torch.bool)
+    aff[k_o] = True
+    aff[owner_old[on_list]] = True
+    aff &= ~touched
+    # their old entries towards untouched items: exact values recovered from the
+    # float32 weight and the unchanged degrees
+    e_aff = aff[owner_old] & ~on_list
+    a_o, a_n, a_w = owner_old[e_aff], nbr_old[e_aff], w_old[e_aff].to(torch.float64)
     da, db = deg[a_o], deg[a_n]
     cnt = torch.round(a_w * (da + db) / (1 + a_w))
     a_v = cnt / (da + db - cnt)
     exact = a_v.to(torch.float32).to(torch.float64) == a_w
-    fallback = torch.zeros(num_items, dtype=torch.bool)
-    fallback[a_o[~exact & ~touched[a_n]]] = True
-    # the old list's last entry bounds what the list knew of the rest of its row; a
-    # touched neighbour at the bottom (float32 weight at the row's minimum) leaves that
-    # bound unknown: recount
-    full = torch.bincount(owner_old, minlength=num_items) >= k
-    row_min = torch.full((num_items,), float("inf"), dtype=torch.float64)
-    row_min.scatter_reduce_(0, a_o, a_w, "amin")
-    last_touched = touched[a_n] & (a_w <= row_min[a_o]) & full[a_o]
-    fallback[a_o[last_touched]] = True
-    # otherwise the last entry is the lowest untouched one by (value desc, id asc)
-    u = (~touched[a_n] & exact).nonzero().flatten()
-    u = u[torch.argsort(a_n[u], stable=True)]
-    u = u[torch.argsort(-a_v[u], stable=True)]
-    u = u[torch.argsort(a_o[u], stable=True)]
-    so = a_o[u]
-    last = torch.ones(so.numel(), dtype=torch.bool)
-    last[:-1] = so[1:] != so[:-1]
-    kth_pos = u[last]
-    kth_owner = a_o[kth_pos]
-    # candidates: untouched old entries and the touched items' values (symmetric)
-    keep_u = ~touched[a_n] & exact
-    m_from_t = ~touched[t_n]
-    c_o = torch.cat([a_o[keep_u], t_n[m_from_t]])
-    c_n = torch.cat([a_n[keep_u], t_o[m_from_t]])
-    c_v = torch.cat([a_v[keep_u], t_v[m_from_t]])
-    # enough candidates at or above the old K-th entry (rows whose list was full)?
-    kth_v = torch.full((num_items,), float("-inf"), dtype=torch.float64)
-    kth_i = torch.full((num_items,), -1, dtype=torch.long)
-    kth_v[kth_owner] = a_v[kth_pos]
-    kth_i[kth_owner] = a_n[kth_pos]
-    above = (c_v > kth_v[c_o]) | ((c_v == kth_v[c_o]) & (c_n <= kth_i[c_o]))
-    n_above = torch.bincount(c_o[above], minlength=num_items)
+    fallback = torch.zeros(n, dtype=torch.bool)
+    fallback[a_o[~exact]] = True
+    # a full row's new list is known when K candidates are above the rest of its row:
+    # its entries towards untouched items, and touched candidates at or above `hi`
+    n_above = torch.bincount(a_o, minlength=n)
+    n_above += torch.bincount(k_o[k_v >= hi[k_o]], minlength=n)
     fallback |= aff & full & (n_above < k)
-    fallback &= ~touched
-    # merged rows; in a full row only candidates at or above its old K-th entry can stay
-    sel = ~fallback[c_o] & (above | ~full[c_o])
-    c_o, c_n, c_v = c_o[sel], c_n[sel], c_v[sel]
-    c_o, c_n, c_v = _topk_rows(c_o, c_n, c_v, k, num_items)
-    # touched and fallback rows, recounted in full
-    (f_o, f_n, f_v), _ = _full_rows(data, fallback.nonzero().flatten(), limit, k, False)
-    srcs, dsts, ws = [c_n, tk_n, f_n], [c_o, tk_o, f_o], [c_v, tk_v, f_v]
-    # rows nothing reached: as they were
-    same = ~(touched | aff)[owner_old]
-    src = torch.cat(srcs + [nbr_old[same]])
-    dst = torch.cat(dsts + [owner_old[same]])
-    w = torch.cat([v.to(torch.float32) for v in ws] + [graph_weight.cpu()[order][same].float()])
-    order = torch.argsort(dst * num_items + src)
-    return torch.stack([src[order], dst[order]]), w[order]
+    c_o, c_n, c_v = torch.cat([a_o, k_o]), torch.cat([a_n, k_n]), torch.cat([a_v, k_v])
+    sel = ~fallback[c_o]
+    tops.append(_topk_rows(c_o[sel], c_n[sel], c_v[sel], k, n))
+    del c_o, c_n, c_v, sel, k_o, k_n, k_v, a_o, a_n, a_v, a_w
+    # the rest of a fallback row is unknown: counted in full
+    f_ids = fallback.nonzero().flatten()
+    if f_ids.numel():
+        f_data = _owner_side(data, fallback)
+        for o, nb, v in _values(f_data, f_ids, limit):
+            tops.append(_topk_rows(o, nb, v, k, n, presorted=True))
+    return _splice(owner_old, nbr_old, w_old, touched | aff, tops, n)
