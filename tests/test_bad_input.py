@@ -608,3 +608,25 @@ def test_a_movielens_byte_that_is_not_utf8_is_named_with_its_line(tmp_path, caps
     argv = ["train", "--model", "pop", "--dataset", "movielens", "--root", str(root)]
     err = cli_error(capsys, [*argv, "--no-progress"])
     assert f"{root / 'movies.csv'}:5: not UTF-8 text (byte 0xe9" in err
+
+
+@pytest.mark.parametrize("backend", ["transformers", "llamacpp"])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("prompt_format", "free", "prompt_format='free': choose one of"),
+        ("max_new_tokens", 0, "max_new_tokens=0: must be >= 1"),
+        ("repetition_penalty", 0.0, "repetition_penalty=0.0: must be > 0"),
+        ("no_repeat_ngram_size", -2, "no_repeat_ngram_size=-2: must be >= 0"),
+    ],
+)
+def test_local_backends_refuse_the_same_bad_generation_settings(backend, setting, value, message):
+    """Both local backends check their shared generation settings alike, naming the one at
+    fault, when the config is made (before any model is loaded)."""
+    if backend == "transformers":
+        from mllmrec_pyg.reasoning.backends.hf import TransformersBackendConfig as Config
+    else:
+        from mllmrec_pyg.reasoning.backends.llamacpp import LlamaCppBackendConfig as Config
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        Config(**{setting: value})
+    Config()  # the defaults pass

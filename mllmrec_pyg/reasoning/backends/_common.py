@@ -72,6 +72,29 @@ def make_config(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
     return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
 
 
+#: how a local backend lays out a prompt: the model's chat template, the few-shot
+#: completion template for base models, or whichever the model supports
+PROMPT_FORMATS = ("auto", "chat", "completion")
+
+
+def check_generation_settings(config: Any) -> None:
+    """Validate the generation settings the local backends share (``prompt_format``,
+    ``max_new_tokens``, ``repetition_penalty``, ``no_repeat_ngram_size``), naming the
+    setting at fault.
+
+    Raises:
+        ValueError: a setting out of its range.
+    """
+    if config.prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format={config.prompt_format!r}: choose one of {PROMPT_FORMATS}")
+    if config.max_new_tokens is not None and config.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={config.max_new_tokens}: must be >= 1")
+    if config.repetition_penalty is not None and config.repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty={config.repetition_penalty}: must be > 0")
+    if config.no_repeat_ngram_size is not None and config.no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size={config.no_repeat_ngram_size}: must be >= 0")
+
+
 def fill_from_preset(config: C, defaults: dict[str, Any]) -> C:
     """``config`` with a preset model name (``config.model``) replaced by the preset's
     file and every setting left at ``None`` filled from the preset (those of its settings

@@ -33,6 +33,7 @@ from typing import Any
 
 from mllmrec_pyg.reasoning.backends._common import (
     BackendInputError,
+    check_generation_settings,
     check_requests,
     fill_from_preset,
     folder_digest,
@@ -46,7 +47,6 @@ from mllmrec_pyg.reasoning.backends.base import GenerationRequest
 logger = logging.getLogger(__name__)
 
 _QUANTIZATIONS = ("nf4", "fp4", "none")
-_PROMPT_FORMATS = ("auto", "chat", "completion")
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _DEFAULT_QUANTIZATION = "nf4"
 _DEFAULT_MAX_NEW_TOKENS = 160
@@ -125,22 +125,13 @@ class TransformersBackendConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.prompt_format not in _PROMPT_FORMATS:
-            raise ValueError(
-                f"prompt_format={self.prompt_format!r}: choose one of {_PROMPT_FORMATS}"
-            )
+        check_generation_settings(self)
         if self.quantization is not None and self.quantization not in _QUANTIZATIONS:
             raise ValueError(f"quantization={self.quantization!r}: choose one of {_QUANTIZATIONS}")
         if self.compute_dtype not in _DTYPES:
             raise ValueError(f"compute_dtype={self.compute_dtype!r}: choose one of {_DTYPES}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
-        if self.no_repeat_ngram_size is not None and self.no_repeat_ngram_size < 0:
-            raise ValueError(f"no_repeat_ngram_size={self.no_repeat_ngram_size}: must be >= 0")
         if self.gguf_file is not None and not self.gguf_file.endswith(".gguf"):
             raise ValueError(f"gguf_file={self.gguf_file!r}: expected a file name ending in .gguf")
         if not self.do_sample and self.temperature not in (0.0, 1.0):

@@ -40,6 +40,7 @@ import numpy as np
 from mllmrec_pyg.reasoning.backends._common import (
     BackendError,
     BackendInputError,
+    check_generation_settings,
     check_requests,
     fill_from_preset,
     make_config,
@@ -50,7 +51,6 @@ from mllmrec_pyg.reasoning.backends.base import GenerationRequest
 
 logger = logging.getLogger(__name__)
 
-_PROMPT_FORMATS = ("auto", "chat", "completion")
 _DEFAULT_MAX_NEW_TOKENS = 160
 INSTALL_LLAMACPP = "pip install 'mllmrec-pyg[llamacpp]'"
 
@@ -113,8 +113,7 @@ class LlamaCppBackendConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads={self.threads}: must be >= 1")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+        check_generation_settings(self)
         if self.min_new_tokens < 0:
             raise ValueError(f"min_new_tokens={self.min_new_tokens}: must be >= 0")
         if self.do_sample and self.temperature <= 0:
@@ -123,14 +122,6 @@ class LlamaCppBackendConfig:
             raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k={self.top_k}: must be >= 1")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
-        if self.no_repeat_ngram_size is not None and self.no_repeat_ngram_size < 0:
-            raise ValueError(f"no_repeat_ngram_size={self.no_repeat_ngram_size}: must be >= 0")
-        if self.prompt_format not in _PROMPT_FORMATS:
-            raise ValueError(
-                f"prompt_format={self.prompt_format!r}: choose one of {_PROMPT_FORMATS}"
-            )
 
 
 @dataclass
