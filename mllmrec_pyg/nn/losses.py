@@ -115,30 +115,45 @@ class BPRNormPenalty(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, p: Tensor, n: Tensor, weight: float) -> Tensor:  # type: ignore[override]
-        b = u.size(0)
-        diff = p - n
-        s = (u * diff).sum(-1)
-        loss = torch.nn.functional.softplus(-s).mean()  # -log sigmoid(s)
-        norms = torch.stack([t.reshape(-1).dot(t.reshape(-1)) for t in (u, p, n)]).sqrt()
-        if weight > 0:
-            loss = loss + weight * norms.sum() / b
+        loss, saved = _bpr_norm_forward(u, p, n, weight)
         ctx.weight = weight
-        ctx.save_for_backward(u, p, n, diff, s, norms)
+        ctx.save_for_backward(*saved)
         return loss
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        u, p, n, diff, s, norms = ctx.saved_tensors
-        b = u.size(0)
-        c = (torch.sigmoid(-s) * (-grad / b)).unsqueeze(1)
-        du, dp = c * diff, c * u
-        dn = -dp
-        if ctx.weight > 0:
-            scale = (grad * ctx.weight / b) / norms.clamp_min(torch.finfo(norms.dtype).tiny)
-            du.add_(u * scale[0])
-            dp.add_(p * scale[1])
-            dn.add_(n * scale[2])
-        return du, dp, dn, None
+        return (*_bpr_norm_backward(ctx.saved_tensors, ctx.weight, grad), None)
+
+
+def _bpr_norm_forward(
+    u: Tensor, p: Tensor, n: Tensor, weight: float
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """:class:`BPRNormPenalty`'s loss and what its gradient needs."""
+    b = u.size(0)
+    diff = p - n
+    s = (u * diff).sum(-1)
+    loss = torch.nn.functional.softplus(-s).mean()  # -log sigmoid(s)
+    norms = torch.stack([t.reshape(-1).dot(t.reshape(-1)) for t in (u, p, n)]).sqrt()
+    if weight > 0:
+        loss = loss + weight * norms.sum() / b
+    return loss, (u, p, n, diff, s, norms)
+
+
+def _bpr_norm_backward(
+    saved: tuple[Tensor, ...], weight: float, grad: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients of :class:`BPRNormPenalty`'s loss (times ``grad``) for ``u, p, n``."""
+    u, p, n, diff, s, norms = saved
+    b = u.size(0)
+    c = (torch.sigmoid(-s) * (-grad / b)).unsqueeze(1)
+    du, dp = c * diff, c * u
+    dn = -dp
+    if weight > 0:
+        scale = (grad * weight / b) / norms.clamp_min(torch.finfo(norms.dtype).tiny)
+        du.add_(u * scale[0])
+        dp.add_(p * scale[1])
+        dn.add_(n * scale[2])
+    return du, dp, dn
 
 
 def bpr_norm_penalty(u: Tensor, p: Tensor, n: Tensor, weight: float = 0.0) -> Tensor:
@@ -168,18 +183,16 @@ class ContentBPR(torch.autograd.Function):
         q = torch.cat([item_emb.index_select(0, uniq), torch.addmm(bias, f, weight.t())], 1)
         u = user_emb.index_select(0, users)
         p, n = q.index_select(0, inv).split(users.numel())
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in (u, p, n)]
-            loss = BPRNormPenalty.apply(*leaves, l2)
-        ctx.save_for_backward(users, uniq, inv, f, *leaves)
-        ctx.loss = loss
+        loss, saved = _bpr_norm_forward(u, p, n, l2)
+        ctx.save_for_backward(users, uniq, inv, f, *saved)
+        ctx.l2 = l2
         ctx.shapes = (user_emb.shape, item_emb.shape)
-        return loss.detach()
+        return loss
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        users, uniq, inv, f, u, p, n = ctx.saved_tensors
-        du, dp, dn = torch.autograd.grad(ctx.loss, (u, p, n), grad)
+        users, uniq, inv, f, *saved = ctx.saved_tensors
+        du, dp, dn = _bpr_norm_backward(tuple(saved), ctx.l2, grad)
         (num_users, d2), (num_items, d) = ctx.shapes
         g_user = du.new_zeros(num_users, d2).index_add_(0, users, du)
         g_rows = du.new_zeros(uniq.numel(), 2 * d).index_add_(0, inv, torch.cat([dp, dn]))
