@@ -20,6 +20,9 @@ New items take the ids after the old ones (``num_old`` … ``N - 1``).
   degrees) and its new values towards touched items. The rest of a full row
   lies below the next float32 above the list's lowest weight; when fewer than
   :math:`K` candidates are known to be above it, the row is recounted in full.
+  A recounted row keeps only its values at or above a lower bound on its new
+  :math:`K`-th value (from its old list, whose counts can only have grown, or
+  from :math:`K` values already known) for the top-:math:`K` selection.
   Rows nothing reached keep their edges, spliced into the result by per-row
   counts (no sort of the whole graph).
 """
@@ -245,15 +248,44 @@ def _rows(data: _Interactions, owners: Tensor, max_pairs: int):
         i = j
 
 
-def _values(data: _Interactions, owners: Tensor, max_pairs: int):
-    """Every positive Jaccard value ``(owner, neighbour, value)`` (float64) of the sorted
-    ``owners`` counted in full, in pieces of at most ``max_pairs`` triples, each sorted
-    by (owner, neighbour)."""
+def _top_values(data: _Interactions, owners: Tensor, max_pairs: int, k: int, floor: Tensor):
+    """The rows of the sorted ``owners`` counted in full, in pieces of at most
+    ``max_pairs`` triples: per piece, the top-``k`` ``(owner, neighbour, value)`` of
+    its owners and every value ``(owner, neighbour, value)`` (float64, self-pairs
+    included, sorted by owner then neighbour). ``floor[owner]`` is a lower bound on the
+    owner's ``k``-th value: the values below it are left out of the selection."""
+    deg, n = data.deg_item, data.num_items
     for o, nb, c in _rows(data, owners, max_pairs):
-        ok = o != nb
-        o, nb, c = o[ok], nb[ok], c[ok].to(torch.float64)
-        if o.numel():
-            yield o, nb, c / (data.deg_item[o] + data.deg_item[nb] - c)
+        c = c.to(torch.float64)
+        v = c / (deg[o] + deg[nb] - c)
+        sel = v >= floor[o]
+        sel &= o != nb
+        yield _topk_rows(o[sel], nb[sel], v[sel], k, n, presorted=True), (o, nb, v)
+
+
+def _list_floor(
+    owner: Tensor,
+    nbr: Tensor,
+    weight: Tensor,
+    rows: Tensor,
+    full: Tensor,
+    deg: Tensor,
+    gained: Tensor,
+) -> Tensor:
+    """Per item, a lower bound on the ``k``-th value of its new row, for the items
+    flagged in ``rows`` whose old list was full (0 for the others): an old entry's
+    co-occurrence count, recovered from below its float32 weight with the old
+    degrees at their lowest (``deg - gained``, ``gained`` counting the new pairs),
+    can only have grown, and its new value rises with the count."""
+    e = rows[owner] & full[owner]
+    o, j, w = owner[e], nbr[e], weight[e]
+    v = torch.nextafter(w, torch.tensor(0.0)).to(torch.float64)  # below the exact old value
+    count = torch.ceil(v * (deg[o] - gained[o] + deg[j] - gained[j]) / (1 + v) * (1 - 1e-9))
+    count = count.clamp_min(0)
+    low = count / (deg[o] + deg[j] - count)
+    floor = torch.zeros(deg.numel(), dtype=torch.float64)
+    floor.scatter_reduce_(0, o, low, "amin", include_self=False)
+    return floor * (1 - 1e-9)
 
 
 def _cat3(parts):
@@ -370,10 +402,16 @@ def update_jaccard(
     lo = torch.where(full, lo, float("-inf"))
     # touched rows, counted in full; their values towards untouched items are the
     # untouched rows' new candidates (the same float64 value from both sides)
+    # a touched old row's new K-th value is at least `floor`: lower values are left out
+    new = new_edge_index.cpu()
+    new_key = torch.unique(new[0] * n + new[1])
+    gained = torch.bincount(new_key % n, minlength=n).to(torch.float64)
+    del new, new_key
+    floor = _list_floor(owner_old, nbr_old, w_old, touched, full, deg, gained)
     tops, cands = [], []
     t_data = _owner_side(data, touched)
-    for o, nb, v in _values(t_data, touched.nonzero().flatten(), limit):
-        tops.append(_topk_rows(o, nb, v, k, n, presorted=True))
+    for top, (o, nb, v) in _top_values(t_data, touched.nonzero().flatten(), limit, k, floor):
+        tops.append(top)
         m = ~touched[nb]
         m &= v >= lo[nb]
         cands.append((nb[m], o[m], v[m]))
@@ -403,11 +441,18 @@ def update_jaccard(
     c_o, c_n, c_v = torch.cat([a_o, k_o]), torch.cat([a_n, k_n]), torch.cat([a_v, k_v])
     sel = ~fallback[c_o]
     tops.append(_topk_rows(c_o[sel], c_n[sel], c_v[sel], k, n))
-    del c_o, c_n, c_v, sel, k_o, k_n, k_v, a_o, a_n, a_v, a_w
+    # K known values of a fallback row bound its new K-th value from below
+    sel = ~sel & torch.cat([exact, torch.ones(k_o.numel(), dtype=torch.bool)])
+    f_o, _, f_v = _topk_rows(c_o[sel], c_n[sel], c_v[sel], k, n)
+    known = torch.full((n,), float("inf"), dtype=torch.float64)
+    known.scatter_reduce_(0, f_o, f_v, "amin")
+    known_k = fallback & (torch.bincount(f_o, minlength=n) >= k)
+    floor = torch.where(known_k, known * (1 - 1e-9), floor)
+    del c_o, c_n, c_v, sel, k_o, k_n, k_v, a_o, a_n, a_v, a_w, f_o, f_v, known
     # the rest of a fallback row is unknown: counted in full
     f_ids = fallback.nonzero().flatten()
     if f_ids.numel():
         f_data = _owner_side(data, fallback)
-        for o, nb, v in _values(f_data, f_ids, limit):
-            tops.append(_topk_rows(o, nb, v, k, n, presorted=True))
+        for top, _ in _top_values(f_data, f_ids, limit, k, floor):
+            tops.append(top)
     return _splice(owner_old, nbr_old, w_old, touched | aff, tops, n)
