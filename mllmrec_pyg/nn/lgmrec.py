@@ -175,19 +175,30 @@ class LGMRec(MultimodalModel):
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         return layer_mean(self.norm_adj, ego, self.config.num_ui_layers)
 
-    def modality_embedding(self, m: int) -> Tensor:
-        """:math:`E^m = \\hat A^{L_m} [F^m_U; F^m_I]` (``[U + I, d]``)."""
-        items = self.features(m) @ self.projections[m]
-        users = fixed_matmul(self.inter, items, self.inter_transposed)
+    def _feature_products(self, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Modality ``m``'s item projections :math:`F^m_I = X^m W^m` and hyperedge logits
+        :math:`X^m V^m`, and their sums over each user's items: one dense product with
+        ``[W | V]`` and one sparse product for both (a product with the ``hyper_num``
+        columns alone runs the matrix kernels at a fraction of their speed)."""
+        d = self.projections[m].size(1)
+        both = self.features(m) @ torch.cat([self.projections[m], self.hyperedges[m]], 1)
+        summed = fixed_matmul(self.inter, both, self.inter_transposed)
+        return both[:, :d], summed[:, :d], both[:, d:], summed[:, d:]
+
+    def modality_embedding(self, m: int, products: tuple[Tensor, ...] | None = None) -> Tensor:
+        """:math:`E^m = \\hat A^{L_m} [F^m_U; F^m_I]` (``[U + I, d]``), from
+        :meth:`_feature_products` (computed here if not given)."""
+        items, users, _, _ = products or self._feature_products(m)
         h = torch.cat([users * self.inv_user_degree.unsqueeze(1), items])
         return power_matmul(self.norm_adj, h, self.config.num_mm_layers)  # symmetric
 
-    def memberships(self, m: int) -> tuple[Tensor, Tensor]:
+    def memberships(
+        self, m: int, products: tuple[Tensor, ...] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """:math:`(\\Lambda^m_U, \\Lambda^m_I)`: Gumbel-softmax + dropout when training,
         softmax at :math:`\\tau` otherwise."""
         cfg = self.config
-        logits_i = self.features(m) @ self.hyperedges[m]
-        logits_u = fixed_matmul(self.inter, logits_i, self.inter_transposed)
+        _, _, logits_i, logits_u = products or self._feature_products(m)
         if self.training:
             lam_i = F.gumbel_softmax(logits_i, tau=cfg.tau, hard=False, dim=1)
             lam_u = F.gumbel_softmax(logits_u, tau=cfg.tau, hard=False, dim=1)
@@ -195,9 +206,11 @@ class LGMRec(MultimodalModel):
             return F.dropout(lam_u, p, True), F.dropout(lam_i, p, True)
         return torch.softmax(logits_u / cfg.tau, 1), torch.softmax(logits_i / cfg.tau, 1)
 
-    def hypergraph(self, items: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    def hypergraph(
+        self, items: Tensor, m: int, products: tuple[Tensor, ...] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """:math:`(G^m_U, G^m_I)` from the collaborative item embeddings ``items``."""
-        lam_u, lam_i = self.memberships(m)
+        lam_u, lam_i = self.memberships(m, products)
         g = items
         for _ in range(self.config.num_hyper_layers):
             lat = lam_i.t() @ g
@@ -209,10 +222,11 @@ class LGMRec(MultimodalModel):
         """Users ``[U, d]``, items ``[I, d]`` and each modality's hypergraph ``(G_U, G_I)``."""
         nu = self.num_users
         cge = self.collaborative()
+        products = [self._feature_products(m) for m in range(self.num_modalities)]
         local = cge + sum(
-            F.normalize(self.modality_embedding(m), dim=1) for m in range(self.num_modalities)
+            F.normalize(self.modality_embedding(m, p), dim=1) for m, p in enumerate(products)
         )
-        hyper = [self.hypergraph(cge[nu:], m) for m in range(self.num_modalities)]
+        hyper = [self.hypergraph(cge[nu:], m, p) for m, p in enumerate(products)]
         ghe = sum(torch.cat([g_u, g_i]) for g_u, g_i in hyper)
         out = local + self.config.alpha * F.normalize(ghe, dim=1)
         return out[:nu], out[nu:], hyper
