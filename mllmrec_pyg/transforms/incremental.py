@@ -365,7 +365,9 @@ def update_jaccard(
     sort otherwise); the items of the rows to count are indexed alone. An untouched
     row's old list bounds the rest of its row: every value outside a full list is below
     the next float32 above the list's lowest weight, so its touched candidates are
-    filtered against that bound as their rows are counted."""
+    filtered against that bound as their rows are counted. A recounted row selects its
+    top-``k`` only among its values at or above a lower bound on its new ``k``-th
+    value."""
     _check_k(k)
     if not 0 <= num_old_items <= num_items:
         raise ValueError(f"num_old_items must be in [0, {num_items}], got {num_old_items}")
@@ -389,9 +391,9 @@ def update_jaccard(
         order = torch.argsort(key)
         nbr_old, owner_old, w_old = nbr_old[order], owner_old[order], w_old[order]
     del key
-    # a full old list (K entries) holds its row's top-K; every other value of the row
-    # rounds to at most the list's lowest float32 weight, so it lies below `hi`; an
-    # untouched neighbour keeps its value, a touched one gets a candidate below
+    # a full old list (K entries) holds its row's top-K; every other old value of the
+    # row rounds to at most the list's lowest float32 weight, so it lies below `hi`;
+    # towards untouched items it stays so, towards touched items it is a candidate
     full = torch.bincount(owner_old, minlength=n) >= k
     w_min = torch.full((n,), float("inf"))
     w_min.scatter_reduce_(0, owner_old, w_old, "amin")
@@ -400,14 +402,14 @@ def update_jaccard(
     # above the rest it cannot enter; without them the row is recounted anyway
     lo = torch.nextafter(w_min, torch.tensor(0.0)).to(torch.float64)
     lo = torch.where(full, lo, float("-inf"))
-    # touched rows, counted in full; their values towards untouched items are the
-    # untouched rows' new candidates (the same float64 value from both sides)
     # a touched old row's new K-th value is at least `floor`: lower values are left out
     new = new_edge_index.cpu()
     new_key = torch.unique(new[0] * n + new[1])
     gained = torch.bincount(new_key % n, minlength=n).to(torch.float64)
     del new, new_key
     floor = _list_floor(owner_old, nbr_old, w_old, touched, full, deg, gained)
+    # touched rows, counted in full; their values towards untouched items are the
+    # untouched rows' new candidates (the same float64 value from both sides)
     tops, cands = [], []
     t_data = _owner_side(data, touched)
     for top, (o, nb, v) in _top_values(t_data, touched.nonzero().flatten(), limit, k, floor):
