@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -627,6 +628,6 @@ def test_local_backends_refuse_the_same_bad_generation_settings(backend, setting
         from mllmrec_pyg.reasoning.backends.hf import TransformersBackendConfig as Config
     else:
         from mllmrec_pyg.reasoning.backends.llamacpp import LlamaCppBackendConfig as Config
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         Config(**{setting: value})
     Config()  # the defaults pass

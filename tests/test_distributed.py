@@ -186,6 +186,17 @@ def test_incremental_jaccard_new_item_pairs_always_count():
     assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
 
 
+def test_incremental_jaccard_ties():
+    # items with identical audiences: equal values, ties go to the lower id
+    old_p = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]])
+    new_p = torch.tensor([[0, 1], [3, 3]])  # a new item with the same audience
+    union = torch.cat([old_p, new_p], 1)
+    old = jaccard_topk_graph(old_p, 2, 3, 2)
+    ref = jaccard_topk_graph(union, 2, 4, 2)
+    got = update_jaccard(union, new_p, 2, 4, old[0], old[1], 3, 2)
+    assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+
+
 def test_incremental_bad_input():
     x = torch.randn(10, 4)
     old = threshold_knn_graph(x[:6], 3, None)
