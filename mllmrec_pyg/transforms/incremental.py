@@ -29,8 +29,6 @@ New items take the ids after the old ones (``num_old`` … ``N - 1``).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -166,48 +164,6 @@ def update_threshold_knn(
     order = torch.argsort(dst * n + src)
     edge_index = torch.stack([src[order], dst[order]])
     return edge_index, torch.ones(edge_index.size(1))
-
-
-def _user_index(edge_index: Tensor, num_users: int, num_items: int) -> _Interactions:
-    """The user side of :class:`_Interactions` over the deduplicated ``edge_index`` (each
-    user's items, the item and user degrees), without its owner side (see
-    :func:`_owner_side`). Pairs already sorted by (user, item) without duplicates, as
-    :func:`numpy.unique` or this index leave them, are taken as they are: one pass
-    instead of a sort."""
-    users, items = edge_index[0], edge_index[1]
-    key = users * num_items + items
-    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
-        key = torch.unique(key)
-        users, items = key // num_items, key % num_items
-    del key
-    data = _Interactions.__new__(_Interactions)
-    data.num_items = num_items
-    data.deg_item = torch.bincount(items, minlength=num_items).to(torch.float64)
-    data.deg_user = torch.bincount(users, minlength=num_users)
-    data.user_ptr = torch.zeros(num_users + 1, dtype=torch.long)
-    data.user_ptr[1:] = data.deg_user.cumsum(0)
-    data.items_by_user = items
-    data.user_of_pair = users
-    return data
-
-
-def _owner_side(data: _Interactions, owners: Tensor) -> _Interactions:
-    """``data`` with the owner side of only the items flagged in the mask ``owners``: their
-    (owner, user) pairs sorted by owner, each pair's cost (its user's degree) and the
-    per-item pointers, enough to count the rows of those owners."""
-    pos = owners[data.items_by_user].nonzero().flatten()
-    items = data.items_by_user[pos]
-    by_item = torch.from_numpy(np.argsort(items.numpy(), kind="stable"))
-    sub = copy.copy(data)
-    sub.owner = items[by_item]
-    sub.user = data.user_of_pair[pos[by_item]]
-    del pos, items, by_item
-    sub.cost = data.deg_user[sub.user]
-    sub.owner_ptr = torch.searchsorted(sub.owner, torch.arange(data.num_items + 1))
-    cum = torch.zeros(sub.cost.numel() + 1, dtype=torch.long)
-    cum[1:] = sub.cost.cumsum(0)
-    sub.owner_cum = cum[sub.owner_ptr]
-    return sub
 
 
 def _rows(data: _Interactions, owners: Tensor, max_pairs: int):
@@ -375,7 +331,10 @@ def update_jaccard(
     if graph_weight.numel() != old.size(1):
         raise ValueError(f"graph_weight has {graph_weight.numel()} entries for {old.size(1)} edges")
     n = num_items
-    data = _user_index(edge_index.cpu(), num_users, n)
+    # the user side only; the owners to count are indexed as they come
+    data = _Interactions(
+        edge_index.cpu(), num_users, n, owners=torch.zeros(n, dtype=torch.bool), keep_pairs=True
+    )
     if max_pairs is not None:
         limit = max_pairs
     else:  # no bound: every owner's triples at once
@@ -411,7 +370,7 @@ def update_jaccard(
     # touched rows, counted in full; their values towards untouched items are the
     # untouched rows' new candidates (the same float64 value from both sides)
     tops, cands = [], []
-    t_data = _owner_side(data, touched)
+    t_data = data.with_owners(touched)
     for top, (o, nb, v) in _top_values(t_data, touched.nonzero().flatten(), limit, k, floor):
         tops.append(top)
         m = ~touched[nb]
@@ -454,7 +413,7 @@ def update_jaccard(
     # the rest of a fallback row is unknown: counted in full
     f_ids = fallback.nonzero().flatten()
     if f_ids.numel():
-        f_data = _owner_side(data, fallback)
+        f_data = data.with_owners(fallback)
         for top, _ in _top_values(f_data, f_ids, limit, k, floor):
             tops.append(top)
     return _splice(owner_old, nbr_old, w_old, touched | aff, tops, n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -120,30 +121,65 @@ def _block_topk(
 class _Interactions:
     """Deduplicated training pairs indexed both by user and by item."""
 
-    def __init__(self, edge_index: Tensor, num_users: int, num_items: int) -> None:
+    def __init__(
+        self,
+        edge_index: Tensor,
+        num_users: int,
+        num_items: int,
+        owners: Tensor | None = None,
+        keep_pairs: bool = False,
+    ) -> None:
+        """Index ``edge_index`` (pairs sorted by (user, item) without duplicates, as
+        :func:`torch.unique` leaves them, are read in one pass instead of a sort) by user,
+        and by owner item for the items flagged in the mask ``owners`` (default: all).
+        ``keep_pairs`` keeps each pair's user, so that :meth:`with_owners` can index
+        other owners later."""
         device = edge_index.device
-        key = torch.unique(edge_index[0] * num_items + edge_index[1])
-        users, items = key // num_items, key % num_items
+        users, items = edge_index[0], edge_index[1]
+        key = users * num_items + items
+        if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+            key = torch.unique(key)
+            users, items = key // num_items, key % num_items
         del key
         self.num_items = num_items
         self.deg_item = torch.bincount(items, minlength=num_items).to(torch.float64)
-        deg_user = torch.bincount(users, minlength=num_users)
+        self.deg_user = torch.bincount(users, minlength=num_users)
         #: items of user u: ``items_by_user[user_ptr[u]:user_ptr[u + 1]]``
         self.user_ptr = torch.zeros(num_users + 1, dtype=torch.long, device=device)
-        self.user_ptr[1:] = deg_user.cumsum(0)
+        self.user_ptr[1:] = self.deg_user.cumsum(0)
         self.items_by_user = items
+        self.user_of_pair = users if keep_pairs else None
+        self._index_owners(users, items, owners)
+
+    def _index_owners(self, users: Tensor, items: Tensor, owners: Tensor | None) -> None:
+        if owners is not None:
+            pos = owners[items].nonzero().flatten()
+            users, items = users[pos], items[pos]
+            del pos
         by_item = torch.argsort(items, stable=True)
         #: (owner item, user) pairs sorted by owner; the cost of a pair is the
         #: user's degree, the number of (owner, neighbour) triples it expands to
         self.owner = items[by_item]
         self.user = users[by_item]
         del by_item, users
-        self.cost = deg_user[self.user]
-        self.owner_ptr = torch.searchsorted(self.owner, torch.arange(num_items + 1, device=device))
+        self.cost = self.deg_user[self.user]
+        device = items.device
+        self.owner_ptr = torch.searchsorted(
+            self.owner, torch.arange(self.num_items + 1, device=device)
+        )
         cum = torch.zeros(self.cost.numel() + 1, dtype=torch.long, device=device)
         cum[1:] = self.cost.cumsum(0)
         #: triples expanded by owners ``< a``
         self.owner_cum = cum[self.owner_ptr]
+
+    def with_owners(self, owners: Tensor) -> _Interactions:
+        """A copy sharing the user side, indexed by owner for the items flagged in the mask
+        ``owners`` only (enough to count those owners' rows); needs ``keep_pairs``."""
+        if self.user_of_pair is None:
+            raise RuntimeError("with_owners needs an index built with keep_pairs=True")
+        sub = copy.copy(self)
+        sub._index_owners(self.user_of_pair, self.items_by_user, owners)
+        return sub
 
     def expand(self, users: Tensor, costs: Tensor, lo: int, hi: int) -> Tensor:
         """Neighbours at positions ``lo:hi`` of the concatenated item lists of ``users``."""
