@@ -91,6 +91,15 @@ def dense_reference(model, data, graph=None):
     }
 
 
+def user_noise(users, d):
+    """Four ``U[0,1)`` draws, one row per distinct user (ascending id), gathered for the
+    batch: a repeated user gets the same perturbation, as in the authors' code, which
+    perturbs the whole user table and then indexes it."""
+    inv = torch.unique(users, return_inverse=True)[1]
+    n = int(inv.max()) + 1
+    return [torch.rand(n, d)[inv] for _ in range(4)]
+
+
 def reference_terms(model, ref, users, pos, neg, noise):
     """Every weighted loss term; ``noise`` four ``U[0,1)`` draws ``[B, d]`` in the order
     (integration view 1, view 2, extended view 1, view 2)."""
@@ -188,7 +197,7 @@ def test_every_loss_term_matches_dense_reference():
         terms = model.loss_terms(users, pos, neg)
         ref = dense_reference(model, data)
     torch.manual_seed(7)
-    noise = [torch.rand(users.numel(), CFG["embedding_dim"]) for _ in range(4)]
+    noise = user_noise(users, CFG["embedding_dim"])
     want = reference_terms(model, ref, users, pos, neg, noise)
     assert set(terms) == set(want)
     for key in want:
@@ -225,7 +234,7 @@ def test_gradients_reach_every_parameter_and_match_dense_reference():
         assert g is not None and g.abs().sum() > 0, k
     model.zero_grad()
     torch.manual_seed(3)
-    noise = [torch.rand(users.numel(), CFG["embedding_dim"]) for _ in range(4)]
+    noise = user_noise(users, CFG["embedding_dim"])
     ref = dense_reference(model, data)
     sum(reference_terms(model, ref, users, pos, neg, noise).values()).backward()
     for k, p in params.items():

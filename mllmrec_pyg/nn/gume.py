@@ -60,15 +60,18 @@ enhanced graph, :math:`\\mathrm{LG}(Z) = \\frac{1}{L_{ui}+1}
   + \\mathrm{NCE}_{\\tau_{um}}(\\delta(E^s_u), \\delta'(E^s_u))
   + \\mathrm{NCE}_{\\tau_{um}}(\\delta(E^x_u), \\delta'(E^x_u))]` with two random
   perturbations :math:`\\delta(z) = z + \\epsilon\\, \\mathrm{sign}(z) \\odot
-  \\nu / \\lVert \\nu \\rVert`, :math:`\\nu \\sim U[0, 1)^d` drawn per row
+  \\nu / \\lVert \\nu \\rVert`, :math:`\\nu \\sim U[0, 1)^d` drawn per user
   (:math:`\\epsilon = 0.1`);
 * :math:`\\beta_2 \\frac{1}{2B} \\lVert E^x_i \\rVert^2` on the batch's
   positive items.
 
 Defaults are the authors' configuration (its Amazon-Baby values where it
-varies by dataset). The perturbation noise is drawn for the batch's rows
-only (the reference draws it for every user and then indexes), which is the
-same distribution; the embedding penalties divide by the actual batch size.
+varies by dataset). The perturbation noise is drawn once per distinct user
+of the batch, so a user's repeats share it, as in the reference (which
+draws it for every user and then gathers the batch's rows): the same
+distribution, and the perturbed InfoNCE terms, like the others, are
+computed over distinct users. The embedding penalties divide by the actual
+batch size.
 
 **Plug-and-play.** ``item_graph=("item", "related", "item")`` replaces every
 modality graph :math:`\\hat S^m` by the symmetrically normalised graph of
@@ -375,10 +378,15 @@ class GUME(MultimodalModel):
             info_nce(s[:nu], b[:nu], tb, index=users)
             + info_nce(s[nu:], b[nu:], tb, index=pos_items)
         )
-        s_u, x_u, tu, eps = s[users], ext[users], cfg.um_temperature, cfg.noise_eps
+        tu, eps = cfg.um_temperature, cfg.noise_eps
         um = info_nce(ext[:nu], s[:nu], tu, index=users)
-        um = um + info_nce(perturb(s_u, eps), perturb(s_u, eps), tu)
-        um = um + info_nce(perturb(x_u, eps), perturb(x_u, eps), tu)
+        # one perturbation per distinct user, shared by its repeats (the reference perturbs
+        # the whole user table and then gathers the batch), so the products run over
+        # distinct users
+        uniq, inv = torch.unique(users, return_inverse=True)
+        s_u, x_u = s.index_select(0, uniq), ext.index_select(0, uniq)
+        um = um + info_nce(perturb(s_u, eps), perturb(s_u, eps), tu, index=inv)
+        um = um + info_nce(perturb(x_u, eps), perturb(x_u, eps), tu, index=inv)
         terms["um"] = cfg.um_weight * um
         x_i = ext[nu:][pos_items]
         terms["extended_reg"] = cfg.extended_reg_weight * x_i.pow(2).sum() / (2 * users.numel())
