@@ -12,7 +12,7 @@ from torch_geometric.data import HeteroData
 
 from mllmrec_pyg.data import INTERACTS, RELATED
 from mllmrec_pyg.nn import LangGCN, LangGCNConfig
-from mllmrec_pyg.nn.langgcn import cooccurrence_prior, mean_item_vectors
+from mllmrec_pyg.nn.langgcn import cooccurrence_prior, log_popularity, mean_item_vectors
 from mllmrec_pyg.nn.registry import build_model
 from mllmrec_pyg.train import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 from mllmrec_pyg.transforms import JaccardCoOccurrence, MergeGraphs, ThresholdKNN
@@ -352,6 +352,7 @@ def test_user_side_inputs_ignore_held_out_pairs():
         "edge_dropout": 0.8,
         "num_negatives": 0,
         "cooccurrence_weight": 0.2,  # the co-purchase prior: training pairs only
+        "popularity_weight": 0.3,  # the items' training popularity
     }
     for values in ({}, {"user_init": "mean+preference", "item_graph_mode": "embeddings"}, compared):
         torch.manual_seed(0)
@@ -500,3 +501,36 @@ def test_cooccurrence_weight_adds_the_prior_to_scores_and_leaves_training_alone(
     torch.testing.assert_close(prior.scorer()(users).double(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="cooccurrence_weight"):
         LangGCNConfig(cooccurrence_weight=-0.1)
+
+
+def test_popularity_weight_adds_the_log_training_degree_to_scores():
+    """gamma * log(1 + d_i) / log(1 + max d) with d_i the item's distinct TRAINING users,
+    beside the co-purchase prior; the loss does not see it."""
+    data = _data(seed=3)
+    nu, ni = data["user"].num_nodes, data["item"].num_nodes
+    pairs = data[INTERACTS].edge_index
+    data[INTERACTS].edge_index = torch.cat([pairs, pairs[:, :7]], dim=1)  # repeats count once
+    beta, gamma = 0.2, 0.4
+    torch.manual_seed(0)
+    plain = build_model("langgcn", data, num_negatives=0)
+    torch.manual_seed(0)
+    both = build_model(
+        "langgcn", data, num_negatives=0, cooccurrence_weight=beta, popularity_weight=gamma
+    )
+    users = torch.arange(nu)
+    pos = pairs[1, :nu]
+    none = users.new_empty(nu, 0)
+    plain.train(), both.train()
+    assert torch.equal(plain.batch_loss(users, pos, none), both.batch_loss(users, pos, none))
+    plain.eval(), both.eval()
+    r = torch.zeros(nu, ni, dtype=torch.float64)
+    r[pairs[0], pairs[1]] = 1.0
+    deg = r.sum(0)
+    assert deg.min() < deg.max()  # a real test: the items differ in popularity
+    want_pop = torch.log(1 + deg) / math.log(1 + float(deg.max()))
+    torch.testing.assert_close(log_popularity(pairs, ni).double(), want_pop, rtol=1e-6, atol=1e-7)
+    want = plain.scorer()(users).double() + beta * _dense_prior(pairs, nu, ni) + gamma * want_pop
+    torch.testing.assert_close(both.scorer()(users).double(), want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(log_popularity(pairs[:, :0], ni), torch.zeros(ni))
+    with pytest.raises(ValueError, match="popularity_weight"):
+        LangGCNConfig(popularity_weight=-0.1)
