@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,46 @@ def test_train_baby_example_offline(tmp_path):
     cache = tmp_path / "cache" / res["dataset"]
     assert (cache / "item_feat.npy").is_file()
     assert (cache / "user_feat_none_train_history.npy").is_file()
+
+
+@pytest.mark.slow
+def test_rerank_example_chooses_its_weights_on_validation(tmp_path):
+    """The re-ranking example trains a model from a tuned file, chooses the two ranking
+    weights on validation (the model alone is one grid point, so re-ranked validation can
+    only be at least as good) and reads the test split with and without them."""
+    tuned = tmp_path / "bpr.json"
+    settings = {"model": {}, "train": {"lr": 0.01, "batch_size": 512}, "graph": None}
+    tuned.write_text(
+        json.dumps(
+            {
+                "format": "mllmrec-pyg/tuned/1",
+                "key": "bpr",
+                "model": "bpr",
+                "best": {"settings": settings},
+            }
+        )
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "rerank_baseline.py"),
+            "--data-dir",
+            "synthetic",
+            "--tuned",
+            str(tuned),
+            "--epochs",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("bpr seed 0: test R@20 ")
+    alone, reranked = (float(x) for x in re.findall(r"(\d\.\d{4})", lines[1]))
+    assert reranked >= alone
+    assert lines[2].startswith("re-ranked (prior ") and "chosen on valid" in lines[2]
