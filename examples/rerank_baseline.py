@@ -23,7 +23,7 @@ import torch
 
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data import INTERACTS
-from mllmrec_pyg.nn.langgcn import cooccurrence_prior, log_popularity
+from mllmrec_pyg.nn.langgcn import cooccurrence_prior, log_popularity, with_ranking_terms
 from mllmrec_pyg.nn.registry import build_model
 from mllmrec_pyg.pipeline import build_graph, prepare
 from mllmrec_pyg.sampling import seed_everything
@@ -71,11 +71,7 @@ def main() -> None:
         spread = float(base(torch.arange(min(num_users, 4096))).std(1).mean())
 
     def reranked(beta: float, gamma: float):
-        def score(users: torch.Tensor) -> torch.Tensor:
-            s = prior.add_to(base(users), users, beta * spread)
-            return s.add_(pop.to(s), alpha=gamma * spread)
-
-        return score
+        return with_ranking_terms(base, prior, beta * spread, pop, gamma * spread)
 
     valid = {
         bg: trainer.evaluator.evaluate(reranked(*bg), "valid")["recall@20"]

@@ -327,6 +327,30 @@ def log_popularity(pairs: Tensor, num_items: int) -> Tensor:
     return (torch.log1p(deg) / torch.log1p(deg.max())).float()
 
 
+def with_ranking_terms(
+    base: ScoreFn,
+    prior: SparseRows | None = None,
+    prior_weight: float = 0.0,
+    popularity: Tensor | None = None,
+    popularity_weight: float = 0.0,
+) -> ScoreFn:
+    """``base`` plus ``prior_weight`` times each user's :func:`cooccurrence_prior` row and
+    ``popularity_weight`` times :func:`log_popularity` (either left out when ``None``): the
+    ranking terms of LangGCN's scores, for any model's scores."""
+    if prior is None and popularity is None:
+        return base
+
+    def score(users: Tensor) -> Tensor:
+        s = base(users)
+        if prior is not None:
+            s = prior.add_to(s, users, prior_weight)
+        if popularity is not None:
+            s = s.add_(popularity.to(s), alpha=popularity_weight)
+        return s
+
+    return score
+
+
 #: LangGCN's learning rates, temperatures and depths
 LANG_SPACE = {
     "train.lr": (1e-3, 3e-3),
@@ -738,21 +762,14 @@ class LangGCN(RankingModel):
         return l2_penalty(u, p, n, self.config.reg_weight)
 
     def scorer(self) -> ScoreFn:
-        base = dot_scorer(*self.representations())
-        if self._prior is None and self._popularity is None:
-            return base
-        prior, beta = self._prior, self.config.cooccurrence_weight
-        pop, gamma = self._popularity, self.config.popularity_weight
-
-        def score(users: Tensor) -> Tensor:
-            s = base(users)
-            if prior is not None:
-                s = prior.add_to(s, users, beta)
-            if pop is not None:
-                s = s.add_(pop.to(s), alpha=gamma)
-            return s
-
-        return score
+        cfg = self.config
+        return with_ranking_terms(
+            dot_scorer(*self.representations()),
+            self._prior,
+            cfg.cooccurrence_weight,
+            self._popularity,
+            cfg.popularity_weight,
+        )
 
     def extra_repr(self) -> str:
         c = self.config
@@ -774,4 +791,5 @@ __all__ = [
     "cooccurrence_prior",
     "log_popularity",
     "mean_item_vectors",
+    "with_ranking_terms",
 ]
