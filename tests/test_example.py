@@ -14,30 +14,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_train_baby_example_offline(tmp_path):
-    out = tmp_path / "results.json"
-    # one intra-op thread: the test machines' CPUs are shared
+def run_example(name: str, *args: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``examples/<name>`` with ``args``, offline, one intra-op thread (the test machines'
+    CPUs are shared), in ``cwd``."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "train_baby.py"),
-            "--num-users",
-            "300",
-            "--num-items",
-            "150",
-            "--epochs",
-            "3",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--json",
-            str(out),
-            "--no-progress",
-        ],
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_train_baby_example_offline(tmp_path):
+    out = tmp_path / "results.json"
+    proc = run_example(
+        "train_baby.py",
+        *("--num-users", "300", "--num-items", "150", "--epochs", "3"),
+        *("--cache-dir", str(tmp_path / "cache"), "--json", str(out), "--no-progress"),
         cwd=tmp_path,
         timeout=900,
     )
@@ -84,21 +81,9 @@ def test_rerank_example_chooses_its_weights_on_validation(tmp_path):
             }
         )
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "rerank_baseline.py"),
-            "--data-dir",
-            "synthetic",
-            "--tuned",
-            str(tuned),
-            "--epochs",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    proc = run_example(
+        "rerank_baseline.py",
+        *("--data-dir", "synthetic", "--tuned", str(tuned), "--epochs", "3"),
         cwd=tmp_path,
         timeout=600,
     )
