@@ -3,9 +3,10 @@
 LangGCN adds a co-purchase prior and the items' log popularity to its ranking scores
 (``cooccurrence_weight``, ``popularity_weight``). Both come from the TRAINING pairs only,
 so any model's scores can take them. This script trains one model at its tuned settings,
-then picks the two weights on VALIDATION from a small grid (multiples of the model's mean
-per-user score spread, so the grid fits dot-product and cosine scores alike), and reads
-the test split once, with and without them::
+then picks the two weights on VALIDATION (:func:`mllmrec_pyg.rerank.choose_reranking`: a
+small grid in multiples of the model's mean per-user score spread, so the grid fits
+dot-product and cosine scores alike), and reads the test split once, with and without
+them. ``mllmrec experiment compare --rerank`` gives every compared model the same stage::
 
     python examples/rerank_baseline.py --data-dir data/scientific \\
         --tuned docs/experiments/tuned/mmrec-scientific/soil.json --seed 0
@@ -17,21 +18,16 @@ of seeds 0-2; the README's LangGCN section).
 from __future__ import annotations
 
 import argparse
-import itertools
-
-import torch
 
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data import INTERACTS
-from mllmrec_pyg.nn.langgcn import cooccurrence_prior, log_popularity, with_ranking_terms
 from mllmrec_pyg.nn.registry import build_model
 from mllmrec_pyg.pipeline import build_graph, prepare
+from mllmrec_pyg.rerank import RankingTerms, choose_reranking
 from mllmrec_pyg.sampling import seed_everything
 from mllmrec_pyg.threads import apply_thread_policy
 from mllmrec_pyg.train import TrainConfig, Trainer
 from mllmrec_pyg.tuning import read_tuned
-
-GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 def main() -> None:
@@ -64,25 +60,17 @@ def main() -> None:
 
     model.eval()
     base = model.scorer()
-    pairs = data[INTERACTS].edge_index
     num_users, num_items = data["user"].num_nodes, data["item"].num_nodes
-    prior, pop = cooccurrence_prior(pairs, num_users, num_items), log_popularity(pairs, num_items)
-    with torch.no_grad():
-        spread = float(base(torch.arange(min(num_users, 4096))).std(1).mean())
-
-    def reranked(beta: float, gamma: float):
-        return with_ranking_terms(base, prior, beta * spread, pop, gamma * spread)
-
-    valid = {
-        bg: trainer.evaluator.evaluate(reranked(*bg), "valid")["recall@20"]
-        for bg in itertools.product(GRID, GRID)
-    }
-    best = max(valid, key=valid.get)  # (0, 0), the model alone, is in the grid
-    print(f"valid R@20: {valid[0.0, 0.0]:.4f} alone, {valid[best]:.4f} re-ranked")
-    test = trainer.evaluator.evaluate(reranked(*best), "test")
+    terms = RankingTerms.of(data[INTERACTS].edge_index, num_users, num_items)
+    alone = trainer.evaluator.evaluate(base, "valid")["recall@20"]
+    # (0, 0), the model alone, is in the grid
+    choice, valid = choose_reranking(base, trainer.evaluator, terms, "recall@20")
+    print(f"valid R@20: {alone:.4f} alone, {valid['recall@20']:.4f} re-ranked")
+    test = trainer.evaluator.evaluate(choice.apply(base, terms), "test")
     print(
-        f"re-ranked (prior {best[0]}, popularity {best[1]} x spread {spread:.3f}, chosen on "
-        f"valid): test R@20 {test['recall@20']:.4f}, N@20 {test['ndcg@20']:.4f}"
+        f"re-ranked (prior {choice.prior}, popularity {choice.popularity} x spread "
+        f"{choice.spread:.3f}, chosen on valid): test R@20 {test['recall@20']:.4f}, "
+        f"N@20 {test['ndcg@20']:.4f}"
     )
 
 

@@ -56,8 +56,11 @@ from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
 from mllmrec_pyg.data.schema import INTERACTS, ITEM, RELATED, USER
 from mllmrec_pyg.io import jsonable, read_json, write_json
 from mllmrec_pyg.metrics import FullRankEvaluator
+from mllmrec_pyg.nn.base import ScoreFn
 from mllmrec_pyg.nn.registry import make_config, model_class, takes_seed
 from mllmrec_pyg.pipeline import build_graph, train_model
+from mllmrec_pyg.rerank import GRID as RERANK_GRID
+from mllmrec_pyg.rerank import SPREAD_USERS, RankingTerms, Reranking, choose_reranking
 from mllmrec_pyg.train import TrainConfig, drop_cold_start, fit_cutoffs
 
 log = logging.getLogger(__name__)
@@ -243,6 +246,9 @@ class RunSpec:
         train: training settings that differ from the store's (e.g. a tuned ``lr``).
         graph: the refined graph the model reads, if it reads one (default: the store's).
         full_history: AUDIT ONLY: the data's user text was written from the full history.
+        rerank: after training, add the post-hoc re-ranking chosen on validation
+            (:mod:`mllmrec_pyg.rerank`); the record's ``valid`` and ``test`` are then the
+            re-ranked model's, ``alone`` holds the model's own and ``rerank`` the choice.
         extra: JSON-able facts stored with the record (e.g. the grid point); not keyed.
     """
 
@@ -253,6 +259,7 @@ class RunSpec:
     train: dict[str, Any] = field(default_factory=dict)
     graph: GraphConfig | None = None
     full_history: bool = False
+    rerank: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -324,6 +331,7 @@ class RunStore:
         self.command = command
         self.desc = desc
         self._graphs: dict[tuple[int, GraphConfig], tuple[HeteroData, HeteroData]] = {}
+        self._terms: dict[int, tuple[HeteroData, RankingTerms]] = {}
 
     # -- keys -------------------------------------------------------------------------
     def _job(self, spec: RunSpec, data: HeteroData) -> _Job:
@@ -354,6 +362,8 @@ class RunStore:
         )
         if not train.evaluate_test:  # masking at test changes no number of a run without test
             settings["train"]["mask_valid_at_test"] = False
+        if spec.rerank:  # keyed only when asked for: every other run keeps its key
+            settings["rerank"] = {"grid": list(RERANK_GRID), "spread_users": SPREAD_USERS}
         return _Job(spec, data, values, train, settings, digest(settings))
 
     def with_graph(self, data: HeteroData, graph: GraphConfig) -> HeteroData:
@@ -465,7 +475,7 @@ class RunStore:
                 if best.is_file():
                     model = load_checkpoint(best, job.data)
                     if missing:
-                        stored[PER_USER] = self._per_user(model, job)
+                        stored[PER_USER] = self._per_user(model, job, stored.get("rerank"))
                         write_json(self._path(job), jsonable(stored), indent=None)
                     log.info("%s: reusing %s and its model", self._name(job), self._path(job))
                     return stored, model if keep_model else None
@@ -485,6 +495,13 @@ class RunStore:
         log.info("%s / %s: training %s (seed %d)", self.desc, spec.variant, spec.model, spec.seed)
         model, result = train_model(spec.model, job.data, cfg, job.values)
         metrics = headline(cfg.ks)
+        valid, test, reranked = result.valid, result.test, {}
+        if spec.rerank:
+            choice, valid, test = self._rerank(model, job, cfg)
+            reranked = {
+                "alone": {"valid": result.valid, "test": result.test},
+                "rerank": choice.as_dict(),
+            }
         record = {
             "format": RUN_FORMAT,
             "key": job.key,
@@ -492,8 +509,9 @@ class RunStore:
             "train": spec.train,
             "device": str(cfg.device),
             "extra": spec.extra,
-            "valid": result.valid,
-            "test": result.test,
+            "valid": valid,
+            "test": test,
+            **reranked,
             "best_epoch": result.best_epoch,
             "epochs": result.epochs,
             "seconds": round(result.seconds, 3),
@@ -509,7 +527,11 @@ class RunStore:
             # the stored run this one retrained (its checkpoint was gone): its device and
             # test metrics, so a table never silently mixes the two
             **({"replaces": replaced} if replaced is not None else {}),
-            **({PER_USER: self._per_user(model, job)} if per_user and cfg.evaluate_test else {}),
+            **(
+                {PER_USER: self._per_user(model, job, reranked.get("rerank"))}
+                if per_user and cfg.evaluate_test
+                else {}
+            ),
             "settings": job.settings,
             "command": self.command,
         }
@@ -523,17 +545,16 @@ class RunStore:
         return record, model if keep_model else None
 
     @staticmethod
-    def _per_user(model: Any, job: _Job) -> dict[str, list]:
-        """Per-user test Recall and NDCG at the monitored cut-off (rounded to 1e-7), ranked
-        as the trainer ranks for test (training items and, with ``mask_valid_at_test``,
-        valid items masked; cold-start users left out)."""
+    def _evaluator(job: _Job) -> FullRankEvaluator:
+        """The trainer's ranking of ``job``'s data: training items and, with
+        ``mask_valid_at_test``, valid items masked at test; cold-start users left out."""
         data, cfg = job.data, job.train
         store = data[INTERACTS]
         num_users, num_items = int(data[USER].num_nodes), int(data[ITEM].num_nodes)
         held, _ = drop_cold_start(
             store.edge_index, num_users, store.val_edge_index, store.test_edge_index
         )
-        evaluator = FullRankEvaluator(
+        return FullRankEvaluator(
             store.edge_index,
             num_users,
             num_items,
@@ -542,6 +563,17 @@ class RunStore:
             block_size=cfg.eval_block_size,
             mask_valid_at_test=cfg.mask_valid_at_test,
         )
+
+    def _ranking_terms(self, data: HeteroData) -> RankingTerms:
+        """The co-purchase prior and log popularity of ``data``'s training pairs, once."""
+        slot = id(data)
+        if slot not in self._terms:  # the data object is kept, so its id stays unique
+            n_u, n_i = int(data[USER].num_nodes), int(data[ITEM].num_nodes)
+            self._terms[slot] = (data, RankingTerms.of(data[INTERACTS].edge_index, n_u, n_i))
+        return self._terms[slot][1]
+
+    def _scorer(self, model: Any, job: _Job, rerank: dict[str, float] | None) -> ScoreFn:
+        """``model``'s scores on CPU, with the stored re-ranking ``rerank`` where given."""
         model.eval()
         device = model._device()
         score = model.scorer()
@@ -549,7 +581,41 @@ class RunStore:
         def scores(users: Tensor) -> Tensor:
             return score(users.to(device)).float().cpu()
 
-        metrics = headline(cfg.ks)
+        if not rerank:
+            return scores
+        return Reranking(**rerank).apply(scores, self._ranking_terms(job.data))
+
+    def _rerank(
+        self, model: Any, job: _Job, cfg: TrainConfig
+    ) -> tuple[Reranking, dict[str, float], dict[str, float]]:
+        """The re-ranking of the trained ``model`` chosen on validation, its valid metrics
+        and (where the run reads test) its test metrics, read once."""
+        evaluator = self._evaluator(job)
+        terms = self._ranking_terms(job.data)
+        with torch.no_grad():
+            base = self._scorer(model, job, None)
+            choice, valid = choose_reranking(base, evaluator, terms, cfg.monitor)
+            test = (
+                evaluator.evaluate(choice.apply(base, terms), "test") if cfg.evaluate_test else {}
+            )
+        log.info(
+            "%s: re-ranking chosen on valid: prior %g, popularity %g (x spread %.4g)",
+            self._name(job),
+            choice.prior,
+            choice.popularity,
+            choice.spread,
+        )
+        return choice, valid, test
+
+    def _per_user(
+        self, model: Any, job: _Job, rerank: dict[str, float] | None = None
+    ) -> dict[str, list]:
+        """Per-user test Recall and NDCG at the monitored cut-off (rounded to 1e-7), ranked
+        as the trainer ranks for test (:meth:`_evaluator`), with the run's re-ranking
+        ``rerank`` where it has one."""
+        evaluator = self._evaluator(job)
+        scores = self._scorer(model, job, rerank)
+        metrics = headline(job.train.ks)
         with torch.no_grad():
             m = evaluator.per_user(scores, "test", int(metrics[0].partition("@")[2]))
         return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -314,3 +315,39 @@ def test_a_search_is_redone_when_a_setting_changes_and_names_its_command(tmp_pat
     record = json.loads(next((out / DATA.tag() / "runs").glob("*.json")).read_text())
     assert record["command"].startswith("mllmrec tune mllmrec --dataset synthetic --num-users 150")
     assert "--out" in record["command"] and record["test"] == {}
+
+
+def test_compare_can_take_the_chosen_settings_of_searches_made_elsewhere(tmp_path):
+    from mllmrec_pyg.experiments import ExperimentSettings, run_compare
+    from mllmrec_pyg.experiments import compare as compare_module
+    from mllmrec_pyg.experiments.report import build_report
+
+    settings = ExperimentSettings(
+        data=DATA, train=QUICK, seeds=(0,), out=str(tmp_path / "a"), cache=str(tmp_path / "c")
+    )
+    first = run_compare(settings, models=["pop", "bpr"], proposed="bpr", trials=2)
+    searches = tmp_path / "a" / "tuned"
+    # another results root: nothing of the first one's run store is there, and no search runs
+    other = ExperimentSettings(
+        data=DATA, train=QUICK, seeds=(0,), out=str(tmp_path / "b"), cache=str(tmp_path / "d")
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compare_module, "tune", lambda *a, **k: pytest.fail("searched again"))
+        again = run_compare(
+            other, models=["pop", "bpr"], proposed="bpr", trials=2, chosen_dir=str(searches)
+        )
+        assert "--chosen-dir" in again["command"]
+        for key in ("pop", "bpr"):
+            assert again["tuned"][key]["point"] == first["tuned"][key]["point"]
+            assert again["tuned"][key]["searched in"] == str(searches / DATA.tag() / f"{key}.json")
+        # the same settings, seed and data: the same test numbers, trained in the new root
+        rows = {r["variant"]: r["test recall@20"] for r in again["rows"]}
+        assert rows == {r["variant"]: r["test recall@20"] for r in first["rows"]}
+        assert list((tmp_path / "b" / DATA.tag() / "runs").glob("*.json"))
+        text = build_report(Path(other.out), tmp_path / "b.md")
+        assert "were taken as stored" in text
+        # another budget is refused, naming the file
+        with pytest.raises(ValueError, match=r"bpr\.json: searched with a budget of 2"):
+            run_compare(other, models=["bpr"], trials=3, chosen_dir=str(searches))
+        with pytest.raises(ValueError, match="no stored search of 'lightgcn'"):
+            run_compare(other, models=["lightgcn"], trials=2, chosen_dir=str(searches))

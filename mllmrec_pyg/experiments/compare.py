@@ -14,7 +14,11 @@ registrations):
 4. with ``ablation_seeds``, the proposed model's ablation: its chosen
    settings with one switch changed (the ``ablations`` of its registration,
    :func:`ablations_of`), not searched again,
-   rows ``<proposed>-ablate-<name>`` beside it (never a baseline).
+   rows ``<proposed>-ablate-<name>`` beside it (never a baseline);
+5. with ``rerank``, every trained run (every model, the ablations too) gets the same
+   post-hoc re-ranking, its two weights chosen on validation (:mod:`mllmrec_pyg.rerank`):
+   the rows and the per-user test are then the re-ranked models'. The searches are not
+   changed: each model's settings are chosen as without it.
 
 Nothing held out reaches an input: features and graphs come from the
 pipeline, which reads training pairs only.
@@ -63,7 +67,7 @@ from mllmrec_pyg.nn.registry import (
     paper_numbers,
 )
 from mllmrec_pyg.runs import per_user_tensors, summary
-from mllmrec_pyg.tuning import CANDIDATES, candidate, tune
+from mllmrec_pyg.tuning import CANDIDATES, TuneResult, candidate, draw, read_tuned, tune
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,8 @@ def run_compare(
     tuned_dir: str | None = None,
     ablation_seeds: list[int] | None = None,
     ablations: list[str] | None = None,
+    rerank: bool = False,
+    chosen_dir: str | None = None,
 ) -> dict[str, Any]:
     """Tune every model with one budget, train the choices over ``settings.seeds``, test once.
 
@@ -118,6 +124,12 @@ def run_compare(
         ablation_seeds: train the proposed model's ablations (:func:`ablations_of`) at
             its chosen settings with these seeds (``None``: no ablation).
         ablations: the ablation names to train (default: all).
+        rerank: give every run the post-hoc re-ranking chosen on validation
+            (:mod:`mllmrec_pyg.rerank`); the results then read the re-ranked models.
+        chosen_dir: take each model's chosen settings from the finished search
+            ``<chosen_dir>/<dataset tag>/<key>.json`` as it stands (e.g. searched on
+            features encoded on another machine, whose trial runs are not reusable here)
+            instead of searching; its budget must be ``trials``. The results name the file.
 
     Returns:
         The ``results.json`` object: ``rows`` (mean ± std over seeds, with the
@@ -144,6 +156,8 @@ def run_compare(
             *(["--tuned-dir", tuned_dir] if tuned_dir != default_tuned else []),
             *(["--ablation-seeds", *map(str, ablation_seeds)] if ablation_seeds else []),
             *(["--ablations", *ablations] if ablation_seeds and ablations else []),
+            *(["--rerank"] if rerank else []),
+            *(["--chosen-dir", chosen_dir] if chosen_dir else []),
         ],
     )
     data = data if data is not None else prepare_data(settings)
@@ -153,33 +167,43 @@ def run_compare(
     tuned: dict[str, Any] = {}
     chosen_of: dict[str, dict[str, Any]] = {}
     for key in keys:
-        search = tune(
-            key,
-            settings.data,
-            settings.text,
-            settings.graph,
-            settings.train,
-            trials=trials,
-            out=tuned_dir,
-            cache=settings.cache,
-            data=data,
-            command=command,
-        )
+        if chosen_dir is not None:
+            search, source = chosen_search(chosen_dir, settings.dataset_tag(), key, trials)
+        else:
+            search, source = (
+                tune(
+                    key,
+                    settings.data,
+                    settings.text,
+                    settings.graph,
+                    settings.train,
+                    trials=trials,
+                    out=tuned_dir,
+                    cache=settings.cache,
+                    data=data,
+                    command=command,
+                ),
+                None,
+            )
         chosen = chosen_of[key] = search.settings()
         tuned[key] = {
             "point": search.best["point"],
             f"valid {metrics[0]}": search.best["valid"][metrics[0]],
             "trials": len(search.trials),
             "search seconds": sum(t["seconds"] for t in search.trials),
+            **({"searched in": source} if source else {}),
         }
-        jobs += [(spec, data) for spec in chosen_runs(key, chosen, settings.graph, settings.seeds)]
+        jobs += [
+            (spec, data)
+            for spec in chosen_runs(key, chosen, settings.graph, settings.seeds, rerank)
+        ]
     # each new run stores its per-user test metrics (the per-user test below needs the
     # best baseline's, known only once every run is done)
     runs = run_jobs(store, jobs, per_user=True)
     ablated = []
     if ablation_seeds and proposed in tuned:
         more = ablation_jobs(
-            proposed, chosen_of[proposed], settings.graph, ablation_seeds, ablations
+            proposed, chosen_of[proposed], settings.graph, ablation_seeds, ablations, rerank
         )
         ablated = [spec.variant for spec in more]
         runs += run_jobs(store, [(spec, data) for spec in more])
@@ -216,6 +240,7 @@ def run_compare(
         {
             "budget": trials,
             "proposed": proposed,
+            "rerank": rerank,
             "tuned": tuned,
             "runs": runs,
             "significance": significance,
@@ -228,16 +253,48 @@ def run_compare(
     )
 
 
+def chosen_search(
+    folder: str | Path, dataset_tag: str, key: str, trials: int
+) -> tuple[TuneResult, str]:
+    """The finished search of candidate ``key`` in ``<folder>/<dataset_tag>/<key>.json``,
+    taken as it stands, and the file's path.
+
+    Raises:
+        ValueError: no such file, another candidate's search, or another budget (naming
+            the file).
+    """
+    path = Path(folder) / dataset_tag / f"{key}.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no stored search of {key!r} (run `mllmrec tune` first)")
+    obj = read_tuned(path)
+    if obj.get("key") != key:
+        raise ValueError(f"{path}: the search of {obj.get('key')!r}, not {key!r}")
+    if obj.get("budget") != trials:
+        raise ValueError(
+            f"{path}: searched with a budget of {obj.get('budget')} trials, not {trials}: "
+            "every compared model must have the same budget"
+        )
+    points = draw(candidate(key), trials, obj.get("seed", 0))  # a small grid has fewer
+    if len(obj["trials"]) < len(points):
+        raise ValueError(f"{path}: {len(obj['trials'])} of {len(points)} trials finished")
+    return TuneResult(key, obj["trials"], obj["best"]), str(path)
+
+
 def chosen_runs(
-    key: str, chosen: dict[str, Any], base_graph: GraphConfig, seeds: Sequence[int]
+    key: str,
+    chosen: dict[str, Any],
+    base_graph: GraphConfig,
+    seeds: Sequence[int],
+    rerank: bool = False,
 ) -> list[RunSpec]:
-    """The runs of candidate ``key`` at its tuned settings ``chosen``, one per seed."""
+    """The runs of candidate ``key`` at its tuned settings ``chosen``, one per seed (each
+    with the post-hoc re-ranking of :mod:`mllmrec_pyg.rerank` where ``rerank``)."""
     cand = candidate(key)
     graph = chosen.get("graph")
     g = GraphConfig(**{**base_graph.as_dict(), **graph}) if graph else None
     config = {k: v for k, v in chosen["model"].items() if k != "seed"}
     train = {k: chosen["train"][k] for k in ("lr", "batch_size")}
-    return [RunSpec(key, cand.model, config, seed, train, g) for seed in seeds]
+    return [RunSpec(key, cand.model, config, seed, train, g, rerank=rerank) for seed in seeds]
 
 
 def ablation_jobs(
@@ -246,6 +303,7 @@ def ablation_jobs(
     base_graph: GraphConfig,
     seeds: Sequence[int],
     names: Sequence[str] | None = None,
+    rerank: bool = False,
 ) -> list[RunSpec]:
     """The proposed model's chosen settings with one of its ablation switches changed.
 
@@ -255,6 +313,7 @@ def ablation_jobs(
         base_graph: the experiment's item graph (``chosen["graph"]`` overrides it).
         seeds: training seeds.
         names: the ablations to train (default: all of :func:`ablations_of`).
+        rerank: give each run the post-hoc re-ranking (as the compared models get it).
     """
 
     def norm(model: dict[str, Any]) -> dict[str, Any]:  # JSON turned the edge type into a list
@@ -283,7 +342,11 @@ def ablation_jobs(
             log.warning("ablation %s skipped: %s", name, exc)
             continue
         for seed in seeds:
-            specs.append(RunSpec(f"{proposed}-ablate-{name}", cand.model, model, seed, train, g))
+            specs.append(
+                RunSpec(
+                    f"{proposed}-ablate-{name}", cand.model, model, seed, train, g, rerank=rerank
+                )
+            )
     return specs
 
 
@@ -521,6 +584,19 @@ EXPERIMENT = Experiment(
         Option(
             "--ablations", "ablations", "which ablation switches (default: all)", {"nargs": "+"}
         ),
+        Option(
+            "--chosen-dir",
+            "chosen_dir",
+            "take each model's chosen settings from the finished searches under this "
+            "root (<root>/<dataset tag>/<model>.json) as they stand, instead of searching",
+        ),
+        Option(
+            "--rerank",
+            "rerank",
+            "give every run the same post-hoc re-ranking (co-purchase prior + log popularity, "
+            "weights chosen on validation; mllmrec_pyg.rerank)",
+            {"action": "store_true"},
+        ),
     ),
 )
 
@@ -538,6 +614,7 @@ __all__ = [
     "ablation_jobs",
     "ablations_of",
     "chosen_runs",
+    "chosen_search",
     "findings",
     "run_compare",
     "sign_flip_test",

@@ -403,6 +403,26 @@ def compare_section(obj: Mapping[str, Any]) -> list[str]:
         f"{_long(metrics[0])} kept; no test metric computed), then trained with "
         f"{len(obj['settings']['seeds'])} seeds; test is read once per seed at the best-valid "
         "epoch. `tuned` lists the chosen point; `seconds` is training + evaluation per run.",
+    ]
+    elsewhere = {
+        k: t["searched in"] for k, t in (obj.get("tuned") or {}).items() if "searched in" in t
+    }
+    if elsewhere:
+        lines[-1] += (
+            f" The searches of {', '.join(elsewhere)} were taken as stored "
+            f"(`--chosen-dir`: {', '.join(sorted({str(Path(p).parent) for p in elsewhere.values()}))}),"
+            " not run again here."
+        )
+    if obj.get("rerank"):
+        lines[-1] += (
+            " **Re-ranked:** every run (every model alike) then got the same post-hoc "
+            "re-ranking, the co-purchase prior and the log popularity of the training pairs "
+            "added to its scores, each weighted 0, 0.5, 1, 2 or 4 times the model's mean "
+            "per-user score spread, the pair chosen on validation per run "
+            "(`--rerank`, `mllmrec_pyg.rerank`); every valid and test number below, and the "
+            "per-user test, are the re-ranked models'."
+        )
+    lines += [
         "",
         format_table(obj["rows"], (*columns, "epochs", "seconds"), label="variant"),
         "",
