@@ -185,3 +185,7 @@ def test_compare_with_rerank_reads_the_reranked_runs(tmp_path):
     assert rows["bpr"]["test recall@20"] == pytest.approx(
         next(r for r in result["runs"] if r["variant"] == "bpr")["test"]["recall@20"]
     )
+    from mllmrec_pyg.experiments.report import build_report
+
+    text = build_report(Path(settings.out), tmp_path / "report.md")
+    assert "**Re-ranked:** every run" in text
