@@ -2,8 +2,11 @@
 
 The plan below is the exact list of commands whose outputs are in
 ``docs/experiments/``: the five experiments on MovieLens (ml-latest-small) and
-on the default synthetic catalog, with the epoch caps stated there, then the
-report. Finished runs are reused and interrupted ones resume, so the script
+on the default synthetic catalog, with the epoch caps stated there, the
+comparisons on Amazon Industrial_and_Scientific (``data/scientific``, written by
+``mllmrec prepare-amazon --root ../shared/datasets/amazon-scientific --category
+Industrial_and_Scientific --out data/scientific``) and the comparisons where every
+model gets the same re-ranking (``--rerank``), then the report. Finished runs are reused and interrupted ones resume, so the script
 can be stopped and started again at any time.
 
     python examples/run_experiments.py              # everything (hours on 2 CPU cores)
@@ -22,6 +25,10 @@ OUT = "docs/experiments"
 #: (dataset, experiment, extra arguments)
 SEEDS = ["--seeds", "0", "1", "2"]
 TUNED = ["--trials", "6", "--tuned-dir", f"{OUT}/tuned"]
+#: the stored searches taken as they stand (made on features encoded on another machine)
+CHOSEN = ["--trials", "6", "--chosen-dir", f"{OUT}/tuned"]
+SCIENTIFIC = "data/scientific"
+RERANK = ["--tag", "rerank", "--rerank"]
 PLAN: list[tuple[str, str, list[str]]] = [
     ("movielens", "compare", ["--epochs", "200", *SEEDS, *TUNED]),
     ("movielens", "ablation", ["--epochs", "200", *SEEDS]),
@@ -34,12 +41,90 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("synthetic", "sensitivity", ["--epochs", "300"]),
     ("synthetic", "tsne", ["--epochs", "300"]),
     ("synthetic", "leakage", ["--epochs", "300", *SEEDS]),
+    (
+        SCIENTIFIC,
+        "compare",
+        [
+            "--epochs",
+            "200",
+            *SEEDS,
+            *CHOSEN,
+            "--threads",
+            "1",
+            "--models",
+            "langgcn",
+            "soil-refined",
+            "soil",
+            "smore-refined",
+            "freedom",
+            "freedom-refined",
+            "lgmrec",
+            "smore",
+            "lattice",
+            "lattice-refined",
+            "slmrec",
+            "lightgcn",
+            "vbpr",
+            "bpr",
+            "mllmrec",
+            "pop",
+            "--ablation-seeds",
+            "0",
+            "1",
+            "2",
+            "--ablations",
+            "no-popularity",
+        ],
+    ),
+    (
+        SCIENTIFIC,
+        "compare",
+        [
+            "--epochs",
+            "200",
+            *SEEDS,
+            *TUNED,
+            "--threads",
+            "1",
+            *RERANK,
+            "--models",
+            "langgcn",
+            "soil",
+            "soil-refined",
+            "smore-refined",
+            "freedom",
+            "slmrec",
+            "lightgcn",
+            "bpr",
+            "pop",
+        ],
+    ),
+    (
+        "movielens",
+        "compare",
+        [
+            "--epochs",
+            "200",
+            *SEEDS,
+            *CHOSEN,
+            "--threads",
+            "1",
+            *RERANK,
+            "--models",
+            "langgcn",
+            "smore-refined",
+            "soil-refined",
+            "soil",
+        ],
+    ),
 ]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("movielens", "synthetic"), help="one dataset only")
+    p.add_argument(
+        "--only", choices=("movielens", "synthetic", SCIENTIFIC), help="one dataset only"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     args = p.parse_args()
