@@ -7,8 +7,8 @@ A trained model's scores ``s(u, i)`` become
     s(u, i) + \\sigma\\,(\\beta\\, p_{ui} + \\gamma\\, q_i)
 
 with :math:`p_{ui}` the user's co-purchase prior
-(:func:`~mllmrec_pyg.nn.langgcn.cooccurrence_prior`), :math:`q_i` the item's log
-popularity (:func:`~mllmrec_pyg.nn.langgcn.log_popularity`), both from the TRAINING pairs
+(:func:`~mllmrec_pyg.nn.ranking_terms.cooccurrence_prior`), :math:`q_i` the item's log
+popularity (:func:`~mllmrec_pyg.nn.ranking_terms.log_popularity`), both from the TRAINING pairs
 only and both in ``[0, 1]``, and :math:`\\sigma` the model's mean per-user score spread
 (:func:`score_spread`), so that one grid fits dot-product and cosine scores alike.
 :math:`(\\beta, \\gamma)` is the point of ``grid x grid`` (:data:`GRID`) with the best
@@ -16,8 +16,8 @@ VALIDATION metric; ``(0, 0)``, the model alone, is in the grid, so validation ne
 prefers a re-ranking that does not help there. Test pairs are read by nobody here.
 
 ``mllmrec experiment compare --rerank`` gives every compared model this stage, so that a
-model whose own scores carry such terms (LangGCN's ``cooccurrence_weight`` and
-``popularity_weight``) is not compared with baselines that never had them.
+model whose own scores carry such terms (see :mod:`mllmrec_pyg.nn.ranking_terms`) is not
+compared with baselines that never had them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from mllmrec_pyg.metrics import FullRankEvaluator, _owned
 from mllmrec_pyg.nn.base import ScoreFn
-from mllmrec_pyg.nn.langgcn import cooccurrence_prior, log_popularity, with_ranking_terms
+from mllmrec_pyg.nn.ranking_terms import cooccurrence_prior, log_popularity, with_ranking_terms
 
 #: the multiples of the score spread tried for each of the two weights
 GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
