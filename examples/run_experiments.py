@@ -115,6 +115,8 @@ PLAN: list[tuple[str, str, list[str]]] = [
             "smore-refined",
             "soil-refined",
             "soil",
+            "gume",
+            "gume-refined",
         ],
     ),
 ]
