@@ -29,6 +29,17 @@ TUNED = ["--trials", "6", "--tuned-dir", f"{OUT}/tuned"]
 CHOSEN = ["--trials", "6", "--chosen-dir", f"{OUT}/tuned"]
 SCIENTIFIC = "data/scientific"
 RERANK = ["--tag", "rerank", "--rerank"]
+
+
+def compare_args(search: list[str], models: str, more: str = "") -> list[str]:
+    """A 200-epoch, 3-seed, one-thread comparison of ``models`` (space-separated) with the
+    search options ``search`` and ``more`` options (space-separated)."""
+    return [
+        "--epochs", "200", *SEEDS, *search, "--threads", "1", "--models", *models.split(),
+        *more.split(),
+    ]  # fmt: skip
+
+
 PLAN: list[tuple[str, str, list[str]]] = [
     ("movielens", "compare", ["--epochs", "200", *SEEDS, *TUNED]),
     ("movielens", "ablation", ["--epochs", "200", *SEEDS]),
@@ -44,80 +55,27 @@ PLAN: list[tuple[str, str, list[str]]] = [
     (
         SCIENTIFIC,
         "compare",
-        [
-            "--epochs",
-            "200",
-            *SEEDS,
-            *CHOSEN,
-            "--threads",
-            "1",
-            "--models",
-            "langgcn",
-            "soil-refined",
-            "soil",
-            "smore-refined",
-            "freedom",
-            "freedom-refined",
-            "lgmrec",
-            "smore",
-            "lattice",
-            "lattice-refined",
-            "slmrec",
-            "lightgcn",
-            "vbpr",
-            "bpr",
-            "mllmrec",
-            "pop",
-            "--ablation-seeds",
-            "0",
-            "1",
-            "2",
-            "--ablations",
-            "no-popularity",
-        ],
+        compare_args(
+            CHOSEN,
+            "langgcn soil-refined soil smore-refined freedom freedom-refined lgmrec smore "
+            "lattice lattice-refined slmrec lightgcn vbpr bpr mllmrec pop",
+            "--ablation-seeds 0 1 2 --ablations no-popularity",
+        ),
     ),
     (
         SCIENTIFIC,
         "compare",
-        [
-            "--epochs",
-            "200",
-            *SEEDS,
-            *TUNED,
-            "--threads",
-            "1",
-            *RERANK,
-            "--models",
-            "langgcn",
-            "soil",
-            "soil-refined",
-            "smore-refined",
-            "freedom",
-            "slmrec",
-            "lightgcn",
-            "bpr",
-            "pop",
-        ],
+        compare_args(
+            [*TUNED, *RERANK],
+            "langgcn soil soil-refined smore-refined freedom slmrec lightgcn bpr pop",
+        ),
     ),
     (
         "movielens",
         "compare",
-        [
-            "--epochs",
-            "200",
-            *SEEDS,
-            *CHOSEN,
-            "--threads",
-            "1",
-            *RERANK,
-            "--models",
-            "langgcn",
-            "smore-refined",
-            "soil-refined",
-            "soil",
-            "gume",
-            "gume-refined",
-        ],
+        compare_args(
+            [*CHOSEN, *RERANK], "langgcn smore-refined soil-refined soil gume gume-refined"
+        ),
     ),
 ]
 

@@ -25,14 +25,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from mllmrec_pyg.metrics import FullRankEvaluator, _owned
 from mllmrec_pyg.nn.base import ScoreFn
-from mllmrec_pyg.nn.ranking_terms import cooccurrence_prior, log_popularity, with_ranking_terms
+from mllmrec_pyg.nn.ranking_terms import (
+    SparseRows,
+    cooccurrence_prior,
+    log_popularity,
+    with_ranking_terms,
+)
 
 #: the multiples of the score spread tried for each of the two weights
 GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -67,15 +71,12 @@ class Reranking:
             self.popularity * self.spread,
         )
 
-    def as_dict(self) -> dict[str, float]:
-        return {"prior": self.prior, "popularity": self.popularity, "spread": self.spread}
-
 
 @dataclass
 class RankingTerms:
     """The two training-pair terms of a dataset, built once."""
 
-    prior: Any
+    prior: SparseRows
     popularity: Tensor
 
     @classmethod
@@ -93,26 +94,22 @@ def score_spread(base: ScoreFn, num_users: int, users: int = SPREAD_USERS) -> fl
     return float(base(ids).float().std(1).mean())
 
 
-def _cached(base: ScoreFn, users: Tensor) -> ScoreFn:
-    """``base`` computed once for the sorted ``users`` (then read from a table) where the
-    table fits in :data:`CACHE_ENTRIES`; other users are scored by ``base``."""
-    table: dict[str, Tensor] = {}
+def _cached(base: ScoreFn, users: Tensor, num_items: int) -> ScoreFn:
+    """``base`` computed once for the sorted ``users`` and then read from a table, where
+    the table fits in :data:`CACHE_ENTRIES` (else ``base`` itself); other users are scored
+    by ``base``."""
+    if users.numel() * num_items > CACHE_ENTRIES:
+        return base
+    table = torch.empty(users.numel(), num_items)
+    for start in range(0, users.numel(), 1024):
+        table[start : start + 1024] = base(users[start : start + 1024]).float().cpu()
 
     def score(block: Tensor) -> Tensor:
-        if "s" not in table:
-            with torch.no_grad():
-                first = base(users[:1]).float().cpu()
-            table["s"] = torch.empty(0)
-            if users.numel() * first.size(1) <= CACHE_ENTRIES:
-                rows = torch.empty(users.numel(), first.size(1))
-                for start in range(0, users.numel(), 1024):
-                    rows[start : start + 1024] = base(users[start : start + 1024]).float().cpu()
-                table["s"] = rows
         block = block.cpu()
-        pos = torch.searchsorted(users, block).clamp_max(max(users.numel() - 1, 0))
-        if table["s"].numel() == 0 or not bool((users[pos] == block).all()):
+        pos = torch.searchsorted(users, block).clamp_max(users.numel() - 1)
+        if not bool((users[pos] == block).all()):
             return base(block).float().cpu()
-        return table["s"].index_select(0, pos)  # a copy: the caller may write in it
+        return table.index_select(0, pos)  # a copy: the caller may write in it
 
     return score
 
@@ -135,7 +132,7 @@ def choose_reranking(
     spread = score_spread(base, evaluator.num_users)
     if not spread > 0.0:
         return Reranking(0.0, 0.0, spread), evaluator.evaluate(base, "valid")
-    cached = _cached(base, evaluator.users("valid").cpu())
+    cached = _cached(base, evaluator.users("valid").cpu(), evaluator.num_items)
     best: tuple[float, Reranking, dict[str, float]] | None = None
     for beta, gamma in itertools.product(sorted(grid), sorted(grid)):
         choice = Reranking(float(beta), float(gamma), spread)

@@ -500,7 +500,7 @@ class RunStore:
             choice, valid, test = self._rerank(model, job, cfg)
             reranked = {
                 "alone": {"valid": result.valid, "test": result.test},
-                "rerank": choice.as_dict(),
+                "rerank": dataclasses.asdict(choice),
             }
         record = {
             "format": RUN_FORMAT,

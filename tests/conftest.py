@@ -191,3 +191,17 @@ def assert_same_inputs(a, b):
         if et[0] == et[2] == "item":
             assert torch.equal(a[et].edge_index, b[et].edge_index)
             assert torch.equal(a[et].edge_weight, b[et].edge_weight)
+
+
+def synthetic_with_features(num_users=150, num_items=80, dim=16):
+    """A small synthetic catalog with random item and user features (no encoder)."""
+    import torch
+
+    from mllmrec_pyg.config import DataConfig
+    from mllmrec_pyg.pipeline import load_data
+
+    data = load_data(DataConfig("synthetic", num_users=num_users, num_items=num_items))
+    g = torch.Generator().manual_seed(0)
+    data["item"].x = torch.randn(data["item"].num_nodes, dim, generator=g)
+    data["user"].x = torch.randn(data["user"].num_nodes, dim, generator=g)
+    return data

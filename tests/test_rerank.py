@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_with_features
 
 from mllmrec_pyg.config import DataConfig
 from mllmrec_pyg.metrics import FullRankEvaluator
-from mllmrec_pyg.pipeline import load_data
 from mllmrec_pyg.rerank import GRID, RankingTerms, Reranking, choose_reranking, score_spread
 from mllmrec_pyg.runs import PER_USER, RunSpec, RunStore
 from mllmrec_pyg.train import TrainConfig
@@ -134,11 +134,8 @@ def test_score_spread_and_a_grid_without_zero_is_refused(toy):
 
 @pytest.fixture(scope="module")
 def data():
-    data = load_data(DataConfig("synthetic", num_users=150, num_items=80))
-    g = torch.Generator().manual_seed(0)
-    data["item"].x = torch.randn(data["item"].num_nodes, 16, generator=g)
-    data["user"].x = torch.randn(data["user"].num_nodes, 16, generator=g)
-    return data
+    """A small synthetic catalog with random item and user features (no encoder)."""
+    return synthetic_with_features()
 
 
 def test_a_reranked_run_keeps_the_model_alone_beside_it_and_its_own_key(tmp_path, data):

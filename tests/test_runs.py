@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from conftest import synthetic_with_features
 
 from mllmrec_pyg import runs as runs_module
 from mllmrec_pyg.config import DataConfig, GraphConfig, TextConfig
@@ -25,11 +26,7 @@ QUICK = TrainConfig(epochs=2, patience=2, show_progress=False)
 @pytest.fixture(scope="module")
 def data():
     """A small synthetic catalog with random item and user features (no encoder)."""
-    data = load_data(DataConfig("synthetic", num_users=150, num_items=80))
-    g = torch.Generator().manual_seed(0)
-    data["item"].x = torch.randn(data["item"].num_nodes, 16, generator=g)
-    data["user"].x = torch.randn(data["user"].num_nodes, 16, generator=g)
-    return data
+    return synthetic_with_features()
 
 
 @pytest.fixture
