@@ -12,7 +12,10 @@ that can change its numbers:
            whether user text saw the full history) when it reads features
 ``graph``  the refined graph's recipe (:class:`~mllmrec_pyg.config.GraphConfig`)
            when it reads the graph
-``model``  the registry name and the fully resolved model config
+``model``  the registry name and the fully resolved model config (a field
+           that a config class names in ``KEYED_WHEN_SET`` only when it is not
+           at its default: a switch added after runs were stored leaves their
+           keys as they were)
 ``train``  cut-offs, monitored metric, masking of valid items at test (keyed
            only where test is evaluated), whether test is evaluated, patience,
            epoch cap, learning rate, batch size, seed
@@ -299,6 +302,17 @@ def summary(record: dict[str, Any], spec: RunSpec | None = None) -> dict[str, An
     return out
 
 
+def keyed_config(cfg: Any) -> dict[str, Any]:
+    """The model config as keyed: every field, less those of ``KEYED_WHEN_SET`` left at
+    their default."""
+    values = dataclasses.asdict(cfg)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for name in getattr(type(cfg), "KEYED_WHEN_SET", ()):
+        if values[name] == defaults[name]:
+            del values[name]
+    return values
+
+
 class RunStore:
     """Finished runs in one folder, and training of the missing ones.
 
@@ -356,7 +370,7 @@ class RunStore:
                 "text": text,
                 "graph": graph.as_dict() if "graph" in needs else None,
                 "model": spec.model,
-                "config": dataclasses.asdict(cfg),
+                "config": keyed_config(cfg),
                 "train": {k: getattr(train, k) for k in TRAIN_KEY},
             }
         )

@@ -71,6 +71,19 @@ def _reference(
     r, a_full = a_hat_of(ui)
     a_step = a_full if kept is None else a_hat_of(kept)[1]
     x = data["item"].x.float()
+    if cfg.interest_items > 0:  # each user's k_a text-nearest unseen items, at half weight
+        unit = F.normalize(x, dim=1)
+        w = torch.zeros(nu, ni)
+        for u in range(nu):
+            sims = (r[u] @ unit / r[u].sum()) @ unit.t()
+            sims[r[u] > 0] = -math.inf
+            top = sims.topk(cfg.interest_items)
+            keep = top.values > 0
+            w[u, top.indices[keep]] = top.values[keep]
+        b = torch.zeros(nu + ni, nu + ni)
+        b[:nu, nu:] = w
+        b[nu:, :nu] = w.t()
+        a_full, a_step = a_full + 0.5 * _dense_sym(b), a_step + 0.5 * _dense_sym(b)
     s_hat = None
     if cfg.item_graph is not None:
         ei, ew = data[cfg.item_graph].edge_index, data[cfg.item_graph].get("edge_weight")
@@ -159,6 +172,8 @@ CONFIGS = [
     {"input_propagation": True, "item_graph_mode": "layer0", "hidden_dim": 0, "user_ids": False},
     {"user_ids": False, "user_init": "preference"},
     {"user_ids": False, "user_init": "id", "use_item_text": False, "item_graph": None},
+    {"interest_items": 2},
+    {"interest_items": 3, "input_propagation": True, "item_graph_mode": "both", "hidden_dim": 0},
 ]
 
 
@@ -184,6 +199,7 @@ def test_scores_match_dense_reference(values):
         {"item_graph_mode": "both"},
         {"input_propagation": True, "item_graph_mode": "embeddings", "hidden_dim": 0},
         {"input_propagation": True, "user_init": "id", "cosine": False},
+        {"input_propagation": True, "item_graph_mode": "both", "interest_items": 2},
     ],
 )
 def test_edge_dropout_prunes_the_training_graph_by_degree_and_ranks_on_the_full_one(values):
@@ -353,6 +369,8 @@ def test_user_side_inputs_ignore_held_out_pairs():
         "num_negatives": 0,
         "cooccurrence_weight": 0.2,  # the co-purchase prior: training pairs only
         "popularity_weight": 0.3,  # the items' training popularity
+        "interest_items": 3,  # text-nearest items to the TRAINING history
+        "history_weight": 0.4,  # the nearest TRAINING item in the learned space
     }
     for values in ({}, {"user_init": "mean+preference", "item_graph_mode": "embeddings"}, compared):
         torch.manual_seed(0)
@@ -534,3 +552,59 @@ def test_popularity_weight_adds_the_log_training_degree_to_scores():
     assert torch.equal(log_popularity(pairs[:, :0], ni), torch.zeros(ni))
     with pytest.raises(ValueError, match="popularity_weight"):
         LangGCNConfig(popularity_weight=-0.1)
+
+
+def _dense_history(pairs, item_emb, nu):
+    """max over the user's training items j of cos(e_j, e_i), 0 for a user without items."""
+    unit = F.normalize(item_emb.double(), dim=-1)
+    out = torch.zeros(nu, item_emb.size(0), dtype=torch.float64)
+    for u in range(nu):
+        items = pairs[1, pairs[0] == u].unique()
+        if items.numel():
+            out[u] = (unit[items] @ unit.t()).max(0).values
+    return out
+
+
+def test_history_similarity_is_the_largest_cosine_to_a_training_item():
+    """h_ui = max_{j in N_u} cos(e_j, e_i), in any block of users, in any chunk size."""
+    from mllmrec_pyg.metrics import CSRIndex
+    from mllmrec_pyg.nn.ranking_terms import history_similarity
+
+    g = torch.Generator().manual_seed(5)
+    nu, ni = 9, 13
+    pairs = torch.stack(
+        [torch.randint(0, nu - 1, (30,), generator=g), torch.randint(0, ni, (30,), generator=g)]
+    )
+    emb = torch.randn(ni, 4, generator=g)
+    want = _dense_history(pairs, emb, nu)
+    assert bool((want[nu - 1] == 0).all())  # the last user has no items
+    index = CSRIndex(torch.unique(pairs, dim=1), nu)
+    users = torch.tensor([8, 2, 0, 2, 5])
+    for chunk in (1, 7, 1 << 20):
+        got = history_similarity(emb, index, users, chunk_elems=chunk * ni)
+        torch.testing.assert_close(got.double(), want[users], rtol=1e-6, atol=1e-6)
+
+
+def test_history_weight_adds_the_nearest_training_item_to_scores_and_leaves_training_alone():
+    data = _data(seed=6)
+    nu = data["user"].num_nodes
+    pairs = data[INTERACTS].edge_index
+    eta = 0.7
+    torch.manual_seed(0)
+    plain = build_model("langgcn", data, num_negatives=0, popularity_weight=0.2)
+    torch.manual_seed(0)
+    near = build_model("langgcn", data, num_negatives=0, popularity_weight=0.2, history_weight=eta)
+    users = torch.arange(nu)
+    pos = pairs[1, :nu]
+    none = users.new_empty(nu, 0)
+    plain.train(), near.train()
+    assert torch.equal(plain.batch_loss(users, pos, none), near.batch_loss(users, pos, none))
+    plain.eval(), near.eval()
+    _, items = plain.representations()
+    want = plain.scorer()(users).double() + eta * _dense_history(pairs, items, nu)
+    torch.testing.assert_close(
+        near.scorer()(users[[4, 1]]).double(), want[[4, 1]], rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(near.scorer()(users).double(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="history_weight"):
+        LangGCNConfig(history_weight=-0.1)

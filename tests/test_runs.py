@@ -227,3 +227,20 @@ def test_the_head_view_changes_only_the_keys_of_models_that_read_it():
     fp = runs_module.fingerprint
     assert fp(base, {"items"}) == fp(with_head, {"items"}) == fp(other, {"items"})
     assert fp(with_head, {"items", "item_head"}) != fp(other, {"items", "item_head"})
+
+
+def test_a_switch_keyed_when_set_leaves_the_keys_of_runs_without_it_alone(tmp_path, data):
+    """LangGCN's ``interest_items`` (KEYED_WHEN_SET) is absent from the key at its default,
+    so runs stored before the switch existed keep their keys; set, it changes the key."""
+    s = store(tmp_path)
+    plain = RunSpec("LangGCN", "langgcn", {"item_graph": None}, 0)
+    settings = s.settings(plain, data)
+    assert "interest_items" not in settings["config"]
+    # the key is the one the config without the field hashes to
+    assert s.key(plain, data) == runs_module.digest(settings)
+    assert s.key(
+        dataclasses.replace(plain, config={"item_graph": None, "interest_items": 0}), data
+    ) == s.key(plain, data)
+    set_ = dataclasses.replace(plain, config={"item_graph": None, "interest_items": 3})
+    assert s.settings(set_, data)["config"]["interest_items"] == 3
+    assert s.key(set_, data) != s.key(plain, data)

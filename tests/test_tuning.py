@@ -224,8 +224,8 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
     names = [s.variant.removeprefix("langgcn-ablate-") for s in specs[::2]]
     # the chosen point has no item graph and a full softmax: those switches are skipped;
     # no IDs with pruned edges and propagated inputs is refused by the model: skipped too;
-    # the point reads no head view and has no co-purchase prior nor popularity term, so
-    # dropping any of them is no switch
+    # the point reads no head view and has no co-purchase prior, popularity term nor
+    # history readout, so dropping any of them is no switch
     assert set(names) == set(ABLATIONS) - {
         "no-item-graph",
         "full-softmax",
@@ -233,6 +233,7 @@ def test_ablation_changes_one_switch_of_the_chosen_settings():
         "no-item-head",
         "no-cooccurrence",
         "no-popularity",
+        "no-history",
     }
     by = {s.variant: s for s in specs}
     for name in names:

@@ -7,6 +7,10 @@
 and :func:`with_ranking_terms`, which adds them to a score function with two weights.
 LangGCN carries them in its own scores (``cooccurrence_weight``, ``popularity_weight``);
 :mod:`mllmrec_pyg.rerank` gives any trained model them, weights chosen on validation.
+
+:func:`history_similarity` is a third, read from a model's own item embeddings: each
+candidate's largest cosine to one of the user's training items (LangGCN's
+``history_weight``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from mllmrec_pyg.metrics import CSRIndex
 from mllmrec_pyg.nn.base import ScoreFn
 
 
@@ -111,4 +116,40 @@ def with_ranking_terms(
     return score
 
 
-__all__ = ["SparseRows", "cooccurrence_prior", "log_popularity", "with_ranking_terms"]
+def history_similarity(
+    item_emb: Tensor, history: CSRIndex, users: Tensor, chunk_elems: int = 1 << 24
+) -> Tensor:
+    r""":math:`h_{ui} = \max_{j \in N_u} \cos(e_j, e_i)` for each of ``users`` and every
+    item: how close the candidate is to the closest of the user's TRAINING items ``N_u``
+    (0 for a user without any).
+
+    A user vector averages its items; a user who bought a microscope and a roll of tape
+    is near neither. This readout scores each candidate by the one item it is nearest to.
+
+    Args:
+        item_emb: ``[I, d]`` item embeddings (normalised here).
+        history: the TRAINING items of every user.
+        users: the users to score.
+        chunk_elems: ``(pair, item)`` similarities computed at once (bounds memory).
+
+    Returns:
+        ``[len(users), I]``.
+    """
+    unit = torch.nn.functional.normalize(item_emb, dim=-1)
+    row, col = history.gather(users.cpu())
+    row, col = row.to(unit.device), col.to(unit.device)
+    out = unit.new_full((users.numel(), unit.size(0)), float("-inf"))
+    step = max(1, chunk_elems // max(unit.size(0), 1))
+    for start in range(0, row.numel(), step):
+        sims = unit[col[start : start + step]] @ unit.t()
+        out.index_reduce_(0, row[start : start + step], sims, "amax")
+    return out.masked_fill_(torch.isinf(out), 0.0)
+
+
+__all__ = [
+    "SparseRows",
+    "cooccurrence_prior",
+    "history_similarity",
+    "log_popularity",
+    "with_ranking_terms",
+]
