@@ -347,11 +347,29 @@ def test_no_held_out_pair_reaches_an_input_on_a_prepared_amazon_folder(tmp_path,
     built = inputs_with_other_held_out(data, text, graph, tmp_path / "cache", seed=3)
     assert_same_inputs(*built)
     compared = dict(item_graph_mode="both", input_propagation=True, hidden_dim=0)
-    models = [
-        build_model("langgcn", d, edge_dropout=0.8, num_negatives=0, **compared) for d in built
-    ]
+    # and the ranking terms read from training pairs only: the history readout, the prior,
+    # the popularity term, the text-nearest interest items
+    terms = dict(history_weight=0.4, cooccurrence_weight=0.2, popularity_weight=0.3)
+    models = []
+    for d in built:
+        torch.manual_seed(0)
+        models.append(
+            build_model(
+                "langgcn",
+                d,
+                num_negatives=0,
+                edge_dropout=0.8,
+                interest_items=2,
+                **compared,
+                **terms,
+            ).eval()
+        )
     for name in ("user_lang", "item_lang"):
         assert torch.equal(getattr(models[0], name), getattr(models[1], name))
+    assert torch.equal(models[0].ui_adj_t.to_dense(), models[1].ui_adj_t.to_dense())
+    users = torch.arange(data["user"].num_nodes)
+    with torch.no_grad():
+        assert torch.equal(models[0].scorer()(users), models[1].scorer()(users))
 
 
 def _prepare(root: Path, out: Path, *flags: str) -> list[str]:

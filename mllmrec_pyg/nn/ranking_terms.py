@@ -15,6 +15,8 @@ candidate's largest cosine to one of the user's training items (LangGCN's
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
@@ -140,9 +142,11 @@ def history_similarity(
     row, col = row.to(unit.device), col.to(unit.device)
     out = unit.new_full((users.numel(), unit.size(0)), float("-inf"))
     step = max(1, chunk_elems // max(unit.size(0), 1))
-    for start in range(0, row.numel(), step):
-        sims = unit[col[start : start + step]] @ unit.t()
-        out.index_reduce_(0, row[start : start + step], sims, "amax")
+    with warnings.catch_warnings():  # torch calls index_reduce_ "beta"; its amax is exact
+        warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
+        for start in range(0, row.numel(), step):
+            sims = unit[col[start : start + step]] @ unit.t()
+            out.index_reduce_(0, row[start : start + step], sims, "amax")
     return out.masked_fill_(torch.isinf(out), 0.0)
 
 
