@@ -568,7 +568,7 @@ def _dense_history(pairs, item_emb, nu):
 def test_history_similarity_is_the_largest_cosine_to_a_training_item():
     """h_ui = max_{j in N_u} cos(e_j, e_i), in any block of users, in any chunk size."""
     from mllmrec_pyg.metrics import CSRIndex
-    from mllmrec_pyg.nn.ranking_terms import history_similarity
+    from mllmrec_pyg.nn.ranking_terms import history_similarity, item_cosines
 
     g = torch.Generator().manual_seed(5)
     nu, ni = 9, 13
@@ -580,9 +580,12 @@ def test_history_similarity_is_the_largest_cosine_to_a_training_item():
     assert bool((want[nu - 1] == 0).all())  # the last user has no items
     index = CSRIndex(torch.unique(pairs, dim=1), nu)
     users = torch.tensor([8, 2, 0, 2, 5])
+    gram = item_cosines(emb)  # the gathered rows of the [I, I] cosines, or products per block
+    assert item_cosines(emb, limit=ni * ni - 1) is None
     for chunk in (1, 7, 1 << 20):
-        got = history_similarity(emb, index, users, chunk_elems=chunk * ni)
-        torch.testing.assert_close(got.double(), want[users], rtol=1e-6, atol=1e-6)
+        for g in (None, gram):
+            got = history_similarity(emb, index, users, chunk_elems=chunk * ni, gram=g)
+            torch.testing.assert_close(got.double(), want[users], rtol=1e-6, atol=1e-6)
 
 
 def test_history_weight_adds_the_nearest_training_item_to_scores_and_leaves_training_alone():

@@ -117,6 +117,7 @@ from mllmrec_pyg.nn.ranking_terms import (
     SparseRows,
     cooccurrence_prior,
     history_similarity,
+    item_cosines,
     log_popularity,
     with_ranking_terms,
 )
@@ -787,9 +788,10 @@ class LangGCN(RankingModel):
     def _with_history(self, base: ScoreFn, item_emb: Tensor) -> ScoreFn:
         """``base`` plus ``history_weight`` times :func:`history_similarity` over ``item_emb``."""
         weight = self.config.history_weight
+        gram = item_cosines(item_emb)  # once for every block of users
 
         def score(users: Tensor) -> Tensor:
-            near = history_similarity(item_emb, self._train_index, users)
+            near = history_similarity(item_emb, self._train_index, users, gram=gram)
             return base(users).add_(near.to(item_emb.device), alpha=weight)
 
         return score
