@@ -107,6 +107,12 @@ class ScriptedServer:
                     else:
                         payload = {"error": {"message": f"scripted {reply.status}", "type": "x"}}
                     data = json.dumps(payload).encode()
+                finally:
+                    # answered: no longer in flight. Counted before the reply is written, as
+                    # the client may send its next request the moment the reply arrives
+                    with outer._lock:
+                        outer.in_flight -= 1
+                try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(data)))
@@ -116,9 +122,6 @@ class ScriptedServer:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (time-out tests)
-                finally:
-                    with outer._lock:
-                        outer.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
