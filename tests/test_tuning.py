@@ -352,3 +352,35 @@ def test_compare_can_take_the_chosen_settings_of_searches_made_elsewhere(tmp_pat
             run_compare(other, models=["bpr"], trials=3, chosen_dir=str(searches))
         with pytest.raises(ValueError, match="no stored search of 'lightgcn'"):
             run_compare(other, models=["lightgcn"], trials=2, chosen_dir=str(searches))
+
+
+def test_settings_searched_together_share_one_key(tmp_path, monkeypatch):
+    """A joint key ("train.lr+model.reg_weight") is one dimension of the grid whose values
+    set both settings; the search trains exactly those pairs."""
+    from mllmrec_pyg.nn.registry import point_text
+
+    space = {"train.lr+model.reg_weight": ((1e-3, 0.0), (1e-2, 1e-4)), "train.batch_size": (256,)}
+    cand = Candidate("bpr-joint", "bpr", space=space)
+    grid = cand.grid()
+    assert len(grid) == 2  # two separate keys would make four points
+    assert split_point(grid[1]) == {
+        "train": {"batch_size": 256, "lr": 1e-2},
+        "model": {"reg_weight": 1e-4},
+        "graph": {},
+    }
+    assert point_text(grid[1]) == "train.batch_size=256 train.lr=0.01 model.reg_weight=0.0001"
+    with pytest.raises(ValueError, match="takes 2 values"):
+        split_point({"train.lr+model.reg_weight": (1e-3,)})
+    with pytest.raises(ValueError, match="set twice"):
+        split_point({"train.lr+train.lr": (1e-3, 1e-2)})
+    with pytest.raises(ValueError, match="must be .<train.model.graph>"):
+        split_point({"train.lr+reg_weight": (1e-3, 0.0)})
+    split_point(dict.fromkeys(space))  # the keys alone, as registration checks them
+    monkeypatch.setitem(CANDIDATES, cand.key, cand)
+    result = tune(cand.key, DATA, train=QUICK, trials=6, out=tmp_path)
+    pairs = {
+        (t["settings"]["train"]["lr"], t["settings"]["model"]["reg_weight"]) for t in result.trials
+    }
+    assert pairs == {(1e-3, 0.0), (1e-2, 1e-4)}
+    stored = json.loads((tmp_path / DATA.tag() / "bpr-joint.json").read_text())
+    assert stored["search_space"]["train.lr+model.reg_weight"] == [[1e-3, 0.0], [1e-2, 1e-4]]

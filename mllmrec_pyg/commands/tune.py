@@ -16,6 +16,7 @@ from mllmrec_pyg.commands.common import (
     train_config,
 )
 from mllmrec_pyg.metrics import DEFAULT_KS
+from mllmrec_pyg.nn.registry import point_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
                 f"valid {metric.replace('recall', 'ndcg')}": best["valid"][
                     metric.replace("recall", "ndcg")
                 ],
-                "chosen": " ".join(f"{k}={v}" for k, v in best["point"].items()) or "-",
+                "chosen": point_text(best["point"]) or "-",
             }
         )
     print(format_table(rows, style="plain"))

@@ -65,6 +65,7 @@ from mllmrec_pyg.nn.registry import (
     model_class,
     model_spec,
     paper_numbers,
+    point_text,
 )
 from mllmrec_pyg.runs import per_user_tensors, summary
 from mllmrec_pyg.tuning import CANDIDATES, TuneResult, candidate, draw, read_tuned, tune
@@ -226,7 +227,7 @@ def run_compare(
         rows = summarise(runs, order=order)
     for row in rows:
         point = tuned.get(row["variant"], {}).get("point", {})
-        row["tuned"] = " ".join(f"{k}={v}" for k, v in point.items())
+        row["tuned"] = point_text(point)
         if row["variant"].startswith(f"{proposed}-ablate-"):
             row["tuned"] = f"as {proposed}, one switch changed"
     significance = _significance(rows, users, proposed, metrics)  # per user: needs the runs

@@ -25,7 +25,10 @@ its module (imported by :mod:`mllmrec_pyg.nn`) and its test file.
 
 A search space maps ``"section.field"`` keys (sections ``train``, ``model``
 and ``graph``: ``train.lr``, ``model.reg_weight``, ``graph.alpha``) to the
-values searched (:func:`split_point`).
+values searched (:func:`split_point`). Settings searched together share one
+key joined by ``+`` and take tuples of values, one per setting:
+``{"model.a+model.b": ((0.0, 0.0), (0.2, 0.3))}`` is two points, both off or
+both on, where two separate keys would be four.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from mllmrec_pyg.nn.base import RankingModel
 
 #: the sections of a search-space key (``"train.lr"``)
 SECTIONS = ("train", "model", "graph")
+#: joins the keys of settings searched together (``"model.a+model.b"``)
+JOINT = "+"
 
 Space = Mapping[str, Sequence[Any]]
 Ablation = tuple[Mapping[str, Any], Mapping[str, Any]]
@@ -346,14 +351,44 @@ def takes_seed(name: str) -> bool:
 
 
 def split_point(point: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"train.lr": x, "model.d": y}`` -> ``{"train": {"lr": x}, "model": {"d": y}, "graph": {}}``."""
+    """``{"train.lr": x, "model.d": y}`` -> ``{"train": {"lr": x}, "model": {"d": y}, "graph": {}}``.
+
+    A joint key ``"model.a+model.b"`` takes a tuple (or list) of as many values, one per
+    setting; ``None`` in place of the value checks the keys only.
+    """
     out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in point.items():
-        section, _, name = key.partition(".")
-        if section not in out or not name:
-            raise ValueError(f"search key {key!r} must be '<train|model|graph>.<field>'")
-        out[section][name] = value
+        names = key.split(JOINT)
+        values: Sequence[Any] = [value]
+        if len(names) > 1:
+            if value is None:
+                values = [None] * len(names)
+            elif isinstance(value, (tuple, list)) and len(value) == len(names):
+                values = value
+            else:
+                raise ValueError(
+                    f"search key {key!r} sets {len(names)} settings together and takes "
+                    f"{len(names)} values, got {value!r}"
+                )
+        for one, v in zip(names, values):
+            section, _, name = one.partition(".")
+            if section not in out or not name:
+                raise ValueError(f"search key {one!r} must be '<train|model|graph>.<field>'")
+            if name in out[section]:
+                raise ValueError(f"search key {key!r}: {one} is set twice")
+            out[section][name] = v
     return out
+
+
+def point_text(point: Mapping[str, Any]) -> str:
+    """A grid point as ``"train.lr=0.001 model.a=0.2 model.b=0.3"`` (a joint key's settings
+    written one by one)."""
+    parts = []
+    for key, value in point.items():
+        names = key.split(JOINT)
+        values = value if len(names) > 1 and isinstance(value, (tuple, list)) else [value]
+        parts += [f"{k}={v}" for k, v in zip(names, values)]
+    return " ".join(parts)
 
 
 def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
