@@ -22,11 +22,20 @@ def bipartite_adjacency(edge_index: Tensor, num_users: int, num_items: int) -> T
         num_items: number of items.
     """
     pairs = unique_pairs(edge_index)  # torch.unique(edge_index, dim=1), ~100x faster
-    src = torch.cat([pairs[0], pairs[1] + num_users])
-    dst = torch.cat([pairs[1] + num_users, pairs[0]])
-    n = num_users + num_items
+    return symmetric_adjacency(
+        torch.stack([pairs[0], pairs[1] + num_users]), None, num_users + num_items
+    )
+
+
+def symmetric_adjacency(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int) -> Tensor:
+    """:math:`D^{-1/2} A D^{-1/2}` as a sparse CSR ``[N, N]`` matrix, ``A`` the symmetric
+    matrix of the undirected edges ``edge_index`` (each given once, in one direction) with
+    weights ``edge_weight`` (``None``: 1) and ``D`` its weighted degrees."""
+    src = torch.cat([edge_index[0], edge_index[1]])
+    dst = torch.cat([edge_index[1], edge_index[0]])
+    weight = None if edge_weight is None else torch.cat([edge_weight, edge_weight])
     (row, col), weight = gcn_norm(  # row: source, col: target
-        torch.stack([src, dst]), None, n, add_self_loops=False
+        torch.stack([src, dst]), weight, num_nodes, add_self_loops=False
     )
     with quiet_sparse():
-        return to_csr(torch.sparse_coo_tensor(torch.stack([col, row]), weight, (n, n)))
+        return to_csr(torch.sparse_coo_tensor(torch.stack([col, row]), weight, (num_nodes,) * 2))

@@ -100,7 +100,7 @@ from mllmrec_pyg.data.schema import (
 )
 from mllmrec_pyg.metrics import CSRIndex, mask_scores_
 from mllmrec_pyg.nn.base import RankingModel, ScoreFn, dot_scorer, reads_refined_graph
-from mllmrec_pyg.nn.bipartite import bipartite_adjacency
+from mllmrec_pyg.nn.bipartite import bipartite_adjacency, symmetric_adjacency
 from mllmrec_pyg.nn.freedom import degree_sensitive_prune
 from mllmrec_pyg.nn.item_lightgcn import ItemLightGCN, item_graph_norm, to_adj_t
 from mllmrec_pyg.nn.losses import masked_infonce
@@ -192,7 +192,7 @@ class LangGCNConfig:
             user-item graph (0: none): the :math:`k_a` items outside the user's training
             items whose language vectors are closest on average to those of its training
             items (SOIL's second-order interest, from the text alone). The graph
-            propagated is :math:`\\hat A + \tfrac12 \\mathcal N(A^{int})`, with
+            propagated is :math:`\\hat A + \\tfrac12 \\mathcal N(A^{int})`, with
             :math:`A^{int}_{uc}` the mean cosine of :math:`c` to the user's items (kept
             when positive) and :math:`\\mathcal N` the symmetric normalisation; it gives
             sparse users neighbours their few interactions do not.
@@ -296,7 +296,7 @@ def mean_item_vectors(edge_index: Tensor, item_x: Tensor, num_users: int) -> Ten
 def interest_adjacency(
     edge_index: Tensor, item_x: Tensor, num_users: int, k: int, chunk: int = 2048
 ) -> Tensor:
-    """:math:`\tfrac12 \\mathcal N(A^{int})`: each user joined to its ``k`` interest items.
+    """:math:`\\tfrac12 \\mathcal N(A^{int})`: each user joined to its ``k`` interest items.
 
     A user's interest items are the ``k`` items outside its training items with the
     largest mean cosine between their vector and its training items' vectors (weights:
@@ -318,10 +318,8 @@ def interest_adjacency(
     num_items = item_x.size(0)
     pairs = torch.unique(edge_index, dim=1)
     unit = F.normalize(item_x.float(), dim=1)
-    mean = mean_item_vectors(pairs, unit, num_users)
+    mean = mean_item_vectors(pairs, unit, num_users)  # zero for a user without items
     seen = CSRIndex(pairs, num_users)
-    has_items = torch.zeros(num_users, dtype=torch.bool)
-    has_items[pairs[0]] = True
     k = min(k, num_items)
     rows, cols, vals = [], [], []
     for start in range(0, num_users, chunk):
@@ -329,20 +327,13 @@ def interest_adjacency(
         sims = mean[users] @ unit.T
         mask_scores_(sims, users, [seen])
         top = sims.topk(k, dim=1)
-        keep = (top.values > 0) & has_items[users, None]
+        keep = top.values > 0  # a user without items has only zeros: no edge
         rows.append(users[:, None].expand(-1, k)[keep])
         cols.append(top.indices[keep])
         vals.append(top.values[keep])
-    row, col, val = torch.cat(rows), torch.cat(cols), torch.cat(vals)
-    n = num_users + num_items
-    deg = torch.zeros(n).index_add_(0, row, val).index_add_(0, col + num_users, val)
-    norm = 0.5 * val * deg[row].rsqrt() * deg[col + num_users].rsqrt()
-    src = torch.cat([row, col + num_users])
-    dst = torch.cat([col + num_users, row])
-    with quiet_sparse():
-        return to_csr(
-            torch.sparse_coo_tensor(torch.stack([src, dst]), torch.cat([norm, norm]), (n, n))
-        )
+    row, col, val = torch.cat(rows), torch.cat(cols) + num_users, torch.cat(vals)
+    graph = symmetric_adjacency(torch.stack([row, col]), val, num_users + num_items)
+    return graph * 0.5
 
 
 def add_sparse(a: Tensor, b: Tensor | None) -> Tensor:
