@@ -350,6 +350,22 @@ def takes_seed(name: str) -> bool:
     return "seed" in {f.name for f in dataclasses.fields(model_class(name).config_class)}
 
 
+def _settings(key: str, value: Any) -> list[tuple[str, Any]]:
+    """``(setting key, value)`` of one search key: itself, or each setting of a joint key
+    with its value (``None`` for each when ``value`` is ``None``)."""
+    names = key.split(JOINT)
+    if len(names) == 1:
+        return [(key, value)]
+    if value is None:
+        return [(name, None) for name in names]
+    if isinstance(value, (tuple, list)) and len(value) == len(names):
+        return list(zip(names, value))
+    raise ValueError(
+        f"search key {key!r} sets {len(names)} settings together and takes "
+        f"{len(names)} values, got {value!r}"
+    )
+
+
 def split_point(point: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"train.lr": x, "model.d": y}`` -> ``{"train": {"lr": x}, "model": {"d": y}, "graph": {}}``.
 
@@ -358,19 +374,7 @@ def split_point(point: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """
     out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in point.items():
-        names = key.split(JOINT)
-        values: Sequence[Any] = [value]
-        if len(names) > 1:
-            if value is None:
-                values = [None] * len(names)
-            elif isinstance(value, (tuple, list)) and len(value) == len(names):
-                values = value
-            else:
-                raise ValueError(
-                    f"search key {key!r} sets {len(names)} settings together and takes "
-                    f"{len(names)} values, got {value!r}"
-                )
-        for one, v in zip(names, values):
+        for one, v in _settings(key, value):
             section, _, name = one.partition(".")
             if section not in out or not name:
                 raise ValueError(f"search key {one!r} must be '<train|model|graph>.<field>'")
@@ -383,12 +387,7 @@ def split_point(point: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def point_text(point: Mapping[str, Any]) -> str:
     """A grid point as ``"train.lr=0.001 model.a=0.2 model.b=0.3"`` (a joint key's settings
     written one by one)."""
-    parts = []
-    for key, value in point.items():
-        names = key.split(JOINT)
-        values = value if len(names) > 1 and isinstance(value, (tuple, list)) else [value]
-        parts += [f"{k}={v}" for k, v in zip(names, values)]
-    return " ".join(parts)
+    return " ".join(f"{k}={v}" for key, value in point.items() for k, v in _settings(key, value))
 
 
 def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
