@@ -501,20 +501,28 @@ def test_cooccurrence_prior_equals_the_dense_counts():
     assert want.max() == 1.0 and bool((want.max(1).values == 1).all())
 
 
+def _with_ranking_term(data, base, **term):
+    """The model ``base`` and the same one with ``term`` (same seed), both in eval mode,
+    after checking that the term leaves the training loss as it is (the loss sees none)."""
+    nu = data["user"].num_nodes
+    torch.manual_seed(0)
+    plain = build_model("langgcn", data, num_negatives=0, **base)
+    torch.manual_seed(0)
+    termed = build_model("langgcn", data, num_negatives=0, **base, **term)
+    users = torch.arange(nu)
+    pos = data[INTERACTS].edge_index[1, :nu]
+    none = users.new_empty(nu, 0)
+    plain.train(), termed.train()
+    assert torch.equal(plain.batch_loss(users, pos, none), termed.batch_loss(users, pos, none))
+    return plain.eval(), termed.eval()
+
+
 def test_cooccurrence_weight_adds_the_prior_to_scores_and_leaves_training_alone():
     data = _data(seed=2)
     nu, ni = data["user"].num_nodes, data["item"].num_nodes
     beta = 0.3
-    torch.manual_seed(0)
-    plain = build_model("langgcn", data, num_negatives=0)
-    torch.manual_seed(0)
-    prior = build_model("langgcn", data, num_negatives=0, cooccurrence_weight=beta)
+    plain, prior = _with_ranking_term(data, {}, cooccurrence_weight=beta)
     users = torch.arange(nu)
-    pos = data[INTERACTS].edge_index[1, :nu]
-    plain.train(), prior.train()
-    none = users.new_empty(nu, 0)
-    assert torch.equal(plain.batch_loss(users, pos, none), prior.batch_loss(users, pos, none))
-    plain.eval(), prior.eval()
     want = plain.scorer()(users).double() + beta * _dense_prior(data[INTERACTS].edge_index, nu, ni)
     torch.testing.assert_close(prior.scorer()(users).double(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="cooccurrence_weight"):
@@ -529,18 +537,8 @@ def test_popularity_weight_adds_the_log_training_degree_to_scores():
     pairs = data[INTERACTS].edge_index
     data[INTERACTS].edge_index = torch.cat([pairs, pairs[:, :7]], dim=1)  # repeats count once
     beta, gamma = 0.2, 0.4
-    torch.manual_seed(0)
-    plain = build_model("langgcn", data, num_negatives=0)
-    torch.manual_seed(0)
-    both = build_model(
-        "langgcn", data, num_negatives=0, cooccurrence_weight=beta, popularity_weight=gamma
-    )
+    plain, both = _with_ranking_term(data, {}, cooccurrence_weight=beta, popularity_weight=gamma)
     users = torch.arange(nu)
-    pos = pairs[1, :nu]
-    none = users.new_empty(nu, 0)
-    plain.train(), both.train()
-    assert torch.equal(plain.batch_loss(users, pos, none), both.batch_loss(users, pos, none))
-    plain.eval(), both.eval()
     r = torch.zeros(nu, ni, dtype=torch.float64)
     r[pairs[0], pairs[1]] = 1.0
     deg = r.sum(0)
@@ -593,16 +591,8 @@ def test_history_weight_adds_the_nearest_training_item_to_scores_and_leaves_trai
     nu = data["user"].num_nodes
     pairs = data[INTERACTS].edge_index
     eta = 0.7
-    torch.manual_seed(0)
-    plain = build_model("langgcn", data, num_negatives=0, popularity_weight=0.2)
-    torch.manual_seed(0)
-    near = build_model("langgcn", data, num_negatives=0, popularity_weight=0.2, history_weight=eta)
+    plain, near = _with_ranking_term(data, {"popularity_weight": 0.2}, history_weight=eta)
     users = torch.arange(nu)
-    pos = pairs[1, :nu]
-    none = users.new_empty(nu, 0)
-    plain.train(), near.train()
-    assert torch.equal(plain.batch_loss(users, pos, none), near.batch_loss(users, pos, none))
-    plain.eval(), near.eval()
     _, items = plain.representations()
     want = plain.scorer()(users).double() + eta * _dense_history(pairs, items, nu)
     torch.testing.assert_close(
